@@ -1,0 +1,170 @@
+//! The command line: global options of SPEC section 2 and one subcommand each.
+
+use std::path::PathBuf;
+
+use clap::{ArgAction, Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "jailtx",
+    version,
+    about = "Crash-safe transactions for jails on a shared read-only template",
+    propagate_version = true
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct Global {
+    /// Put BASE, the state dir and the config file under DIR (tests, trials)
+    #[arg(long, global = true, env = "JAILTX_ROOT", value_name = "DIR")]
+    pub root: Option<PathBuf>,
+    /// Config file (default: DIR/jailtx.toml with --root, else /usr/local/etc/jailtx.toml)
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Print one JSON document on stdout and nothing else there
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Which host backend carries out mounts and jails
+    #[arg(long, global = true, value_name = "NAME")]
+    pub backend: Option<String>,
+    /// More log output on stderr (-v, -vv)
+    #[arg(short, long, global = true, action = ArgAction::Count)]
+    pub verbose: u8,
+    /// Only errors on stderr
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+    /// Print the step plan and change nothing
+    #[arg(long, global = true)]
+    pub dry_run: bool,
+    /// Finish an interrupted transaction (resume) before running this one
+    #[arg(long, global = true)]
+    pub auto_recover: bool,
+}
+
+#[derive(Debug, Args, Clone)]
+#[group(required = true, multiple = false)]
+pub struct Source {
+    /// A directory holding a world
+    #[arg(long, value_name = "DIR")]
+    pub from_dir: Option<PathBuf>,
+    /// An archive: .tar, .tar.gz, .txz/.tar.xz (FreeBSD's base.txz)
+    #[arg(long, value_name = "FILE")]
+    pub from_tar: Option<PathBuf>,
+    /// A command that installs a world into {dest}
+    #[arg(long, value_name = "CMD")]
+    pub from_cmd: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create the layout and the state dir (idempotent)
+    Init,
+    /// Build the first template
+    #[command(subcommand)]
+    Template(TemplateCmd),
+    /// Create or destroy a jail
+    #[command(subcommand)]
+    Jail(JailCmd),
+    /// Start jails (all when none named)
+    Start { names: Vec<String> },
+    /// Stop jails (all when none named)
+    Stop { names: Vec<String> },
+    /// Restart jails (all when none named)
+    Restart { names: Vec<String> },
+    /// Jails, like jls
+    Status,
+    /// Build a new template and switch every jail to it
+    Upgrade {
+        #[command(flatten)]
+        source: Source,
+    },
+    /// Switch back to an archived template
+    Rollback {
+        #[arg(long, value_name = "ARCHIVE")]
+        to: Option<String>,
+    },
+    /// Finish an interrupted transaction
+    Recover {
+        /// Roll it back instead of resuming it
+        #[arg(long)]
+        rollback: bool,
+    },
+    /// Verify templates against their manifests
+    Audit {
+        templates: Vec<String>,
+        #[arg(long)]
+        all: bool,
+        #[arg(long)]
+        quick: bool,
+    },
+    /// Three-way merge of each jail's /etc to the current template
+    EtcMerge { names: Vec<String> },
+    /// Template manifests
+    #[command(subcommand)]
+    Manifest(ManifestCmd),
+    /// The transactions in the journal
+    History,
+    /// Delete archived templates beyond the newest N
+    Prune {
+        #[arg(long, value_name = "N")]
+        keep: Option<u32>,
+    },
+    /// The init of a Linux jail (internal: jailtx starts it)
+    #[command(name = "__jail-init", hide = true)]
+    JailInit {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        root: PathBuf,
+        #[arg(long)]
+        hostname: String,
+        #[arg(long)]
+        ip: String,
+        #[arg(long)]
+        start: String,
+    },
+    /// Run a plan file (test and debugging aid; not for production use)
+    #[command(hide = true)]
+    RunPlan { file: PathBuf },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TemplateCmd {
+    /// World -> mroot + skel
+    Build {
+        #[command(flatten)]
+        source: Source,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum JailCmd {
+    Create {
+        name: String,
+        #[arg(long)]
+        hostname: String,
+        #[arg(long)]
+        ip: String,
+        #[arg(long)]
+        start: bool,
+    },
+    Destroy {
+        name: String,
+        #[arg(long)]
+        purge: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ManifestCmd {
+    Export {
+        template: Option<String>,
+        #[arg(long, default_value = "mtree")]
+        format: String,
+    },
+}

@@ -1,0 +1,236 @@
+//! The `jailtx` command: parse, validate, call one library function, print.
+
+pub mod args;
+mod output;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::config::{Config, Layout, Sources};
+use crate::engine::{EngineError, Fault, Plan, RecoverMode};
+use crate::error::Error;
+use crate::host::{self, Host, linux::LinuxHost};
+use crate::ops;
+use crate::statedir::{self, State};
+use args::{Cli, Command, Global};
+
+/// Everything a command needs, resolved and validated before it acts.
+struct Ctx {
+    global: Global,
+    layout: Layout,
+    fault: Option<Fault>,
+    backend: String,
+}
+
+impl Ctx {
+    fn host(&self) -> Box<dyn Host> {
+        match self.backend.as_str() {
+            "freebsd" => host::by_name("freebsd").unwrap_or_else(|| Box::new(LinuxHost::new())),
+            _ => Box::new(LinuxHost::new().with_log_dir(self.layout.jails.clone())),
+        }
+    }
+}
+
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            // clap: 0 for --help/--version, 2 for bad usage, as SPEC wants.
+            return ExitCode::from(e.exit_code().clamp(0, 255) as u8);
+        }
+    };
+    init_logging(&cli.global);
+    let json = cli.global.json;
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let code = e.exit_code();
+            output::error(json, &e, code);
+            ExitCode::from(code)
+        }
+    }
+}
+
+fn init_logging(g: &Global) {
+    let level = match (g.quiet, g.verbose) {
+        (true, _) => "error",
+        (false, 0) => "warn",
+        (false, 1) => "info",
+        (false, _) => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("JAILTX_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_target(false)
+        .try_init();
+}
+
+fn run(cli: Cli) -> Result<(), Error> {
+    if let Command::JailInit {
+        name,
+        root,
+        hostname,
+        ip,
+        start,
+    } = cli.command
+    {
+        host::linux_init::main(host::linux_init::InitArgs {
+            name,
+            root,
+            hostname,
+            ip,
+            start,
+        });
+    }
+    let cfg = Config::load(&Sources {
+        root: cli.global.root.clone(),
+        config: cli.global.config.clone(),
+    })?;
+    let layout = Layout::new(&cfg)?;
+    let fault = Fault::from_env().map_err(Error::Usage)?;
+    let backend = cli
+        .global
+        .backend
+        .clone()
+        .or_else(|| Some(cfg.backend.clone()).filter(|b| !b.is_empty()))
+        .unwrap_or_else(|| host::native().to_owned());
+    if !matches!(backend.as_str(), "linux" | "freebsd") {
+        return Err(Error::Usage(format!(
+            "--backend {backend:?}: expected linux or freebsd"
+        )));
+    }
+    let ctx = Ctx {
+        global: cli.global,
+        layout,
+        fault,
+        backend,
+    };
+    match cli.command {
+        Command::Init => init(&ctx),
+        Command::Recover { rollback } => recover(&ctx, rollback),
+        Command::History => history(&ctx),
+        Command::RunPlan { file } => run_plan(&ctx, &file),
+        other => Err(Error::Usage(format!(
+            "`jailtx {}` is not implemented in this build yet",
+            command_name(&other)
+        ))),
+    }
+}
+
+fn command_name(c: &Command) -> &'static str {
+    match c {
+        Command::Init => "init",
+        Command::Template(_) => "template",
+        Command::Jail(_) => "jail",
+        Command::Start { .. } => "start",
+        Command::Stop { .. } => "stop",
+        Command::Restart { .. } => "restart",
+        Command::Status => "status",
+        Command::Upgrade { .. } => "upgrade",
+        Command::Rollback { .. } => "rollback",
+        Command::Recover { .. } => "recover",
+        Command::Audit { .. } => "audit",
+        Command::EtcMerge { .. } => "etc-merge",
+        Command::Manifest(_) => "manifest",
+        Command::History => "history",
+        Command::Prune { .. } => "prune",
+        Command::RunPlan { .. } => "run-plan",
+        Command::JailInit { .. } => "__jail-init",
+    }
+}
+
+/// Locks the state dir and deals with an interrupted transaction: exit 4,
+/// or resume it first under `--auto-recover`.
+fn open_state(ctx: &Ctx) -> Result<State, Error> {
+    let mut state = State::open(&ctx.layout, ctx.fault.clone(), ctx.host())?;
+    if let Some(p) = state.engine.pending() {
+        let (tx, op, summary) = (
+            p.tx(),
+            p.begin.plan.op.clone(),
+            p.begin.plan.summary.clone(),
+        );
+        if !ctx.global.auto_recover {
+            return Err(EngineError::Pending { tx, op, summary }.into());
+        }
+        if let Some(report) = state.engine.recover(RecoverMode::Resume)? {
+            output::note(
+                ctx.global.json,
+                &format!("recovered: {}", output::report_line(&report)),
+            );
+        }
+    }
+    Ok(state)
+}
+
+/// Prints the plan under `--dry-run`, otherwise runs it as one transaction.
+fn execute(ctx: &Ctx, state: Option<&mut State>, plan: Plan) -> Result<(), Error> {
+    plan.validate().map_err(EngineError::from)?;
+    if ctx.global.dry_run {
+        output::plan(ctx.global.json, &plan);
+        return Ok(());
+    }
+    let Some(state) = state else {
+        return Err(Error::Usage("internal: a run without the state dir".into()));
+    };
+    if plan.is_empty() {
+        output::nothing_to_do(ctx.global.json, &plan);
+        return Ok(());
+    }
+    let report = state.engine.run(plan)?;
+    output::report(ctx.global.json, &report);
+    Ok(())
+}
+
+fn init(ctx: &Ctx) -> Result<(), Error> {
+    if ctx.global.dry_run {
+        return execute(ctx, None, ops::init::plan(&ctx.layout));
+    }
+    // The journal lives in the state dir, so the state dir itself is made
+    // before the transaction (durably, parent by parent); the rest is journaled.
+    crate::fs::create_dir_all_durable(&ctx.layout.state, 0o700)?;
+    let mut state = open_state(ctx)?;
+    let plan = ops::init::plan(&ctx.layout);
+    execute(ctx, Some(&mut state), plan)
+}
+
+fn recover(ctx: &Ctx, rollback: bool) -> Result<(), Error> {
+    let mut state = State::open(&ctx.layout, ctx.fault.clone(), ctx.host())?;
+    if ctx.global.dry_run {
+        output::pending(ctx.global.json, state.engine.pending());
+        return Ok(());
+    }
+    let mode = if rollback {
+        RecoverMode::Rollback
+    } else {
+        RecoverMode::Resume
+    };
+    let report = state.engine.recover(mode)?;
+    output::recovered(ctx.global.json, report.as_ref());
+    Ok(())
+}
+
+fn history(ctx: &Ctx) -> Result<(), Error> {
+    if !ctx.layout.state.is_dir() {
+        return Err(statedir::StateError::Missing(ctx.layout.state.clone()).into());
+    }
+    let (done, pending) = statedir::read_history(&ctx.layout)?;
+    output::history(ctx.global.json, &done, pending.as_ref());
+    Ok(())
+}
+
+fn run_plan(ctx: &Ctx, file: &std::path::Path) -> Result<(), Error> {
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| Error::Usage(format!("read plan {}: {e}", file.display())))?;
+    let plan: Plan = serde_json::from_str(&text)
+        .map_err(|e| Error::Usage(format!("plan {}: {e}", file.display())))?;
+    if ctx.global.dry_run {
+        return execute(ctx, None, plan);
+    }
+    let mut state = open_state(ctx)?;
+    execute(ctx, Some(&mut state), plan)
+}

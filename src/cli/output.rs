@@ -1,0 +1,149 @@
+//! What the commands print: tables and lines for people on stdout, or exactly
+//! one JSON document on stdout with `--json`. Logs go to stderr.
+
+use serde_json::json;
+
+use crate::engine::{Plan, Report};
+use crate::error::Error;
+use crate::journal::{Summary, TxState};
+
+fn print_json(v: &serde_json::Value) {
+    println!("{v}");
+}
+
+pub fn error(json: bool, e: &Error, code: u8) {
+    if json {
+        print_json(&json!({ "error": e.to_string(), "exit_code": code }));
+    }
+    eprintln!("jailtx: {e}");
+}
+
+/// A side remark: stderr, so that stdout stays one document.
+pub fn note(_json: bool, msg: &str) {
+    eprintln!("jailtx: {msg}");
+}
+
+pub fn plan(json: bool, plan: &Plan) {
+    if json {
+        print_json(&json!({ "dry_run": true, "plan": plan }));
+    } else {
+        print!("{plan}");
+    }
+}
+
+pub fn nothing_to_do(json: bool, plan: &Plan) {
+    if json {
+        print_json(&json!({ "op": plan.op, "changed": false }));
+    } else {
+        println!("{}: nothing to do", plan.op);
+    }
+}
+
+pub fn report_line(r: &Report) -> String {
+    format!(
+        "transaction {} ({}): {}, {} of {} steps run in {} ms",
+        r.tx,
+        r.op,
+        r.outcome.as_str(),
+        r.executed,
+        r.steps,
+        r.elapsed_ms
+    )
+}
+
+pub fn report(json: bool, r: &Report) {
+    if json {
+        print_json(&json!({ "changed": true, "report": r }));
+    } else {
+        println!("{}", report_line(r));
+    }
+}
+
+pub fn recovered(json: bool, r: Option<&Report>) {
+    match (json, r) {
+        (true, r) => print_json(&json!({ "recovered": r })),
+        (false, Some(r)) => println!("recovered {}", report_line(r)),
+        (false, None) => println!("nothing to recover"),
+    }
+}
+
+pub fn pending(json: bool, p: Option<&TxState>) {
+    let desc = p.map(|p| {
+        let st = p.status();
+        json!({
+            "tx": p.tx(),
+            "op": p.begin.plan.op,
+            "summary": p.begin.plan.summary,
+            "committed": p.committed,
+            "rolling_back": p.abort.is_some(),
+            "steps": p.begin.plan.steps.len(),
+            "steps_done": p.done.iter().filter(|d| **d).count(),
+            "will": if st.can_resume() { "resume" } else { "roll back" },
+        })
+    });
+    if json {
+        print_json(&json!({ "dry_run": true, "pending": desc }));
+    } else if let Some(d) = desc {
+        println!(
+            "transaction {} ({}: {}) is interrupted after {} of {} steps; `jailtx recover` will {}",
+            d["tx"],
+            d["op"].as_str().unwrap_or(""),
+            d["summary"].as_str().unwrap_or(""),
+            d["steps_done"],
+            d["steps"],
+            d["will"].as_str().unwrap_or("")
+        );
+    } else {
+        println!("nothing to recover");
+    }
+}
+
+fn time(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+        .unwrap_or_else(|| ms.to_string())
+}
+
+pub fn history(json: bool, done: &[Summary], pending: Option<&TxState>) {
+    if json {
+        let pending = pending.map(|p| {
+            json!({ "tx": p.tx(), "op": p.begin.plan.op, "summary": p.begin.plan.summary,
+                    "started_ms": p.begin.started_ms, "outcome": "pending" })
+        });
+        print_json(&json!({ "transactions": done, "pending": pending }));
+        return;
+    }
+    println!(
+        "{:>5}  {:<19}  {:>8}  {:<14}  {:<11}  SUMMARY",
+        "TX", "STARTED (UTC)", "MS", "OP", "OUTCOME"
+    );
+    for s in done {
+        let mut line = s.summary.clone();
+        for (k, v) in &s.notes {
+            line.push_str(&format!(" {k}={v}"));
+        }
+        if let Some(r) = &s.reason {
+            line.push_str(&format!(" (reason: {r})"));
+        }
+        println!(
+            "{:>5}  {:<19}  {:>8}  {:<14}  {:<11}  {}",
+            s.tx,
+            time(s.started_ms),
+            s.ended_ms - s.started_ms,
+            s.op,
+            s.outcome.as_str(),
+            line
+        );
+    }
+    if let Some(p) = pending {
+        println!(
+            "{:>5}  {:<19}  {:>8}  {:<14}  {:<11}  {} (run `jailtx recover`)",
+            p.tx(),
+            time(p.begin.started_ms),
+            "-",
+            p.begin.plan.op,
+            "pending",
+            p.begin.plan.summary
+        );
+    }
+}

@@ -1,0 +1,286 @@
+//! The configuration file (`jailtx.toml`) and the layout it resolves to: every
+//! path jailtx touches, computed once and validated before any step runs.
+
+use std::path::{Component, Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Where the config file is looked for when neither `--config` nor `--root` says.
+pub const DEFAULT_CONFIG: &str = "/usr/local/etc/jailtx.toml";
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// BASE: holds `j/` and `js/`. Stored as its physical path.
+    pub base: PathBuf,
+    /// The state dir: journal, history, lock, manifests, jail records.
+    pub state_dir: PathBuf,
+    /// `linux` or `freebsd`; empty means the host's own.
+    pub backend: String,
+    /// Paths (relative to a template) that move from the old template to the new at each upgrade.
+    pub carry_over: Vec<PathBuf>,
+    /// Archived templates `prune` keeps by default.
+    pub keep_archives: u32,
+    pub jail: JailDefaults,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JailDefaults {
+    pub exec_start: String,
+    pub exec_stop: String,
+    pub stop_timeout_secs: u64,
+}
+
+impl Default for JailDefaults {
+    fn default() -> Self {
+        JailDefaults {
+            exec_start: "/bin/sh /etc/rc".into(),
+            exec_stop: "/bin/sh /etc/rc.shutdown".into(),
+            stop_timeout_secs: 10,
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            base: "/home".into(),
+            state_dir: "/var/db/jailtx".into(),
+            backend: String::new(),
+            carry_over: vec!["usr/ports".into()],
+            keep_archives: 2,
+            jail: JailDefaults::default(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("read config {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("config: {0}")]
+    Invalid(String),
+    #[error("resolve {path}: {source}")]
+    Resolve {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// Where the configuration comes from, as the global options say.
+#[derive(Debug, Clone, Default)]
+pub struct Sources {
+    pub root: Option<PathBuf>,
+    pub config: Option<PathBuf>,
+}
+
+impl Config {
+    /// Parses a config file's text; `path` is for messages only.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            // toml's messages span several lines; an operator gets one.
+            message: e.message().replace('\n', " "),
+        })?;
+        cfg.check()?;
+        Ok(cfg)
+    }
+
+    fn check(&self) -> Result<(), ConfigError> {
+        if !self.base.is_absolute() {
+            return Err(ConfigError::Invalid(format!(
+                "base {} must be an absolute path",
+                self.base.display()
+            )));
+        }
+        if !self.state_dir.is_absolute() {
+            return Err(ConfigError::Invalid(format!(
+                "state_dir {} must be an absolute path",
+                self.state_dir.display()
+            )));
+        }
+        for p in &self.carry_over {
+            let plain = p.components().all(|c| matches!(c, Component::Normal(_)));
+            if !plain || p.as_os_str().is_empty() {
+                return Err(ConfigError::Invalid(format!(
+                    "carry_over path {:?} must be relative to the template, without `..`",
+                    p
+                )));
+            }
+        }
+        if !matches!(self.backend.as_str(), "" | "linux" | "freebsd") {
+            return Err(ConfigError::Invalid(format!(
+                "backend {:?} is not one of linux, freebsd",
+                self.backend
+            )));
+        }
+        Ok(())
+    }
+
+    /// Loads the config the global options point at, then applies `--root`.
+    pub fn load(src: &Sources) -> Result<Config, ConfigError> {
+        let file = match (&src.config, &src.root) {
+            (Some(c), _) => Some(c.clone()),
+            (None, Some(r)) => Some(r.join("jailtx.toml")).filter(|p| p.exists()),
+            (None, None) => Some(PathBuf::from(DEFAULT_CONFIG)).filter(|p| p.exists()),
+        };
+        let mut cfg = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
+                    path: path.clone(),
+                    source,
+                })?;
+                Config::parse(&text, &path)?
+            }
+            None => Config::default(),
+        };
+        if let Some(root) = &src.root {
+            // --root puts everything under one folder, whatever the file says.
+            let root = absolute(root)?;
+            cfg.base = root.clone();
+            cfg.state_dir = root.join(".jailtx");
+        }
+        Ok(cfg)
+    }
+}
+
+fn absolute(p: &Path) -> Result<PathBuf, ConfigError> {
+    std::path::absolute(p).map_err(|source| ConfigError::Resolve {
+        path: p.to_owned(),
+        source,
+    })
+}
+
+/// The physical path of `p`: symlinks in its existing part resolved, the
+/// missing rest appended. FreeBSD refuses a jail root that passes through a
+/// symlink (`/home` -> `/usr/home`), so BASE is stored this way.
+pub fn physical(p: &Path) -> Result<PathBuf, ConfigError> {
+    let p = absolute(p)?;
+    let mut existing = p.as_path();
+    let mut rest = Vec::new();
+    loop {
+        match existing.canonicalize() {
+            Ok(real) => {
+                let mut out = real;
+                for part in rest.iter().rev() {
+                    out.push(part);
+                }
+                return Ok(out);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let (Some(parent), Some(name)) = (existing.parent(), existing.file_name()) else {
+                    return Err(ConfigError::Resolve {
+                        path: p.clone(),
+                        source: e,
+                    });
+                };
+                rest.push(name.to_owned());
+                existing = parent;
+            }
+            Err(source) => {
+                return Err(ConfigError::Resolve {
+                    path: p.clone(),
+                    source,
+                });
+            }
+        }
+    }
+}
+
+/// Every path of SPEC section 1, resolved.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Layout {
+    pub base: PathBuf,
+    pub j: PathBuf,
+    pub js: PathBuf,
+    pub mroot: PathBuf,
+    pub mroot2: PathBuf,
+    pub skel: PathBuf,
+    pub state: PathBuf,
+    pub journal: PathBuf,
+    pub history: PathBuf,
+    pub lock: PathBuf,
+    pub manifests: PathBuf,
+    pub jails: PathBuf,
+}
+
+impl Layout {
+    pub fn new(cfg: &Config) -> Result<Layout, ConfigError> {
+        let base = physical(&cfg.base)?;
+        let state = physical(&cfg.state_dir)?;
+        let j = base.join("j");
+        Ok(Layout {
+            mroot: j.join("mroot"),
+            mroot2: j.join("mroot2"),
+            skel: j.join("skel"),
+            js: base.join("js"),
+            j,
+            base,
+            journal: state.join("journal"),
+            history: state.join("history"),
+            lock: state.join("lock"),
+            manifests: state.join("manifests"),
+            jails: state.join("jails"),
+            state,
+        })
+    }
+
+    /// The `n`th rotated history file (`history.1` is the newest rotated one).
+    pub fn history_rotated(&self, n: u32) -> PathBuf {
+        self.state.join(format!("history.{n}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_key_is_refused_in_one_line() {
+        let e = Config::parse("bsae = \"/x\"\n", Path::new("/c.toml")).unwrap_err();
+        let msg = e.to_string();
+        assert!(
+            msg.starts_with("config /c.toml: unknown field `bsae`"),
+            "{msg}"
+        );
+        assert!(!msg.contains('\n'));
+    }
+
+    #[test]
+    fn carry_over_must_stay_inside_the_template() {
+        for bad in ["carry_over = [\"../x\"]", "carry_over = [\"/usr/ports\"]"] {
+            assert!(Config::parse(bad, Path::new("c")).is_err(), "{bad}");
+        }
+        let ok =
+            Config::parse("carry_over = [\"usr/ports\", \"usr/src\"]", Path::new("c")).unwrap();
+        assert_eq!(ok.carry_over.len(), 2);
+    }
+
+    #[test]
+    fn physical_resolves_symlinked_prefix_of_missing_path() {
+        let d = tempfile::tempdir().unwrap();
+        let real = d.path().join("usr-home");
+        std::fs::create_dir(&real).unwrap();
+        std::os::unix::fs::symlink(&real, d.path().join("home")).unwrap();
+        let p = physical(&d.path().join("home/j/mroot")).unwrap();
+        assert_eq!(p, real.canonicalize().unwrap().join("j/mroot"));
+    }
+
+    #[test]
+    fn root_overrides_base_and_state() {
+        let d = tempfile::tempdir().unwrap();
+        let cfg = Config::load(&Sources {
+            root: Some(d.path().to_owned()),
+            config: None,
+        })
+        .unwrap();
+        assert_eq!(cfg.base, d.path());
+        assert_eq!(cfg.state_dir, d.path().join(".jailtx"));
+    }
+}

@@ -1,0 +1,193 @@
+//! Carrying out and compensating each [`Action`], idempotently.
+//!
+//! Both directions look at the current state first, because after a crash the
+//! journal only says an action *may* have run: an intent without a done record
+//! covers "never started", "half done" and "done but not recorded".
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use crate::fs::{self, FsError};
+use crate::host::{Host, HostError};
+
+use super::plan::Action;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ActionError {
+    #[error(transparent)]
+    Fs(#[from] FsError),
+    #[error("inspect {path}: {source}")]
+    Stat { path: PathBuf, source: io::Error },
+    #[error("{path}: {what}; move it aside, then run `jailtx recover`")]
+    Conflict { path: PathBuf, what: String },
+    #[error(transparent)]
+    Host(#[from] HostError),
+    #[error("rename {from} -> {to}: neither exists; something outside jailtx moved it")]
+    Vanished { from: PathBuf, to: PathBuf },
+}
+
+type Result<T> = std::result::Result<T, ActionError>;
+
+/// What is at a path, without following a final symlink.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Entry {
+    Missing,
+    Dir,
+    Symlink(PathBuf),
+    Other,
+}
+
+fn entry(path: &Path) -> Result<Entry> {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => Ok(Entry::Dir),
+        Ok(m) if m.file_type().is_symlink() => {
+            let target = std::fs::read_link(path).map_err(|source| ActionError::Stat {
+                path: path.to_owned(),
+                source,
+            })?;
+            Ok(Entry::Symlink(target))
+        }
+        Ok(_) => Ok(Entry::Other),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Entry::Missing),
+        Err(source) => Err(ActionError::Stat {
+            path: path.to_owned(),
+            source,
+        }),
+    }
+}
+
+/// The side name a tree copy is built under before it is renamed into place.
+pub fn partial_path(to: &Path) -> PathBuf {
+    let mut name = to.file_name().unwrap_or_default().to_os_string();
+    name.push(".jailtx-partial");
+    to.with_file_name(name)
+}
+
+fn rename_state(from: &Path, to: &Path) -> Result<(bool, bool)> {
+    Ok((entry(from)? != Entry::Missing, entry(to)? != Entry::Missing))
+}
+
+/// Makes the effect of `action` present. Safe to call again at any point.
+pub fn apply(action: &Action, host: &dyn Host) -> Result<()> {
+    match action {
+        Action::MakeDir { path, mode } => match entry(path)? {
+            Entry::Missing => Ok(fs::create_dir_durable(path, *mode)?),
+            // Already made by an earlier, interrupted run: the mkdir may not be
+            // durable yet, so sync the parent again before the done record.
+            Entry::Dir => Ok(fs::fsync_parent(path)?),
+            _ => Err(ActionError::Conflict {
+                path: path.clone(),
+                what: "exists and is not a directory".into(),
+            }),
+        },
+        Action::Rename { from, to } => match rename_state(from, to)? {
+            (true, false) => Ok(fs::rename_durable(from, to)?),
+            (false, true) => {
+                fs::fsync_parent(to)?;
+                Ok(fs::fsync_parent(from)?)
+            }
+            (true, true) => Err(ActionError::Conflict {
+                path: to.clone(),
+                what: format!("is in the way of {}", from.display()),
+            }),
+            (false, false) => Err(ActionError::Vanished {
+                from: from.clone(),
+                to: to.clone(),
+            }),
+        },
+        Action::WriteFile {
+            path,
+            contents,
+            mode,
+        } => Ok(fs::write_atomic(path, contents.as_bytes(), *mode)?),
+        Action::Symlink { target, link } => match entry(link)? {
+            Entry::Missing => Ok(fs::symlink_durable(target, link)?),
+            Entry::Symlink(t) if t == *target => Ok(fs::fsync_parent(link)?),
+            _ => Err(ActionError::Conflict {
+                path: link.clone(),
+                what: format!("exists and is not a symlink to {}", target.display()),
+            }),
+        },
+        Action::RemoveTree { path } => {
+            fs::remove_tree(path)?;
+            Ok(())
+        }
+        Action::CopyTree { from, to } => {
+            if entry(to)? != Entry::Missing {
+                return Ok(fs::fsync_parent(to)?);
+            }
+            let partial = partial_path(to);
+            fs::remove_tree(&partial)?;
+            fs::copy_tree(from, &partial)?;
+            // One syncfs makes every copied file durable before the rename
+            // publishes the tree: a visible `to` is always a complete copy.
+            fs::sync_filesystem(&partial)?;
+            Ok(fs::rename_durable(&partial, to)?)
+        }
+        Action::Mount {
+            src,
+            dst,
+            read_only,
+        } => Ok(host.mount(src, dst, *read_only)?),
+        Action::Unmount { dst, .. } => Ok(host.unmount(dst)?),
+        Action::StartJail { jail } => host.start_jail(jail).map(|_| ()).map_err(Into::into),
+        Action::StopJail { jail } => Ok(host.stop_jail(jail)?),
+    }
+}
+
+/// Takes the effect of `action` away, whether it ran fully, partly or not at all.
+pub fn undo(action: &Action, host: &dyn Host) -> Result<()> {
+    match action {
+        Action::MakeDir { path, .. } => match entry(path)? {
+            Entry::Dir => std::fs::remove_dir(path)
+                .map_err(|source| {
+                    ActionError::Fs(FsError::RemoveDir {
+                        path: path.clone(),
+                        source,
+                    })
+                })
+                .and_then(|()| Ok(fs::fsync_parent(path)?)),
+            // Never made, or something else stands there that is not ours.
+            _ => Ok(()),
+        },
+        Action::Rename { from, to } => match rename_state(from, to)? {
+            (false, true) => Ok(fs::rename_durable(to, from)?),
+            (true, false) => {
+                fs::fsync_parent(from)?;
+                Ok(fs::fsync_parent(to)?)
+            }
+            (true, true) => Err(ActionError::Conflict {
+                path: from.clone(),
+                what: format!("is in the way of moving {} back", to.display()),
+            }),
+            (false, false) => Err(ActionError::Vanished {
+                from: to.clone(),
+                to: from.clone(),
+            }),
+        },
+        Action::WriteFile { path, .. } => {
+            fs::remove_file_durable(&fs::temp_path(path))?;
+            Ok(fs::remove_file_durable(path)?)
+        }
+        Action::Symlink { target, link } => match entry(link)? {
+            Entry::Symlink(t) if t == *target => Ok(fs::remove_file_durable(link)?),
+            _ => Ok(()),
+        },
+        // Plans never put a removal before the commit point (Plan::validate),
+        // so a rollback never reaches one.
+        Action::RemoveTree { .. } => Ok(()),
+        Action::CopyTree { to, .. } => {
+            fs::remove_tree(&partial_path(to))?;
+            fs::remove_tree(to)?;
+            Ok(())
+        }
+        Action::Mount { dst, .. } => Ok(host.unmount(dst)?),
+        Action::Unmount {
+            src,
+            dst,
+            read_only,
+        } => Ok(host.mount(src, dst, *read_only)?),
+        Action::StartJail { jail } => Ok(host.stop_jail(jail)?),
+        Action::StopJail { jail } => host.start_jail(jail).map(|_| ()).map_err(Into::into),
+    }
+}

@@ -1,0 +1,160 @@
+//! Test-only fault injection: `JAILTX_FAULT=<instant>:<step>` kills the
+//! process with SIGKILL at one instant of one step, so crash tests can stop a
+//! real run anywhere the engine can be stopped.
+//!
+//! `<instant>` is one of [`Instant::ALL`]'s names; `<step>` is a step index or
+//! a step name (the first step with that name). Never set it in production.
+
+use std::fmt;
+use std::str::FromStr;
+
+pub const ENV: &str = "JAILTX_FAULT";
+
+/// The instants around a step (and around its compensation) where a crash can fall.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Instant {
+    BeforeIntent,
+    AfterIntent,
+    AfterEffect,
+    AfterDone,
+    CompBeforeIntent,
+    CompAfterIntent,
+    CompAfterEffect,
+    CompAfterDone,
+}
+
+impl Instant {
+    pub const ALL: [Instant; 8] = [
+        Instant::BeforeIntent,
+        Instant::AfterIntent,
+        Instant::AfterEffect,
+        Instant::AfterDone,
+        Instant::CompBeforeIntent,
+        Instant::CompAfterIntent,
+        Instant::CompAfterEffect,
+        Instant::CompAfterDone,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Instant::BeforeIntent => "before-intent",
+            Instant::AfterIntent => "after-intent",
+            Instant::AfterEffect => "after-effect",
+            Instant::AfterDone => "after-done",
+            Instant::CompBeforeIntent => "comp-before-intent",
+            Instant::CompAfterIntent => "comp-after-intent",
+            Instant::CompAfterEffect => "comp-after-effect",
+            Instant::CompAfterDone => "comp-after-done",
+        }
+    }
+}
+
+impl fmt::Display for Instant {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    Index(usize),
+    Name(String),
+}
+
+/// Where to kill the process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fault {
+    pub instant: Instant,
+    pub target: Target,
+}
+
+impl FromStr for Fault {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (instant, step) = s.split_once(':').ok_or_else(|| {
+            format!("{ENV}={s:?}: expected <instant>:<step>, e.g. after-effect:3")
+        })?;
+        let instant = Instant::ALL
+            .into_iter()
+            .find(|i| i.name() == instant)
+            .ok_or_else(|| {
+                let names: Vec<_> = Instant::ALL.iter().map(|i| i.name()).collect();
+                format!(
+                    "{ENV}: unknown instant {instant:?}; one of {}",
+                    names.join(", ")
+                )
+            })?;
+        let target = match step.parse::<usize>() {
+            Ok(i) => Target::Index(i),
+            Err(_) if !step.is_empty() => Target::Name(step.to_owned()),
+            Err(_) => return Err(format!("{ENV}={s:?}: empty step")),
+        };
+        Ok(Fault { instant, target })
+    }
+}
+
+impl Fault {
+    /// The fault from the environment, if one is set.
+    pub fn from_env() -> Result<Option<Fault>, String> {
+        match std::env::var(ENV) {
+            Ok(v) if !v.is_empty() => v.parse().map(Some),
+            _ => Ok(None),
+        }
+    }
+
+    fn matches(&self, instant: Instant, index: usize, name: &str, first_named: usize) -> bool {
+        self.instant == instant
+            && match &self.target {
+                Target::Index(i) => *i == index,
+                Target::Name(n) => n == name && index == first_named,
+            }
+    }
+}
+
+/// Kills the process right here if the fault names this instant of this step.
+/// `steps` is the plan's step names, to resolve a name to its first index.
+pub fn point(fault: Option<&Fault>, instant: Instant, index: usize, steps: &[String]) {
+    let Some(f) = fault else { return };
+    let name = steps.get(index).map(String::as_str).unwrap_or("");
+    let first = steps.iter().position(|s| s == name).unwrap_or(index);
+    if f.matches(instant, index, name, first) {
+        tracing::warn!(%instant, index, name, "{ENV}: killing the process");
+        // SIGKILL cannot be caught: nothing after this line runs, as in a crash.
+        let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
+        std::process::abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_index_and_name() {
+        assert_eq!(
+            "after-effect:3".parse::<Fault>(),
+            Ok(Fault {
+                instant: Instant::AfterEffect,
+                target: Target::Index(3)
+            })
+        );
+        assert_eq!(
+            "comp-before-intent:rename-mroot".parse::<Fault>(),
+            Ok(Fault {
+                instant: Instant::CompBeforeIntent,
+                target: Target::Name("rename-mroot".into())
+            })
+        );
+        assert!("later:3".parse::<Fault>().is_err());
+        assert!("after-done".parse::<Fault>().is_err());
+        assert!("after-done:".parse::<Fault>().is_err());
+    }
+
+    #[test]
+    fn a_name_matches_only_its_first_step() {
+        let f: Fault = "after-done:mk".parse().unwrap();
+        assert!(f.matches(Instant::AfterDone, 1, "mk", 1));
+        assert!(!f.matches(Instant::AfterDone, 2, "mk", 1));
+        assert!(!f.matches(Instant::AfterIntent, 1, "mk", 1));
+    }
+}

@@ -1,0 +1,452 @@
+//! The transaction engine: runs a [`Plan`] through the write-ahead journal,
+//! compensates on failure, and finishes interrupted transactions (`recover`).
+//!
+//! Protocol, per step `i` (each append is fdatasync'ed before returning):
+//! intent(i) → effect → done(i). The commit record is appended when execution
+//! reaches the plan's commit point. On a failure before it: abort, then for
+//! each step with an intent, newest first: comp-intent(i) → undo → comp-done(i);
+//! then end. See `journal-format/README.md` for why each crash point recovers.
+
+pub mod action;
+pub mod fault;
+pub mod lock;
+pub mod plan;
+
+use std::path::Path;
+use std::time::Instant as Clock;
+
+use serde::Serialize;
+use tracing::{info, info_span, warn};
+
+use crate::host::Host;
+use crate::journal::state::{TxStatus, fold};
+use crate::journal::{
+    Abort, Begin, Commit, End, HISTORY_MAGIC, JOURNAL_MAGIC, JournalError, Log, Outcome, Record,
+    StepMark, Storage, Summary, TxId, TxState,
+};
+
+pub use action::ActionError;
+pub use fault::{Fault, Instant};
+pub use plan::{Action, Plan, PlanError, Step};
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    #[error(
+        "transaction {tx} ({op}: {summary}) was interrupted; run `jailtx recover` first (or pass --auto-recover)"
+    )]
+    Pending {
+        tx: TxId,
+        op: String,
+        summary: String,
+    },
+    #[error(
+        "step {step} ({name}: {action}) failed: {source}; transaction {tx} was rolled back, nothing changed"
+    )]
+    RolledBack {
+        tx: TxId,
+        step: usize,
+        name: String,
+        action: String,
+        source: ActionError,
+    },
+    #[error(
+        "transaction {tx}: undoing step {step} ({name}: {action}) failed: {source}; the rollback is stopped half way: fix that, then run `jailtx recover`"
+    )]
+    CompensationFailed {
+        tx: TxId,
+        step: usize,
+        name: String,
+        action: String,
+        source: ActionError,
+    },
+    #[error(
+        "transaction {tx} is committed but step {step} ({name}: {action}) failed: {source}; fix that, then run `jailtx recover` to finish it"
+    )]
+    AfterCommit {
+        tx: TxId,
+        step: usize,
+        name: String,
+        action: String,
+        source: ActionError,
+    },
+}
+
+impl EngineError {
+    /// The exit code of SPEC section 2.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            EngineError::Journal(j) => j.exit_code(),
+            EngineError::Plan(_) => 2,
+            EngineError::Pending { .. } => 4,
+            EngineError::RolledBack { .. } => 1,
+            EngineError::CompensationFailed { .. } | EngineError::AfterCommit { .. } => 6,
+        }
+    }
+}
+
+/// How `recover` finishes a transaction that may still go either way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecoverMode {
+    Resume,
+    Rollback,
+}
+
+/// What a finished transaction did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Report {
+    pub tx: TxId,
+    pub op: String,
+    pub summary: String,
+    pub outcome: Outcome,
+    pub steps: usize,
+    /// Steps (or compensations) this run executed.
+    pub executed: usize,
+    pub reason: Option<String>,
+    pub elapsed_ms: u64,
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// The journal and history of one state dir, opened for writing.
+pub struct Engine<S: Storage> {
+    journal: Log<S>,
+    history: Log<S>,
+    pending: Option<TxState>,
+    next_tx: TxId,
+    fault: Option<Fault>,
+    executed: usize,
+    host: Box<dyn Host>,
+}
+
+impl<S: Storage> Engine<S> {
+    /// Opens both files (trimming torn tails, refusing corruption), files the
+    /// summary of any transaction that ended but was not yet in the history,
+    /// and finds the interrupted transaction, if there is one.
+    /// `min_next_tx`: the highest transaction already filed in rotated
+    /// history, so numbers keep growing and nothing is filed twice.
+    pub fn open(
+        journal: S,
+        journal_path: &Path,
+        history: S,
+        history_path: &Path,
+        min_next_tx: TxId,
+        fault: Option<Fault>,
+        host: Box<dyn Host>,
+    ) -> Result<Self, EngineError> {
+        let (mut history, hscan) = Log::open(history, history_path, HISTORY_MAGIC)?;
+        let (mut journal, jscan) = Log::open(journal, journal_path, JOURNAL_MAGIC)?;
+        let last_filed = hscan
+            .records
+            .last()
+            .map(|(_, r)| r.tx())
+            .unwrap_or(0)
+            .max(min_next_tx);
+        let txs = fold(journal_path, &jscan.records)?;
+        let last_in_journal = txs.last().map(TxState::tx).unwrap_or(0);
+        let mut pending = None;
+        for tx in txs {
+            if tx.end.is_none() {
+                pending = Some(tx);
+            } else if tx.tx() > last_filed {
+                history.append(&Record::Summary(summary_of(&tx)))?;
+            }
+        }
+        if pending.is_none() && !journal.is_empty() {
+            journal.reset()?;
+        }
+        Ok(Engine {
+            journal,
+            history,
+            pending,
+            next_tx: (last_filed + 1).max(last_in_journal + 1),
+            fault,
+            executed: 0,
+            host,
+        })
+    }
+
+    /// The interrupted transaction, if any.
+    pub fn pending(&self) -> Option<&TxState> {
+        self.pending.as_ref()
+    }
+
+    /// fdatasyncs made on the journal and history so far.
+    pub fn syncs(&self) -> u64 {
+        self.journal.syncs() + self.history.syncs()
+    }
+
+    /// Runs `plan` as a new transaction.
+    pub fn run(&mut self, plan: Plan) -> Result<Report, EngineError> {
+        if let Some(p) = &self.pending {
+            return Err(EngineError::Pending {
+                tx: p.tx(),
+                op: p.begin.plan.op.clone(),
+                summary: p.begin.plan.summary.clone(),
+            });
+        }
+        plan.validate()?;
+        let begin = Begin {
+            tx: self.next_tx,
+            started_ms: now_ms(),
+            plan,
+        };
+        self.next_tx += 1;
+        self.journal.append(&Record::Begin(begin.clone()))?;
+        let mut st = TxState::new(begin);
+        let _span = info_span!("tx", tx = st.tx(), op = %st.begin.plan.op).entered();
+        let result = self.forward(&mut st);
+        self.keep_if_unfinished(st);
+        result
+    }
+
+    /// Finishes the interrupted transaction: forwards by default, backwards
+    /// with [`RecoverMode::Rollback`] unless it is committed; a rollback that
+    /// had begun always goes on. `Ok(None)` when nothing was pending.
+    pub fn recover(&mut self, mode: RecoverMode) -> Result<Option<Report>, EngineError> {
+        let Some(mut st) = self.pending.take() else {
+            return Ok(None);
+        };
+        let _span = info_span!("recover", tx = st.tx(), op = %st.begin.plan.op).entered();
+        let status = st.status();
+        let result = match (status, mode) {
+            (TxStatus::Committed, RecoverMode::Rollback) => {
+                warn!("transaction is past its commit point: finishing it forwards instead");
+                self.forward(&mut st)
+            }
+            (TxStatus::InFlight, RecoverMode::Rollback) => {
+                self.abort(
+                    &mut st,
+                    None,
+                    "rolled back by `jailtx recover --rollback`".into(),
+                )?;
+                self.backward(&mut st)
+            }
+            (TxStatus::RollingBack, _) => self.backward(&mut st),
+            _ => self.reconcile(&st).and_then(|()| self.forward(&mut st)),
+        };
+        self.keep_if_unfinished(st);
+        result.map(Some)
+    }
+
+    /// Before resuming: a reboot since the crash wiped mounts and jails that
+    /// done steps had made. Puts back every mount and running jail whose last
+    /// done step left it on, in plan order, so the remaining steps find the
+    /// state the journal says they should (all host calls are idempotent).
+    fn reconcile(&mut self, st: &TxState) -> Result<(), EngineError> {
+        let steps = &st.begin.plan.steps;
+        let key = |a: &Action| match a {
+            Action::Mount { dst, .. } | Action::Unmount { dst, .. } => {
+                Some(format!("m:{}", dst.display()))
+            }
+            Action::StartJail { jail } | Action::StopJail { jail } => {
+                Some(format!("j:{}", jail.name))
+            }
+            _ => None,
+        };
+        let done: Vec<usize> = (0..steps.len()).filter(|i| st.done[*i]).collect();
+        for &i in &done {
+            let action = &steps[i].action;
+            let Some(k) = key(action) else { continue };
+            let last = done
+                .iter()
+                .rev()
+                .find(|&&j| key(&steps[j].action).as_ref() == Some(&k));
+            let turns_on = matches!(action, Action::Mount { .. } | Action::StartJail { .. });
+            if last == Some(&i) && turns_on {
+                info!(step = i, action = %action, "reconcile");
+                action::apply(action, self.host.as_ref()).map_err(|source| {
+                    EngineError::AfterCommit {
+                        tx: st.tx(),
+                        step: i,
+                        name: steps[i].name.clone(),
+                        action: action.to_string(),
+                        source,
+                    }
+                })?;
+            }
+        }
+        Ok(())
+    }
+
+    fn keep_if_unfinished(&mut self, st: TxState) {
+        if st.end.is_none() {
+            self.pending = Some(st);
+        }
+    }
+
+    fn append(&mut self, r: Record) -> Result<(), EngineError> {
+        Ok(self.journal.append(&r)?)
+    }
+
+    fn abort(
+        &mut self,
+        st: &mut TxState,
+        step: Option<u32>,
+        reason: String,
+    ) -> Result<(), EngineError> {
+        let a = Abort {
+            tx: st.tx(),
+            step,
+            reason,
+        };
+        self.append(Record::Abort(a.clone()))?;
+        st.abort = Some(a);
+        Ok(())
+    }
+
+    fn forward(&mut self, st: &mut TxState) -> Result<Report, EngineError> {
+        let clock = Clock::now();
+        let tx = st.tx();
+        let plan = st.begin.plan.clone();
+        let names: Vec<String> = plan.steps.iter().map(|s| s.name.clone()).collect();
+        let commit = plan.commit as usize;
+        for i in st.first_not_done()..plan.steps.len() {
+            if i == commit && !st.committed {
+                self.append(Record::Commit(Commit { tx }))?;
+                st.committed = true;
+            }
+            let step = &plan.steps[i];
+            let _span = info_span!("step", i, name = %step.name).entered();
+            let mark = StepMark { tx, step: i as u32 };
+            let fault = self.fault.as_ref();
+            fault::point(fault, Instant::BeforeIntent, i, &names);
+            if !st.intent[i] {
+                self.append(Record::StepIntent(mark))?;
+                st.intent[i] = true;
+            }
+            fault::point(self.fault.as_ref(), Instant::AfterIntent, i, &names);
+            info!(action = %step.action, "run");
+            self.executed += 1;
+            match action::apply(&step.action, self.host.as_ref()) {
+                Ok(()) => {
+                    fault::point(self.fault.as_ref(), Instant::AfterEffect, i, &names);
+                    self.append(Record::StepDone(mark))?;
+                    st.done[i] = true;
+                    fault::point(self.fault.as_ref(), Instant::AfterDone, i, &names);
+                }
+                Err(source) if st.committed => {
+                    return Err(EngineError::AfterCommit {
+                        tx,
+                        step: i,
+                        name: step.name.clone(),
+                        action: step.action.to_string(),
+                        source,
+                    });
+                }
+                Err(source) => {
+                    warn!(error = %source, "step failed, rolling back");
+                    self.abort(st, Some(i as u32), source.to_string())?;
+                    self.backward(st)?;
+                    return Err(EngineError::RolledBack {
+                        tx,
+                        step: i,
+                        name: step.name.clone(),
+                        action: step.action.to_string(),
+                        source,
+                    });
+                }
+            }
+        }
+        if !st.committed {
+            self.append(Record::Commit(Commit { tx }))?;
+            st.committed = true;
+        }
+        self.finish(st, Outcome::Committed, clock)
+    }
+
+    fn backward(&mut self, st: &mut TxState) -> Result<Report, EngineError> {
+        let clock = Clock::now();
+        let tx = st.tx();
+        let plan = st.begin.plan.clone();
+        let names: Vec<String> = plan.steps.iter().map(|s| s.name.clone()).collect();
+        for i in (0..plan.steps.len()).rev() {
+            if !st.intent[i] || st.comp_done[i] {
+                continue;
+            }
+            let step = &plan.steps[i];
+            let _span = info_span!("undo", i, name = %step.name).entered();
+            let mark = StepMark { tx, step: i as u32 };
+            fault::point(self.fault.as_ref(), Instant::CompBeforeIntent, i, &names);
+            if !st.comp_intent[i] {
+                self.append(Record::CompIntent(mark))?;
+                st.comp_intent[i] = true;
+            }
+            fault::point(self.fault.as_ref(), Instant::CompAfterIntent, i, &names);
+            info!(action = %step.action, "undo");
+            self.executed += 1;
+            action::undo(&step.action, self.host.as_ref()).map_err(|source| {
+                EngineError::CompensationFailed {
+                    tx,
+                    step: i,
+                    name: step.name.clone(),
+                    action: step.action.to_string(),
+                    source,
+                }
+            })?;
+            fault::point(self.fault.as_ref(), Instant::CompAfterEffect, i, &names);
+            self.append(Record::CompDone(mark))?;
+            st.comp_done[i] = true;
+            fault::point(self.fault.as_ref(), Instant::CompAfterDone, i, &names);
+        }
+        self.finish(st, Outcome::RolledBack, clock)
+    }
+
+    /// End record, then the history summary, then the journal reset: a crash
+    /// between any two is completed by the next `open` (see its doc).
+    fn finish(
+        &mut self,
+        st: &mut TxState,
+        outcome: Outcome,
+        clock: Clock,
+    ) -> Result<Report, EngineError> {
+        let end = End {
+            tx: st.tx(),
+            ended_ms: now_ms(),
+            outcome,
+            reason: st.abort.as_ref().map(|a| a.reason.clone()),
+            notes: Default::default(),
+        };
+        self.append(Record::End(end.clone()))?;
+        st.end = Some(end);
+        self.history.append(&Record::Summary(summary_of(st)))?;
+        self.journal.reset()?;
+        let plan = &st.begin.plan;
+        Ok(Report {
+            tx: st.tx(),
+            op: plan.op.clone(),
+            summary: plan.summary.clone(),
+            outcome,
+            steps: plan.steps.len(),
+            executed: std::mem::take(&mut self.executed),
+            reason: st.abort.as_ref().map(|a| a.reason.clone()),
+            elapsed_ms: clock.elapsed().as_millis() as u64,
+        })
+    }
+}
+
+/// The history line of an ended transaction.
+pub fn summary_of(st: &TxState) -> Summary {
+    let plan = &st.begin.plan;
+    let end = st.end.as_ref();
+    let mut notes = plan.notes.clone();
+    if let Some(e) = end {
+        notes.extend(e.notes.clone());
+    }
+    Summary {
+        tx: st.tx(),
+        op: plan.op.clone(),
+        summary: plan.summary.clone(),
+        started_ms: st.begin.started_ms,
+        ended_ms: end.map(|e| e.ended_ms).unwrap_or(st.begin.started_ms),
+        outcome: end.map(|e| e.outcome).unwrap_or(Outcome::RolledBack),
+        steps: plan.steps.len() as u32,
+        reason: end.and_then(|e| e.reason.clone()),
+        notes,
+    }
+}

@@ -1,0 +1,304 @@
+//! A transaction's plan as data: named steps, each an [`Action`], and the
+//! commit point that splits the reversible part from the forward-only part.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::host::JailSpec;
+
+/// One unit of work. Every action is idempotent (running it again after it
+/// ran, or after it was cut short, ends in the same state) and, unless it is
+/// forward-only, has a compensation that is idempotent too and correct whether
+/// the action ran fully, partly or not at all.
+///
+/// Postcard encodes the variant by its position: new variants go at the end.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Action {
+    /// Create a directory with exactly `mode`. Undo: remove it (it must be empty by then).
+    MakeDir { path: PathBuf, mode: u32 },
+    /// rename(2), then fsync both parents. Undo: rename back.
+    Rename { from: PathBuf, to: PathBuf },
+    /// Write a whole file atomically (temp, fsync, rename, fsync dir). `path`
+    /// must not exist when the plan is made (replace = rename aside first). Undo: remove it.
+    WriteFile {
+        path: PathBuf,
+        contents: String,
+        mode: u32,
+    },
+    /// Create a symlink `link` -> `target`. Undo: remove the link.
+    Symlink { target: PathBuf, link: PathBuf },
+    /// Remove a tree without following symlinks. Forward-only: plans put it
+    /// after the commit point (before it, move things aside with `Rename`).
+    RemoveTree { path: PathBuf },
+    /// Copy a tree with cpdup semantics into `to`, which must not exist when
+    /// the plan is made; the copy goes to a side name and is renamed into
+    /// place, so `to` existing means complete. Undo: remove `to`.
+    CopyTree { from: PathBuf, to: PathBuf },
+    /// nullfs / bind mount `src` on `dst`. Undo: unmount `dst`.
+    Mount {
+        src: PathBuf,
+        dst: PathBuf,
+        read_only: bool,
+    },
+    /// Unmount `dst` (which has `src` mounted). Undo: mount it again.
+    Unmount {
+        src: PathBuf,
+        dst: PathBuf,
+        read_only: bool,
+    },
+    /// Start a jail (exec.start must succeed). Undo: stop it.
+    StartJail { jail: JailSpec },
+    /// Stop a jail (exec.stop, then signals). Undo: start it again.
+    StopJail { jail: JailSpec },
+}
+
+impl Action {
+    /// Whether the effect lives in kernel state that a reboot wipes (mounts,
+    /// running jails) rather than on disk.
+    pub fn volatile(&self) -> bool {
+        matches!(
+            self,
+            Action::Mount { .. }
+                | Action::Unmount { .. }
+                | Action::StartJail { .. }
+                | Action::StopJail { .. }
+        )
+    }
+
+    /// Whether the action has a compensation (may stand before the commit point).
+    pub fn reversible(&self) -> bool {
+        !matches!(self, Action::RemoveTree { .. })
+    }
+
+    /// The short kind name (`mkdir`, `rename`…), as used in fault targets and logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Action::MakeDir { .. } => "mkdir",
+            Action::Rename { .. } => "rename",
+            Action::WriteFile { .. } => "write",
+            Action::Symlink { .. } => "symlink",
+            Action::RemoveTree { .. } => "remove-tree",
+            Action::CopyTree { .. } => "copy-tree",
+            Action::Mount { .. } => "mount",
+            Action::Unmount { .. } => "unmount",
+            Action::StartJail { .. } => "start-jail",
+            Action::StopJail { .. } => "stop-jail",
+        }
+    }
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Action::MakeDir { path, mode } => write!(f, "mkdir -m {mode:04o} {}", path.display()),
+            Action::Rename { from, to } => write!(f, "mv {} {}", from.display(), to.display()),
+            Action::WriteFile {
+                path,
+                contents,
+                mode,
+            } => write!(
+                f,
+                "write {} ({} bytes, mode {mode:04o})",
+                path.display(),
+                contents.len()
+            ),
+            Action::Symlink { target, link } => {
+                write!(f, "ln -s {} {}", target.display(), link.display())
+            }
+            Action::RemoveTree { path } => write!(f, "rm -rf {}", path.display()),
+            Action::CopyTree { from, to } => {
+                write!(f, "cpdup {} {}", from.display(), to.display())
+            }
+            Action::Mount {
+                src,
+                dst,
+                read_only,
+            } => write!(
+                f,
+                "mount -o {} {} {}",
+                if *read_only { "ro" } else { "rw" },
+                src.display(),
+                dst.display()
+            ),
+            Action::Unmount { dst, .. } => write!(f, "umount {}", dst.display()),
+            Action::StartJail { jail } => write!(
+                f,
+                "start jail {} ({} {}, {})",
+                jail.name,
+                jail.hostname,
+                jail.ip,
+                jail.path.display()
+            ),
+            Action::StopJail { jail } => write!(f, "stop jail {}", jail.name),
+        }
+    }
+}
+
+/// A named step of a plan; names are what `JAILTX_FAULT` and logs refer to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Step {
+    pub name: String,
+    pub action: Action,
+}
+
+/// A whole transaction's work.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Plan {
+    /// The operation, e.g. `init`, `upgrade`.
+    pub op: String,
+    /// One line for `history`.
+    pub summary: String,
+    pub steps: Vec<Step>,
+    /// Steps before this index are reversible; the commit record is written
+    /// when execution reaches it, and from then on the plan only goes forward.
+    pub commit: u32,
+    /// Facts for `history` (e.g. from/to templates).
+    pub notes: BTreeMap<String, String>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PlanError {
+    #[error("plan {op}: commit point {commit} is beyond its {len} steps")]
+    CommitOutOfRange { op: String, commit: u32, len: usize },
+    #[error(
+        "plan {op}: step {index} ({name}: {action}) cannot be undone and must come after the commit point"
+    )]
+    IrreversibleBeforeCommit {
+        op: String,
+        index: usize,
+        name: String,
+        action: String,
+    },
+    #[error("plan {op}: step {index} has an empty name")]
+    EmptyName { op: String, index: usize },
+    #[error("plan {op}: {count} steps is more than a journal record can hold")]
+    TooLarge { op: String, count: usize },
+}
+
+impl Plan {
+    /// A plan whose every step is reversible, committing after the last one.
+    pub fn new(op: &str, summary: impl Into<String>) -> Self {
+        Plan {
+            op: op.to_owned(),
+            summary: summary.into(),
+            steps: Vec::new(),
+            commit: 0,
+            notes: BTreeMap::new(),
+        }
+    }
+
+    /// Appends a step before the commit point.
+    pub fn push(&mut self, name: impl Into<String>, action: Action) {
+        let at = self.commit as usize;
+        self.steps.insert(
+            at,
+            Step {
+                name: name.into(),
+                action,
+            },
+        );
+        self.commit += 1;
+    }
+
+    /// Appends a step after the commit point (forward-only work: cleanup).
+    pub fn push_after_commit(&mut self, name: impl Into<String>, action: Action) {
+        self.steps.push(Step {
+            name: name.into(),
+            action,
+        });
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.steps.is_empty()
+    }
+
+    /// Checks the structural rules the executor relies on.
+    pub fn validate(&self) -> Result<(), PlanError> {
+        let op = self.op.clone();
+        if self.steps.len() > u32::MAX as usize / 2 {
+            return Err(PlanError::TooLarge {
+                op,
+                count: self.steps.len(),
+            });
+        }
+        if self.commit as usize > self.steps.len() {
+            return Err(PlanError::CommitOutOfRange {
+                op,
+                commit: self.commit,
+                len: self.steps.len(),
+            });
+        }
+        for (index, step) in self.steps.iter().enumerate() {
+            if step.name.is_empty() {
+                return Err(PlanError::EmptyName { op, index });
+            }
+            if index < self.commit as usize && !step.action.reversible() {
+                return Err(PlanError::IrreversibleBeforeCommit {
+                    op,
+                    index,
+                    name: step.name.clone(),
+                    action: step.action.to_string(),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Display for Plan {
+    /// The `--dry-run` listing: one numbered line per step, the commit point marked.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "plan {}: {} ({} steps)",
+            self.op,
+            self.summary,
+            self.steps.len()
+        )?;
+        for (i, step) in self.steps.iter().enumerate() {
+            if i == self.commit as usize {
+                writeln!(f, "   -- commit point --")?;
+            }
+            writeln!(f, "{i:3} {:<24} {}", step.name, step.action)?;
+        }
+        if self.commit as usize == self.steps.len() {
+            writeln!(f, "   -- commit point --")?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn push_keeps_cleanup_after_the_commit_point() {
+        let mut p = Plan::new("t", "test");
+        p.push_after_commit("rm", Action::RemoveTree { path: "/x".into() });
+        p.push(
+            "mk",
+            Action::MakeDir {
+                path: "/y".into(),
+                mode: 0o755,
+            },
+        );
+        assert_eq!(p.commit, 1);
+        assert_eq!(p.steps[0].name, "mk");
+        assert_eq!(p.validate(), Ok(()));
+    }
+
+    #[test]
+    fn removal_before_commit_is_refused() {
+        let mut p = Plan::new("t", "test");
+        p.push("rm", Action::RemoveTree { path: "/x".into() });
+        assert!(matches!(
+            p.validate(),
+            Err(PlanError::IrreversibleBeforeCommit { index: 0, .. })
+        ));
+    }
+}

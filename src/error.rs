@@ -1,0 +1,37 @@
+//! The crate's top-level error: every module's error, and the exit code of
+//! SPEC section 2 that each one means.
+
+use crate::config::ConfigError;
+use crate::engine::EngineError;
+use crate::engine::lock::LockError;
+use crate::statedir::StateError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error(transparent)]
+    Fs(#[from] crate::fs::FsError),
+    /// Bad input caught before anything changed.
+    #[error("{0}")]
+    Usage(String),
+    #[error("{0}")]
+    Io(String),
+}
+
+impl Error {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Error::Config(_) | Error::Usage(_) => 2,
+            Error::State(StateError::Missing(_)) => 2,
+            Error::State(StateError::Lock(LockError::Held { .. })) => 5,
+            Error::State(StateError::Engine(e)) | Error::Engine(e) => e.exit_code(),
+            Error::State(StateError::Journal(j)) => j.exit_code(),
+            Error::State(_) | Error::Fs(_) | Error::Io(_) => 6,
+        }
+    }
+}

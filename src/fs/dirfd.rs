@@ -1,0 +1,99 @@
+//! Directory-descriptor helpers shared by copy and remove: no-follow, no-mount-crossing opens and listing.
+
+use std::ffi::{CStr, CString, OsStr};
+use std::io;
+use std::os::fd::{BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use nix::dir::{Dir, Type};
+use nix::errno::Errno;
+use nix::fcntl::{OFlag, OpenHow, ResolveFlag, openat, openat2};
+use nix::sys::stat::Mode;
+
+/// Cleared the first time the kernel (or a seccomp filter) answers ENOSYS to
+/// openat2(2), so later opens go straight to the openat(2) fallback.
+static HAVE_OPENAT2: AtomicBool = AtomicBool::new(true);
+
+/// Opens `name`, a single component inside `parent`, as a directory. Never
+/// follows a symlink (ELOOP/ENOTDIR instead) and refuses with EXDEV when
+/// `name` is a mount point, bind mounts of the same filesystem included.
+///
+/// The EXDEV answer needs openat2(2) (Linux 5.6); on older kernels this falls
+/// back to openat(2) and callers must also compare `st_dev` with the tree
+/// root's, which catches every mount except a bind mount of the same
+/// filesystem.
+pub(super) fn open_subdir(
+    parent: BorrowedFd<'_>,
+    name: &CStr,
+    extra: OFlag,
+) -> nix::Result<OwnedFd> {
+    let flags = extra | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    if HAVE_OPENAT2.load(Ordering::Relaxed) {
+        let how = OpenHow::new().flags(flags).resolve(
+            ResolveFlag::RESOLVE_NO_XDEV
+                | ResolveFlag::RESOLVE_NO_SYMLINKS
+                | ResolveFlag::RESOLVE_BENEATH,
+        );
+        match openat2(parent, name, how) {
+            Err(Errno::ENOSYS) => HAVE_OPENAT2.store(false, Ordering::Relaxed),
+            other => return other,
+        }
+    }
+    openat(parent, name, flags, Mode::empty())
+}
+
+/// Opens `..` of `child`: how a walk gets back a parent descriptor it closed
+/// to stay under the descriptor limit. Callers compare (dev, ino) with what
+/// they recorded, so a directory moved away meanwhile is detected.
+pub(super) fn open_dotdot(child: BorrowedFd<'_>) -> nix::Result<OwnedFd> {
+    openat(
+        child,
+        c"..",
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+}
+
+/// All names in `dir` except `.` and `..`, with the type readdir reports
+/// (`None` where the filesystem does not say). Read fully up front so that
+/// creating or unlinking entries never disturbs the iteration.
+pub(super) fn list(dir: &mut Dir) -> nix::Result<Vec<(CString, Option<Type>)>> {
+    let mut names = Vec::new();
+    for entry in dir.iter() {
+        let entry = entry?;
+        let name = entry.file_name();
+        if name == c"." || name == c".." {
+            continue;
+        }
+        names.push((name.to_owned(), entry.file_type()));
+    }
+    Ok(names)
+}
+
+/// `dir/name` for messages and for the hard-link map.
+pub(super) fn join(dir: &Path, name: &CStr) -> PathBuf {
+    dir.join(OsStr::from_bytes(name.to_bytes()))
+}
+
+/// A path as the C string the *at calls take; a NUL byte cannot name a file.
+pub(super) fn c_path(path: &Path) -> io::Result<CString> {
+    CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
+}
+
+/// The directory that holds `path`'s entry: `.` for a bare name, `/` for `/`.
+pub(super) fn parent_of(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if p.as_os_str().is_empty() => Path::new("."),
+        Some(p) => p,
+        None => path,
+    }
+}
+
+/// `mode_t` bits of a stat result, as the `Mode` nix takes; only the
+/// permission bits (07777) are kept.
+pub(super) fn perm(st_mode: u32) -> Mode {
+    Mode::from_bits_truncate(st_mode & 0o7777)
+}

@@ -1,0 +1,92 @@
+//! Durable filesystem primitives, cpdup-style tree copy and symlink-safe tree removal.
+//!
+//! Everything that makes a change on disk durable (fsync of files and of the
+//! directories holding their names) lives here, so the journal and the engine
+//! can state their crash guarantees in terms of these few functions.
+
+mod copy;
+mod dirfd;
+mod durable;
+mod remove;
+
+use std::io;
+use std::path::PathBuf;
+
+pub use copy::{CopyStats, copy_tree};
+pub use durable::{
+    create_dir_all_durable, create_dir_durable, fsync_dir, fsync_parent, remove_file_durable,
+    rename_durable, symlink_durable, sync_filesystem, temp_path, write_atomic,
+};
+pub use remove::remove_tree;
+
+/// Result of every function in this module.
+pub type Result<T> = std::result::Result<T, FsError>;
+
+/// One variant per failing OS operation, so a log line names the exact step
+/// and path that broke.
+#[derive(Debug, thiserror::Error)]
+pub enum FsError {
+    #[error("open {path}: {source}")]
+    Open { path: PathBuf, source: io::Error },
+    #[error("stat {path}: {source}")]
+    Stat { path: PathBuf, source: io::Error },
+    #[error("read directory {path}: {source}")]
+    ReadDir { path: PathBuf, source: io::Error },
+    #[error("read symlink {path}: {source}")]
+    ReadLink { path: PathBuf, source: io::Error },
+    #[error("write {path}: {source}")]
+    Write { path: PathBuf, source: io::Error },
+    #[error("copy data {from} -> {to}: {source}")]
+    CopyData {
+        from: PathBuf,
+        to: PathBuf,
+        source: io::Error,
+    },
+    #[error("fsync {path}: {source}")]
+    Fsync { path: PathBuf, source: io::Error },
+    #[error("syncfs on the filesystem holding {path}: {source}")]
+    SyncFs { path: PathBuf, source: io::Error },
+    #[error("rename {from} -> {to}: {source}")]
+    Rename {
+        from: PathBuf,
+        to: PathBuf,
+        source: io::Error,
+    },
+    #[error("mkdir {path}: {source}")]
+    Mkdir { path: PathBuf, source: io::Error },
+    #[error("chmod {path}: {source}")]
+    Chmod { path: PathBuf, source: io::Error },
+    #[error("chown {path}: {source}")]
+    Chown { path: PathBuf, source: io::Error },
+    #[error("set times on {path}: {source}")]
+    SetTimes { path: PathBuf, source: io::Error },
+    #[error("symlink {link} -> {target}: {source}")]
+    Symlink {
+        target: PathBuf,
+        link: PathBuf,
+        source: io::Error,
+    },
+    #[error("hard link {to} -> {from}: {source}")]
+    Link {
+        from: PathBuf,
+        to: PathBuf,
+        source: io::Error,
+    },
+    #[error("mknod {path}: {source}")]
+    Mknod { path: PathBuf, source: io::Error },
+    #[error("unlink {path}: {source}")]
+    Unlink { path: PathBuf, source: io::Error },
+    #[error("rmdir {path}: {source}")]
+    RemoveDir { path: PathBuf, source: io::Error },
+    #[error("copy destination {path} already exists; remove it or choose another destination")]
+    DestinationExists { path: PathBuf },
+    #[error("refusing to remove {path}: a filesystem is mounted there; unmount it first")]
+    MountInside { path: PathBuf },
+    #[error("{path} changed while it was being walked (directory replaced); retry")]
+    TreeChanged { path: PathBuf },
+    #[error("{path} has no final name component (it is / or ends in ..)")]
+    NoFileName { path: PathBuf },
+}
+
+#[cfg(test)]
+pub(crate) mod test_support;

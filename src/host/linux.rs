@@ -1,0 +1,362 @@
+//! The Linux backend: read-only bind mounts for nullfs, and jails as process
+//! trees in their own mount, PID, UTS and IPC namespaces, chrooted into the
+//! jail's root, under a small init (see [`super::linux_init`]).
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::mount::{MntFlags, MsFlags};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+use super::mountinfo;
+use super::{Host, HostError, JailSpec, Running};
+
+/// The hidden subcommand the jail's init runs as (argv[1]).
+pub const INIT_ARG: &str = "__jail-init";
+
+#[derive(Debug, Clone)]
+pub struct LinuxHost {
+    /// The jailtx binary, re-executed as the jail's init.
+    exe: Option<PathBuf>,
+    /// Where each jail's console output goes (`NAME.log`); none: discarded.
+    log_dir: Option<PathBuf>,
+    mountinfo: PathBuf,
+    proc_dir: PathBuf,
+    /// How long `exec.start` may run before the start counts as failed.
+    start_timeout: Duration,
+}
+
+impl Default for LinuxHost {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl LinuxHost {
+    pub fn new() -> Self {
+        LinuxHost {
+            exe: std::env::current_exe().ok(),
+            log_dir: None,
+            mountinfo: "/proc/self/mountinfo".into(),
+            proc_dir: "/proc".into(),
+            start_timeout: Duration::from_secs(120),
+        }
+    }
+
+    pub fn with_log_dir(mut self, dir: PathBuf) -> Self {
+        self.log_dir = Some(dir);
+        self
+    }
+
+    pub fn with_exe(mut self, exe: PathBuf) -> Self {
+        self.exe = Some(exe);
+        self
+    }
+
+    fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> String {
+        let what = what.into();
+        move |e| format!("{what}: {e}")
+    }
+
+    fn log_file(&self, name: &str) -> Stdio {
+        self.log_dir
+            .as_ref()
+            .and_then(|d| {
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(d.join(format!("{name}.log")))
+                    .ok()
+            })
+            .map(Stdio::from)
+            .unwrap_or_else(Stdio::null)
+    }
+
+    fn wait_gone(&self, jail: &JailSpec, pid: u32, timeout: Duration) -> Result<bool, HostError> {
+        let until = Instant::now() + timeout;
+        while Instant::now() < until {
+            if !self.is_our_init(pid, &jail.path) {
+                return Ok(true);
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        Ok(!self.is_our_init(pid, &jail.path))
+    }
+
+    /// Whether `pid` is a live jail init chrooted at `path`: the root check
+    /// makes a reused PID (or a zombie, whose root cannot be read) not count.
+    fn is_our_init(&self, pid: u32, path: &Path) -> bool {
+        let dir = self.proc_dir.join(pid.to_string());
+        std::fs::read_link(dir.join("root")).is_ok_and(|r| r == path)
+            && std::fs::read(dir.join("cmdline"))
+                .is_ok_and(|c| c.split(|b| *b == 0).nth(1) == Some(INIT_ARG.as_bytes()))
+    }
+}
+
+/// `--name`, `--root` values out of an init's NUL-separated command line.
+fn init_args(cmdline: &[u8]) -> Option<(String, PathBuf)> {
+    let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+    if args.get(1) != Some(&INIT_ARG.as_bytes()) {
+        return None;
+    }
+    let value = |flag: &str| {
+        args.iter()
+            .position(|a| *a == flag.as_bytes())
+            .and_then(|i| args.get(i + 1))
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+    };
+    Some((value("--name")?, PathBuf::from(value("--root")?)))
+}
+
+impl Host for LinuxHost {
+    fn name(&self) -> &'static str {
+        "linux"
+    }
+
+    fn mount(&self, src: &Path, dst: &Path, read_only: bool) -> Result<(), HostError> {
+        if self.is_mounted(dst)? {
+            return Ok(());
+        }
+        nix::mount::mount(Some(src), dst, None::<&str>, MsFlags::MS_BIND, None::<&str>).map_err(
+            |e| HostError::Mount {
+                src: src.to_owned(),
+                dst: dst.to_owned(),
+                source: e.into(),
+            },
+        )?;
+        if read_only {
+            // A bind mount ignores MS_RDONLY on creation: it takes a remount.
+            let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
+            if let Err(e) = nix::mount::mount(None::<&str>, dst, None::<&str>, flags, None::<&str>)
+            {
+                let _ = nix::mount::umount2(dst, MntFlags::empty());
+                return Err(HostError::Remount {
+                    dst: dst.to_owned(),
+                    source: e.into(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn unmount(&self, dst: &Path) -> Result<(), HostError> {
+        if !self.is_mounted(dst)? {
+            return Ok(());
+        }
+        nix::mount::umount2(dst, MntFlags::empty()).map_err(|e| HostError::Unmount {
+            dst: dst.to_owned(),
+            source: e.into(),
+        })
+    }
+
+    fn is_mounted(&self, dst: &Path) -> Result<bool, HostError> {
+        let text =
+            std::fs::read_to_string(&self.mountinfo).map_err(|source| HostError::MountTable {
+                path: self.mountinfo.clone(),
+                source,
+            })?;
+        Ok(mountinfo::mount_points(&text).iter().any(|p| p == dst))
+    }
+
+    fn start_jail(&self, jail: &JailSpec) -> Result<u32, HostError> {
+        if let Some(jid) = super::running_jid(self, jail)? {
+            return Ok(jid);
+        }
+        let fail = |why: String| HostError::Start {
+            name: jail.name.clone(),
+            why,
+        };
+        let exe = self.exe.as_ref().ok_or_else(|| {
+            fail("cannot find the jailtx binary to run as the jail's init".into())
+        })?;
+        let mut cmd = Command::new(exe);
+        cmd.arg(INIT_ARG)
+            .args(["--name", &jail.name])
+            .arg("--root")
+            .arg(&jail.path)
+            .args(["--hostname", &jail.hostname, "--ip", &jail.ip])
+            .args(["--start", &jail.exec_start])
+            .env_remove(crate::engine::fault::ENV)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(self.log_file(&jail.name));
+        // SAFETY: setsid is async-signal-safe; the jail must not belong to our
+        // session, or a terminal hangup would kill it.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+                nix::unistd::setsid().map_err(std::io::Error::from)?;
+                Ok(())
+            });
+        }
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| fail(format!("spawn {}: {e}", exe.display())))?;
+        let out = child
+            .stdout
+            .take()
+            .ok_or_else(|| fail("no status pipe".into()))?;
+        // The init reports "pid N", then "ready" or "failed: …", then closes the
+        // pipe; a reader thread lets us give up after the start timeout.
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let deadline = Instant::now() + self.start_timeout;
+        let mut pid = None;
+        let mut verdict = None;
+        while verdict.is_none() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) => {
+                    if let Some(p) = line.strip_prefix("pid ") {
+                        pid = p.trim().parse::<u32>().ok();
+                    } else {
+                        verdict = Some(line);
+                    }
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                    verdict = Some(format!(
+                        "failed: exec.start did not finish within {} s",
+                        self.start_timeout.as_secs()
+                    ));
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                    verdict = Some("failed: the jail's init exited before it was ready".into());
+                }
+            }
+        }
+        let _ = child.wait();
+        let verdict = verdict.unwrap_or_default();
+        match (pid, verdict.as_str()) {
+            (Some(pid), "ready") => Ok(pid),
+            (pid, v) => {
+                // Leave no jail behind: a failed start is no start (as jail(8)).
+                if let Some(p) = pid {
+                    let _ = kill(Pid::from_raw(p as i32), Signal::SIGKILL);
+                }
+                Err(fail(v.strip_prefix("failed: ").unwrap_or(v).to_owned()))
+            }
+        }
+    }
+
+    fn stop_jail(&self, jail: &JailSpec) -> Result<(), HostError> {
+        let Some(jid) = super::running_jid(self, jail)? else {
+            return Ok(());
+        };
+        let fail = |why: String| HostError::Stop {
+            name: jail.name.clone(),
+            why,
+        };
+        let timeout = Duration::from_secs(jail.stop_timeout_secs.max(1));
+        if !jail.exec_stop.trim().is_empty() {
+            // exec.stop runs inside the jail: its namespaces and its root.
+            let status = Command::new("nsenter")
+                .args([
+                    "-t",
+                    &jid.to_string(),
+                    "-m",
+                    "-u",
+                    "-i",
+                    "-p",
+                    "-r",
+                    "-w",
+                    "--",
+                ])
+                .args(["/bin/sh", "-c", &jail.exec_stop])
+                .env_remove(crate::engine::fault::ENV)
+                .stdin(Stdio::null())
+                .stdout(self.log_file(&jail.name))
+                .stderr(self.log_file(&jail.name))
+                .status()
+                .map_err(Self::io("run nsenter for exec.stop"))
+                .map_err(fail)?;
+            if !status.success() {
+                tracing::warn!(jail = %jail.name, %status, "exec.stop failed; stopping the jail anyway");
+            }
+        }
+        let pid = Pid::from_raw(jid as i32);
+        // The init answers SIGTERM by passing it on and exiting once its
+        // children are gone; SIGKILL to a PID namespace's init ends them all.
+        let _ = kill(pid, Signal::SIGTERM);
+        if self.wait_gone(jail, jid, timeout)? {
+            return Ok(());
+        }
+        let _ = kill(pid, Signal::SIGKILL);
+        if self.wait_gone(jail, jid, Duration::from_secs(5))? {
+            return Ok(());
+        }
+        Err(fail(format!("init {jid} is still alive after SIGKILL")))
+    }
+
+    fn running(&self) -> Result<Vec<Running>, HostError> {
+        let entries = std::fs::read_dir(&self.proc_dir)
+            .map_err(|e| HostError::List(format!("read {}: {e}", self.proc_dir.display())))?;
+        let mut out = Vec::new();
+        for entry in entries.flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|s| s.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+                continue;
+            };
+            let Some((name, root)) = init_args(&cmdline) else {
+                continue;
+            };
+            if self.is_our_init(pid, &root) {
+                out.push(Running {
+                    name,
+                    jid: pid,
+                    path: root,
+                });
+            }
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    fn run_command(&self, command: &str, env: &[(String, String)]) -> Result<(), HostError> {
+        let out = Command::new("/bin/sh")
+            .args(["-c", command])
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .env_remove(crate::engine::fault::ENV)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| HostError::Command {
+                command: command.to_owned(),
+                why: e.to_string(),
+            })?;
+        if out.status.success() {
+            return Ok(());
+        }
+        let err = String::from_utf8_lossy(&out.stderr);
+        let last = err.lines().last().unwrap_or("").trim();
+        Err(HostError::Command {
+            command: command.to_owned(),
+            why: format!("{} ({last})", out.status),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn init_args_reads_name_and_root() {
+        let c = b"/usr/bin/jailtx\0__jail-init\0--name\0ns\0--root\0/home/j/ns\0--ip\x001.2.3.4\0";
+        assert_eq!(init_args(c), Some(("ns".into(), "/home/j/ns".into())));
+        assert_eq!(init_args(b"/bin/sh\0-c\0x\0"), None);
+    }
+}

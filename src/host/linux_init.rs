@@ -1,0 +1,225 @@
+//! The jail's init on Linux: enters new namespaces, becomes PID 1 of its own
+//! PID namespace, sets up `/dev`, chroots, runs `exec.start`, then reaps
+//! children until told to stop.
+//!
+//! It reports to the starting jailtx on stdout: `pid N` (its host PID, the
+//! JID), then `ready` or `failed: REASON`, then closes stdout.
+
+use std::io::Write;
+use std::os::unix::fs::symlink;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use nix::mount::MsFlags;
+use nix::sched::CloneFlags;
+use nix::sys::signal::{SigSet, Signal, kill};
+use nix::sys::stat::{Mode, SFlag, makedev, mknod};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::{ForkResult, Pid, chdir, chroot, fork, sethostname};
+
+/// What the init is told on its command line.
+#[derive(Debug, Clone)]
+pub struct InitArgs {
+    pub name: String,
+    pub root: PathBuf,
+    pub hostname: String,
+    pub ip: String,
+    pub start: String,
+}
+
+fn say(line: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
+/// Runs the init; never returns.
+pub fn main(args: InitArgs) -> ! {
+    let flags = CloneFlags::CLONE_NEWNS
+        | CloneFlags::CLONE_NEWUTS
+        | CloneFlags::CLONE_NEWIPC
+        | CloneFlags::CLONE_NEWPID;
+    if let Err(e) = nix::sched::unshare(flags) {
+        say(&format!("failed: unshare namespaces: {e}"));
+        std::process::exit(1);
+    }
+    // SAFETY: this process is single-threaded here (a fresh exec of jailtx
+    // that has started no threads), so the child may run arbitrary code.
+    match unsafe { fork() } {
+        Err(e) => {
+            say(&format!("failed: fork: {e}"));
+            std::process::exit(1)
+        }
+        Ok(ForkResult::Parent { child }) => {
+            say(&format!("pid {child}"));
+            std::process::exit(0)
+        }
+        Ok(ForkResult::Child) => match pid1(&args) {
+            Ok(()) => std::process::exit(0),
+            Err(e) => {
+                say(&format!("failed: {e}"));
+                std::process::exit(1)
+            }
+        },
+    }
+}
+
+fn setup_dev(root: &Path) -> Result<(), String> {
+    let dev = root.join("dev");
+    if !dev.is_dir() {
+        return Err(format!(
+            "{} is missing; the template needs a /dev directory",
+            dev.display()
+        ));
+    }
+    nix::mount::mount(
+        Some("tmpfs"),
+        &dev,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+        Some("mode=0755,size=64k"),
+    )
+    .map_err(|e| format!("mount tmpfs on {}: {e}", dev.display()))?;
+    let nodes = [
+        ("null", 1, 3),
+        ("zero", 1, 5),
+        ("full", 1, 7),
+        ("random", 1, 8),
+        ("urandom", 1, 9),
+        ("tty", 5, 0),
+    ];
+    for (name, major, minor) in nodes {
+        let p = dev.join(name);
+        mknod(
+            &p,
+            SFlag::S_IFCHR,
+            Mode::from_bits_truncate(0o666),
+            makedev(major, minor),
+        )
+        .map_err(|e| format!("mknod {}: {e}", p.display()))?;
+        // mknod honours the umask; the nodes must be 0666 whatever it is.
+        nix::sys::stat::fchmodat(
+            nix::fcntl::AT_FDCWD,
+            &p,
+            Mode::from_bits_truncate(0o666),
+            nix::sys::stat::FchmodatFlags::FollowSymlink,
+        )
+        .map_err(|e| format!("chmod {}: {e}", p.display()))?;
+    }
+    for (name, target) in [
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ] {
+        symlink(target, dev.join(name)).map_err(|e| format!("symlink /dev/{name}: {e}"))?;
+    }
+    Ok(())
+}
+
+fn pid1(args: &InitArgs) -> Result<(), String> {
+    // Nothing mounted in here may reach the host's namespace.
+    nix::mount::mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .map_err(|e| format!("make mounts private: {e}"))?;
+    sethostname(&args.hostname).map_err(|e| format!("sethostname {}: {e}", args.hostname))?;
+    setup_dev(&args.root)?;
+    let proc_dir = args.root.join("proc");
+    if proc_dir.is_dir() {
+        // A /proc of the jail's own PID namespace, so ps and kill work inside.
+        nix::mount::mount(
+            Some("proc"),
+            &proc_dir,
+            Some("proc"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC | MsFlags::MS_NODEV,
+            None::<&str>,
+        )
+        .map_err(|e| format!("mount proc on {}: {e}", proc_dir.display()))?;
+    }
+    chroot(&args.root).map_err(|e| format!("chroot {}: {e}", args.root.display()))?;
+    chdir("/").map_err(|e| format!("chdir /: {e}"))?;
+
+    // Block the signals the loop below waits for before any child exists.
+    let mut waited = SigSet::empty();
+    for s in [
+        Signal::SIGCHLD,
+        Signal::SIGTERM,
+        Signal::SIGINT,
+        Signal::SIGHUP,
+    ] {
+        waited.add(s);
+    }
+    waited
+        .thread_block()
+        .map_err(|e| format!("block signals: {e}"))?;
+
+    let status = Command::new("/bin/sh")
+        .args(["-c", &args.start])
+        .env_clear()
+        .env(
+            "PATH",
+            "/sbin:/bin:/usr/sbin:/usr/bin:/usr/local/sbin:/usr/local/bin",
+        )
+        .env("HOME", "/root")
+        .env("JAIL_NAME", &args.name)
+        .env("JAIL_HOSTNAME", &args.hostname)
+        .env("JAIL_IP", &args.ip)
+        // exec.start's output goes to the jail's log, never into the status pipe.
+        .stdout(std::process::Stdio::from(
+            std::os::fd::AsFd::as_fd(&std::io::stderr())
+                .try_clone_to_owned()
+                .map_err(|e| format!("dup stderr: {e}"))?,
+        ))
+        .status()
+        .map_err(|e| format!("run exec.start `{}`: {e}", args.start))?;
+    if !status.success() {
+        return Err(format!("exec.start `{}` exited with {status}", args.start));
+    }
+    say("ready");
+    // Close the status pipe so the starter sees the end of the report.
+    let devnull = std::fs::File::open("/dev/null").map_err(|e| format!("open /dev/null: {e}"))?;
+    nix::unistd::dup2_stdout(&devnull).map_err(|e| format!("close status pipe: {e}"))?;
+    reap_until_stopped(&waited);
+    Ok(())
+}
+
+fn reap_all() -> bool {
+    let mut any_left = true;
+    loop {
+        match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) => break,
+            Ok(_) => continue,
+            Err(nix::errno::Errno::ECHILD) => {
+                any_left = false;
+                break;
+            }
+            Err(_) => break,
+        }
+    }
+    any_left
+}
+
+fn reap_until_stopped(waited: &SigSet) {
+    loop {
+        match waited.wait() {
+            Ok(Signal::SIGCHLD) => {
+                reap_all();
+            }
+            Ok(_) => break,
+            Err(_) => continue,
+        }
+    }
+    // Stop: SIGTERM to every process of the namespace, a grace period, then
+    // exit; the kernel kills whatever is left when a PID namespace's init exits.
+    let _ = kill(Pid::from_raw(-1), Signal::SIGTERM);
+    let until = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < until && reap_all() {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}

@@ -1,0 +1,123 @@
+//! The one trait every OS side effect on mounts and jails goes through, with
+//! the `linux` (real), `freebsd` (commands) and recording (tests) backends.
+
+pub mod freebsd;
+pub mod linux;
+pub mod linux_init;
+pub mod mountinfo;
+pub mod recording;
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Everything needed to start or stop one jail; carried inside the plan so
+/// that recovery can start a jail again from the journal alone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JailSpec {
+    pub name: String,
+    /// The jail's root (`BASE/j/NAME`), a physical path.
+    pub path: PathBuf,
+    pub hostname: String,
+    pub ip: String,
+    pub exec_start: String,
+    pub exec_stop: String,
+    pub stop_timeout_secs: u64,
+}
+
+/// A jail the host reports running.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Running {
+    pub name: String,
+    /// FreeBSD's JID; on Linux the host PID of the jail's init.
+    pub jid: u32,
+    pub path: PathBuf,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HostError {
+    #[error("mount {src} on {dst}: {source}")]
+    Mount {
+        src: PathBuf,
+        dst: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("remount {dst} read-only: {source}")]
+    Remount {
+        dst: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("unmount {dst}: {source}")]
+    Unmount {
+        dst: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("read mount table {path}: {source}")]
+    MountTable {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("start jail {name}: {why}")]
+    Start { name: String, why: String },
+    #[error("stop jail {name}: {why}")]
+    Stop { name: String, why: String },
+    #[error("list jails: {0}")]
+    List(String),
+    #[error("run `{command}`: {why}")]
+    Command { command: String, why: String },
+    #[error("{0} (injected failure)")]
+    Injected(String),
+}
+
+/// Mounts and jails. Every method is idempotent where the engine needs it to
+/// be: mounting what is mounted, unmounting what is not, stopping a stopped
+/// jail are no-ops; starting a running jail returns its JID.
+pub trait Host: Send + Sync {
+    /// `linux`, `freebsd`, `recording`.
+    fn name(&self) -> &'static str;
+    /// nullfs / bind mount `src` on `dst`, read-only or read-write.
+    fn mount(&self, src: &Path, dst: &Path, read_only: bool) -> Result<(), HostError>;
+    fn unmount(&self, dst: &Path) -> Result<(), HostError>;
+    fn is_mounted(&self, dst: &Path) -> Result<bool, HostError>;
+    /// Starts the jail; fails (leaving no jail behind) when `exec_start`
+    /// cannot run or exits non-zero. Returns the JID.
+    fn start_jail(&self, jail: &JailSpec) -> Result<u32, HostError>;
+    /// Runs `exec_stop`, then ends every process of the jail.
+    fn stop_jail(&self, jail: &JailSpec) -> Result<(), HostError>;
+    /// The jails running now.
+    fn running(&self) -> Result<Vec<Running>, HostError>;
+    /// Runs a shell command line on the host (`--from-cmd`, health checks),
+    /// with extra environment variables.
+    fn run_command(&self, command: &str, env: &[(String, String)]) -> Result<(), HostError>;
+}
+
+/// The JID of the running jail `jail`, checked by name and path (a reused
+/// PID with another root is not our jail).
+pub fn running_jid(host: &dyn Host, jail: &JailSpec) -> Result<Option<u32>, HostError> {
+    Ok(host
+        .running()?
+        .into_iter()
+        .find(|r| r.name == jail.name && r.path == jail.path)
+        .map(|r| r.jid))
+}
+
+/// The backend called `name`, for the current process.
+pub fn by_name(name: &str) -> Option<Box<dyn Host>> {
+    match name {
+        "linux" => Some(Box::new(linux::LinuxHost::new())),
+        "freebsd" => Some(Box::new(freebsd::FreeBsdHost::new(Box::new(
+            freebsd::SystemRunner,
+        )))),
+        "recording" => Some(Box::new(recording::RecordingHost::new())),
+        _ => None,
+    }
+}
+
+/// This machine's own backend.
+pub fn native() -> &'static str {
+    if cfg!(target_os = "freebsd") {
+        "freebsd"
+    } else {
+        "linux"
+    }
+}

@@ -1,0 +1,161 @@
+//! The state dir: taking the lock, rotating the history, opening the engine
+//! over the real journal, and reading history for the read-only commands.
+
+use std::path::Path;
+
+use crate::config::Layout;
+use crate::engine::lock::{LockError, StateLock};
+use crate::engine::{Engine, EngineError, Fault};
+use crate::fs;
+use crate::host::Host;
+use crate::journal::state::fold;
+use crate::journal::{
+    FileStorage, HISTORY_MAGIC, JOURNAL_MAGIC, JournalError, Record, Summary, TxId, TxState,
+    read_log,
+};
+
+/// A history file past this size is rotated to `history.1` (and so on).
+pub const HISTORY_ROTATE_BYTES: u64 = 1 << 20;
+/// Rotated history files kept (about 5,000 transactions each).
+pub const HISTORY_KEEP: u32 = 8;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("state dir {0} does not exist; run `jailtx init` first")]
+    Missing(std::path::PathBuf),
+    #[error("open {path}: {source}")]
+    Open {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Lock(#[from] LockError),
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    #[error(transparent)]
+    Fs(#[from] fs::FsError),
+}
+
+/// A mutating command's hold on the state dir: the lock and the engine.
+pub struct State {
+    pub engine: Engine<FileStorage>,
+    _lock: StateLock,
+}
+
+fn open_file(path: &Path) -> Result<FileStorage, StateError> {
+    FileStorage::open(path).map_err(|source| StateError::Open {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// The highest transaction number in a history file, 0 when none.
+fn last_tx_in(path: &Path) -> Result<TxId, StateError> {
+    if !path.exists() {
+        return Ok(0);
+    }
+    let storage = FileStorage::open_read_only(path).map_err(|source| StateError::Open {
+        path: path.to_owned(),
+        source,
+    })?;
+    let scan = read_log(&storage, path, HISTORY_MAGIC)?;
+    Ok(scan.records.last().map(|(_, r)| r.tx()).unwrap_or(0))
+}
+
+/// Moves `history` to `history.1` (shifting older ones) once it is large, so
+/// the history stays bounded. Runs under the lock, before the engine opens.
+fn rotate_history(layout: &Layout) -> Result<(), StateError> {
+    let size = std::fs::metadata(&layout.history)
+        .map(|m| m.len())
+        .unwrap_or(0);
+    if size < HISTORY_ROTATE_BYTES {
+        return Ok(());
+    }
+    let oldest = layout.history_rotated(HISTORY_KEEP);
+    if oldest.exists() {
+        fs::remove_file_durable(&oldest)?;
+    }
+    for n in (1..HISTORY_KEEP).rev() {
+        let from = layout.history_rotated(n);
+        if from.exists() {
+            fs::rename_durable(&from, &layout.history_rotated(n + 1))?;
+        }
+    }
+    fs::rename_durable(&layout.history, &layout.history_rotated(1))?;
+    Ok(())
+}
+
+impl State {
+    /// Locks the state dir and opens the engine. Fails with exit 5 semantics
+    /// when another run holds the lock.
+    pub fn open(
+        layout: &Layout,
+        fault: Option<Fault>,
+        host: Box<dyn Host>,
+    ) -> Result<State, StateError> {
+        if !layout.state.is_dir() {
+            return Err(StateError::Missing(layout.state.clone()));
+        }
+        let lock = StateLock::acquire(&layout.lock)?;
+        rotate_history(layout)?;
+        let filed = last_tx_in(&layout.history_rotated(1))?;
+        let engine = Engine::open(
+            open_file(&layout.journal)?,
+            &layout.journal,
+            open_file(&layout.history)?,
+            &layout.history,
+            filed,
+            fault,
+            host,
+        )?;
+        Ok(State {
+            engine,
+            _lock: lock,
+        })
+    }
+}
+
+/// Every finished transaction, oldest first, and the interrupted one if any.
+/// Reads without the lock and without changing a byte.
+pub fn read_history(layout: &Layout) -> Result<(Vec<Summary>, Option<TxState>), StateError> {
+    let mut out = Vec::new();
+    let mut files: Vec<_> = (1..=HISTORY_KEEP)
+        .rev()
+        .map(|n| layout.history_rotated(n))
+        .collect();
+    files.push(layout.history.clone());
+    for path in files.iter().filter(|p| p.exists()) {
+        let s = FileStorage::open_read_only(path).map_err(|source| StateError::Open {
+            path: path.clone(),
+            source,
+        })?;
+        for (_, r) in read_log(&s, path, HISTORY_MAGIC)?.records {
+            if let Record::Summary(sum) = r {
+                out.push(sum);
+            }
+        }
+    }
+    let mut pending = None;
+    if layout.journal.exists() {
+        let s =
+            FileStorage::open_read_only(&layout.journal).map_err(|source| StateError::Open {
+                path: layout.journal.clone(),
+                source,
+            })?;
+        let scan = read_log(&s, &layout.journal, JOURNAL_MAGIC)?;
+        let last = out.last().map(|s| s.tx).unwrap_or(0);
+        for tx in fold(&layout.journal, &scan.records)? {
+            if tx.end.is_some() {
+                // Ended but not yet filed (crash before the summary landed).
+                if tx.tx() > last {
+                    out.push(crate::engine::summary_of(&tx));
+                }
+            } else {
+                pending = Some(tx);
+            }
+        }
+    }
+    Ok((out, pending))
+}
