@@ -12,5 +12,6 @@ pub mod host;
 pub mod journal;
 pub mod ops;
 pub mod statedir;
+pub mod world;
 
 pub use error::Error;

@@ -13,17 +13,26 @@ use crate::error::Error;
 use crate::host::{self, Host, linux::LinuxHost};
 use crate::ops;
 use crate::statedir::{self, State};
-use args::{Cli, Command, Global};
+use args::{Cli, Command, Global, JailCmd, TemplateCmd};
 
 /// Everything a command needs, resolved and validated before it acts.
 struct Ctx {
     global: Global,
+    cfg: Config,
     layout: Layout,
     fault: Option<Fault>,
     backend: String,
 }
 
 impl Ctx {
+    fn world<'a>(&'a self, host: &'a dyn Host) -> ops::jail::World<'a> {
+        ops::jail::World {
+            layout: &self.layout,
+            cfg: &self.cfg,
+            host,
+        }
+    }
+
     fn host(&self) -> Box<dyn Host> {
         match self.backend.as_str() {
             "freebsd" => host::by_name("freebsd").unwrap_or_else(|| Box::new(LinuxHost::new())),
@@ -106,6 +115,7 @@ fn run(cli: Cli) -> Result<(), Error> {
     }
     let ctx = Ctx {
         global: cli.global,
+        cfg,
         layout,
         fault,
         backend,
@@ -115,6 +125,33 @@ fn run(cli: Cli) -> Result<(), Error> {
         Command::Recover { rollback } => recover(&ctx, rollback),
         Command::History => history(&ctx),
         Command::RunPlan { file } => run_plan(&ctx, &file),
+        Command::Template(TemplateCmd::Build { source }) => {
+            let source = world_source(source)?;
+            plan_and_run(&ctx, |ctx, _| {
+                ops::template::plan_build(&ctx.layout, source)
+            })
+        }
+        Command::Jail(JailCmd::Create {
+            name,
+            hostname,
+            ip,
+            start,
+        }) => plan_and_run(&ctx, |ctx, host| {
+            ops::jail::plan_create(&ctx.world(host), &name, &hostname, &ip, start)
+        }),
+        Command::Jail(JailCmd::Destroy { name, purge }) => plan_and_run(&ctx, |ctx, host| {
+            ops::jail::plan_destroy(&ctx.world(host), &name, purge)
+        }),
+        Command::Start { names } => plan_and_run(&ctx, |ctx, host| {
+            ops::jail::plan_start(&ctx.world(host), &names)
+        }),
+        Command::Stop { names } => plan_and_run(&ctx, |ctx, host| {
+            ops::jail::plan_stop(&ctx.world(host), &names)
+        }),
+        Command::Restart { names } => plan_and_run(&ctx, |ctx, host| {
+            ops::jail::plan_restart(&ctx.world(host), &names)
+        }),
+        Command::Status => status(&ctx),
         other => Err(Error::Usage(format!(
             "`jailtx {}` is not implemented in this build yet",
             command_name(&other)
@@ -233,4 +270,45 @@ fn run_plan(ctx: &Ctx, file: &std::path::Path) -> Result<(), Error> {
     }
     let mut state = open_state(ctx)?;
     execute(ctx, Some(&mut state), plan)
+}
+
+fn world_source(s: args::Source) -> Result<crate::world::Source, Error> {
+    use crate::world::Source;
+    match (s.from_dir, s.from_tar, s.from_cmd) {
+        (Some(d), None, None) => Ok(Source::Dir(d)),
+        (None, Some(t), None) => Ok(Source::Tar(t)),
+        (None, None, Some(c)) => Ok(Source::Cmd(c)),
+        _ => Err(Error::Usage(
+            "give exactly one of --from-dir, --from-tar, --from-cmd".into(),
+        )),
+    }
+}
+
+/// The common shape of a mutating command: lock (unless dry-run), deal with
+/// a pending transaction, plan against the current state, then run or print.
+fn plan_and_run(
+    ctx: &Ctx,
+    planner: impl FnOnce(&Ctx, &dyn Host) -> Result<Plan, String>,
+) -> Result<(), Error> {
+    if !ctx.layout.state.is_dir() {
+        return Err(statedir::StateError::Missing(ctx.layout.state.clone()).into());
+    }
+    let host = ctx.host();
+    if ctx.global.dry_run {
+        let plan = planner(ctx, host.as_ref()).map_err(Error::Usage)?;
+        return execute(ctx, None, plan);
+    }
+    let mut state = open_state(ctx)?;
+    let plan = planner(ctx, host.as_ref()).map_err(Error::Usage)?;
+    execute(ctx, Some(&mut state), plan)
+}
+
+fn status(ctx: &Ctx) -> Result<(), Error> {
+    if !ctx.layout.state.is_dir() {
+        return Err(statedir::StateError::Missing(ctx.layout.state.clone()).into());
+    }
+    let host = ctx.host();
+    let rows = ops::jail::status(&ctx.world(host.as_ref()), None).map_err(Error::Usage)?;
+    output::status(ctx.global.json, &rows);
+    Ok(())
 }

@@ -147,3 +147,30 @@ pub fn history(json: bool, done: &[Summary], pending: Option<&TxState>) {
         );
     }
 }
+
+pub fn status(json: bool, rows: &[crate::ops::jail::StatusRow]) {
+    if json {
+        print_json(&json!({ "jails": rows }));
+        return;
+    }
+    println!(
+        "{:<16} {:>7}  {:<15}  {:<24} {:<8} {:<8} {:<10} PATH",
+        "NAME", "JID", "IP", "HOSTNAME", "RUNNING", "MOUNTED", "TEMPLATE"
+    );
+    for r in rows {
+        println!(
+            "{:<16} {:>7}  {:<15}  {:<24} {:<8} {:<8} {:<10} {}",
+            r.name,
+            r.jid.map(|j| j.to_string()).unwrap_or_else(|| "-".into()),
+            r.ip,
+            r.hostname,
+            if r.running { "yes" } else { "no" },
+            if r.mounted { "yes" } else { "no" },
+            r.template
+                .as_deref()
+                .map(|t| &t[..t.len().min(10)])
+                .unwrap_or("-"),
+            r.path.display()
+        );
+    }
+}

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use crate::fs::{self, FsError};
 use crate::host::{Host, HostError};
+use crate::world::{self, WorldError};
 
 use super::plan::Action;
 
@@ -22,6 +23,8 @@ pub enum ActionError {
     Conflict { path: PathBuf, what: String },
     #[error(transparent)]
     Host(#[from] HostError),
+    #[error(transparent)]
+    World(#[from] WorldError),
     #[error("rename {from} -> {to}: neither exists; something outside jailtx moved it")]
     Vanished { from: PathBuf, to: PathBuf },
 }
@@ -132,6 +135,8 @@ pub fn apply(action: &Action, host: &dyn Host) -> Result<()> {
         Action::Unmount { dst, .. } => Ok(host.unmount(dst)?),
         Action::StartJail { jail } => host.start_jail(jail).map(|_| ()).map_err(Into::into),
         Action::StopJail { jail } => Ok(host.stop_jail(jail)?),
+        Action::Populate { source, to } => Ok(world::populate(source, to, host)?),
+        Action::Shape { template, skel } => Ok(world::shape(template, skel.as_deref())?),
     }
 }
 
@@ -189,5 +194,7 @@ pub fn undo(action: &Action, host: &dyn Host) -> Result<()> {
         } => Ok(host.mount(src, dst, *read_only)?),
         Action::StartJail { jail } => Ok(host.stop_jail(jail)?),
         Action::StopJail { jail } => host.start_jail(jail).map(|_| ()).map_err(Into::into),
+        Action::Populate { to, .. } => Ok(world::unpopulate(to)?),
+        Action::Shape { skel, .. } => Ok(world::unshape(skel.as_deref())?),
     }
 }

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::host::JailSpec;
+use crate::world::Source;
 
 /// One unit of work. Every action is idempotent (running it again after it
 /// ran, or after it was cut short, ends in the same state) and, unless it is
@@ -54,6 +55,16 @@ pub enum Action {
     StartJail { jail: JailSpec },
     /// Stop a jail (exec.stop, then signals). Undo: start it again.
     StopJail { jail: JailSpec },
+    /// Fill `to` (which must not exist when the plan is made) with a world
+    /// from a directory, an archive or a command. Undo: remove it.
+    Populate { source: Source, to: PathBuf },
+    /// Shape the world at `template` (read-write dirs to `skel`, or dropped
+    /// when `skel` is none; `s/` and the links). Always follows the Populate
+    /// of the same tree. Undo: remove `skel`.
+    Shape {
+        template: PathBuf,
+        skel: Option<PathBuf>,
+    },
 }
 
 impl Action {
@@ -87,6 +98,8 @@ impl Action {
             Action::Unmount { .. } => "unmount",
             Action::StartJail { .. } => "start-jail",
             Action::StopJail { .. } => "stop-jail",
+            Action::Populate { .. } => "populate",
+            Action::Shape { .. } => "shape",
         }
     }
 }
@@ -134,6 +147,18 @@ impl fmt::Display for Action {
                 jail.path.display()
             ),
             Action::StopJail { jail } => write!(f, "stop jail {}", jail.name),
+            Action::Populate { source, to } => {
+                write!(f, "populate {} from {source}", to.display())
+            }
+            Action::Shape { template, skel } => match skel {
+                Some(skel) => write!(
+                    f,
+                    "shape {} (rw dirs -> {}, s/, links)",
+                    template.display(),
+                    skel.display()
+                ),
+                None => write!(f, "shape {} (drop rw dirs, s/, links)", template.display()),
+            },
         }
     }
 }

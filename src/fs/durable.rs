@@ -281,7 +281,12 @@ mod tests {
     fn names(dir: &Path) -> Vec<String> {
         let mut v: Vec<String> = fs::read_dir(dir)
             .expect("read_dir")
-            .map(|e| e.expect("dirent").file_name().to_string_lossy().into_owned())
+            .map(|e| {
+                e.expect("dirent")
+                    .file_name()
+                    .to_string_lossy()
+                    .into_owned()
+            })
             .collect();
         v.sort();
         v
@@ -397,8 +402,10 @@ mod tests {
         assert_eq!(mode_of(&dir), 0o700);
         assert_eq!(mode_of(&dir.join("x")), 0o750);
         fs::write(dir.join("file"), b"").expect("write");
-        let err = create_dir_all_durable(&dir.join("file/z"), 0o750).expect_err("file in the way");
+        let err = create_dir_all_durable(&dir.join("file"), 0o750).expect_err("file in the way");
         assert!(matches!(err, FsError::Mkdir { .. }), "{err}");
+        let err = create_dir_all_durable(&dir.join("file/z"), 0o750).expect_err("file in the way");
+        assert!(matches!(err, FsError::Stat { .. }), "{err}");
     }
 
     #[test]
@@ -453,6 +460,9 @@ mod tests {
         }
         let file = tmp.path().join("file");
         fs::write(&file, b"").expect("write");
-        assert!(matches!(fsync_dir(&file), Err(FsError::Open { .. })), "not a directory");
+        assert!(
+            matches!(fsync_dir(&file), Err(FsError::Open { .. })),
+            "not a directory"
+        );
     }
 }

@@ -356,8 +356,8 @@ mod tests {
 
     use super::*;
     use crate::fs::test_support::{
-        PRIVATE_MOUNT_NS, bind_mount, build_rich_tree, child_dir, deep_depth, make_deep,
-        run_child, set_mode, walk,
+        PRIVATE_MOUNT_NS, bind_mount, build_rich_tree, child_dir, deep_depth, make_deep, run_child,
+        set_mode, walk,
     };
 
     /// A directory outside the tree, with content that must survive.
@@ -371,7 +371,10 @@ mod tests {
 
     fn assert_outside_intact(out: &Path) {
         assert_eq!(fs::read(out.join("precious")).expect("precious"), b"keep");
-        assert_eq!(fs::read(out.join("sub/also")).expect("sub/also"), b"keep too");
+        assert_eq!(
+            fs::read(out.join("sub/also")).expect("sub/also"),
+            b"keep too"
+        );
     }
 
     #[test]
@@ -390,7 +393,10 @@ mod tests {
     fn missing_path_is_zero() {
         let tmp = tempfile::tempdir().expect("tempdir");
         assert_eq!(remove_tree(&tmp.path().join("nope")).expect("missing"), 0);
-        assert_eq!(remove_tree(&tmp.path().join("no/such/parent")).expect("missing"), 0);
+        assert_eq!(
+            remove_tree(&tmp.path().join("no/such/parent")).expect("missing"),
+            0
+        );
     }
 
     #[test]
@@ -421,7 +427,10 @@ mod tests {
         symlink(&out, root.join("a/b/escape")).expect("symlink");
         symlink("../../../outside", root.join("a/b/relative-escape")).expect("symlink");
         symlink(out.join("sub"), root.join("escape-sub")).expect("symlink");
-        assert!(root.join("a/b/relative-escape/precious").exists(), "links resolve");
+        assert!(
+            root.join("a/b/relative-escape/precious").exists(),
+            "links resolve"
+        );
 
         assert_eq!(remove_tree(&root).expect("remove"), 6);
         assert!(!root.exists());
@@ -483,7 +492,10 @@ mod tests {
     #[ignore = "helper: run as nobody by read_only_and_unreadable_directories_are_removed_by_their_owner"]
     fn non_root_child() {
         let dir = child_dir("JAILTX_FS_TEST_DIR").expect("JAILTX_FS_TEST_DIR");
-        assert!(!nix::unistd::Uid::effective().is_root(), "must run unprivileged");
+        assert!(
+            !nix::unistd::Uid::effective().is_root(),
+            "must run unprivileged"
+        );
         let root = dir.join("tree");
         fs::create_dir_all(root.join("ro/locked/inner")).expect("mkdir");
         fs::write(root.join("ro/locked/inner/f"), b"x").expect("write");
@@ -491,7 +503,10 @@ mod tests {
         set_mode(&root.join("ro/locked/inner"), 0o000);
         set_mode(&root.join("ro/locked"), 0o000);
         set_mode(&root.join("ro"), 0o555);
-        assert!(fs::remove_dir_all(&root).is_err(), "plain removal must fail here");
+        assert!(
+            fs::remove_dir_all(&root).is_err(),
+            "plain removal must fail here"
+        );
         assert_eq!(remove_tree(&root).expect("remove"), 6);
         assert!(!root.exists());
     }

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use nix::mount::MsFlags;
 use nix::sched::CloneFlags;
-use nix::sys::signal::{SigSet, Signal, kill};
+use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, kill, sigaction};
 use nix::sys::stat::{Mode, SFlag, makedev, mknod};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Pid, chdir, chroot, fork, sethostname};
@@ -146,6 +146,8 @@ fn pid1(args: &InitArgs) -> Result<(), String> {
     chdir("/").map_err(|e| format!("chdir /: {e}"))?;
 
     // Block the signals the loop below waits for before any child exists.
+    // They also need a handler: the kernel drops a signal sent to a PID
+    // namespace's init whose disposition is the default, blocked or not.
     let mut waited = SigSet::empty();
     for s in [
         Signal::SIGCHLD,
@@ -154,12 +156,30 @@ fn pid1(args: &InitArgs) -> Result<(), String> {
         Signal::SIGHUP,
     ] {
         waited.add(s);
+        let action = SigAction::new(
+            SigHandler::Handler(noop),
+            SaFlags::SA_RESTART,
+            SigSet::empty(),
+        );
+        // SAFETY: the handler does nothing, so it is async-signal-safe; the
+        // signals stay blocked and are taken with sigwait below.
+        unsafe { sigaction(s, &action) }.map_err(|e| format!("sigaction {s}: {e}"))?;
     }
     waited
         .thread_block()
         .map_err(|e| format!("block signals: {e}"))?;
 
-    let status = Command::new("/bin/sh")
+    let mut start = Command::new("/bin/sh");
+    // SAFETY: sigprocmask is async-signal-safe. The jail's processes must not
+    // inherit the init's blocked signals, or they would never see SIGTERM.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut start, || {
+            SigSet::empty()
+                .thread_set_mask()
+                .map_err(std::io::Error::from)
+        });
+    }
+    let status = start
         .args(["-c", &args.start])
         .env_clear()
         .env(
@@ -188,6 +208,8 @@ fn pid1(args: &InitArgs) -> Result<(), String> {
     reap_until_stopped(&waited);
     Ok(())
 }
+
+extern "C" fn noop(_: i32) {}
 
 fn reap_all() -> bool {
     let mut any_left = true;

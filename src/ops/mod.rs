@@ -2,3 +2,7 @@
 //! [`Plan`](crate::engine::Plan). They look, check and describe; they never act.
 
 pub mod init;
+pub mod jail;
+pub mod records;
+pub mod template;
+pub mod validate;

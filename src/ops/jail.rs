@@ -1,0 +1,356 @@
+//! Planners for `jail create`, `jail destroy`, `start`, `stop`, `restart`,
+//! and the rows of `status`.
+
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+use crate::config::{Config, Layout};
+use crate::engine::{Action, Plan};
+use crate::host::{Host, JailSpec};
+
+use super::records::{self, JailRecord};
+use super::validate;
+
+fn exists(p: &std::path::Path) -> bool {
+    std::fs::symlink_metadata(p).is_ok()
+}
+
+/// What the planners need to know of the host.
+pub struct World<'a> {
+    pub layout: &'a Layout,
+    pub cfg: &'a Config,
+    pub host: &'a dyn Host,
+}
+
+impl World<'_> {
+    fn running(&self) -> Result<Vec<crate::host::Running>, String> {
+        self.host.running().map_err(|e| e.to_string())
+    }
+
+    fn is_running(&self, spec: &JailSpec) -> Result<bool, String> {
+        Ok(self
+            .running()?
+            .iter()
+            .any(|r| r.name == spec.name && r.path == spec.path))
+    }
+
+    fn mounted(&self, p: &std::path::Path) -> Result<bool, String> {
+        self.host.is_mounted(p).map_err(|e| e.to_string())
+    }
+
+    fn records(&self) -> Result<Vec<JailRecord>, String> {
+        records::load_all(self.layout)
+    }
+
+    /// The named records (all when `names` is empty); an unknown name is an error.
+    fn select(&self, names: &[String]) -> Result<Vec<JailRecord>, String> {
+        let all = self.records()?;
+        if names.is_empty() {
+            return Ok(all);
+        }
+        names
+            .iter()
+            .map(|n| {
+                all.iter()
+                    .find(|r| &r.name == n)
+                    .cloned()
+                    .ok_or_else(|| format!("no jail named {n:?}; `jailtx status` lists the jails"))
+            })
+            .collect()
+    }
+
+    /// Mount steps that are missing for `spec`, then its start.
+    fn bring_up(&self, plan: &mut Plan, spec: &JailSpec) -> Result<(), String> {
+        let name = &spec.name;
+        if !self.mounted(&spec.path)? {
+            plan.push(
+                format!("mount-root-{name}"),
+                Action::Mount {
+                    src: self.layout.mroot.clone(),
+                    dst: spec.path.clone(),
+                    read_only: true,
+                },
+            );
+        }
+        let s = spec.path.join("s");
+        if !self.mounted(&s)? {
+            plan.push(
+                format!("mount-s-{name}"),
+                Action::Mount {
+                    src: self.layout.js.join(name),
+                    dst: s,
+                    read_only: false,
+                },
+            );
+        }
+        plan.push(
+            format!("start-{name}"),
+            Action::StartJail { jail: spec.clone() },
+        );
+        Ok(())
+    }
+}
+
+pub fn plan_create(
+    w: &World,
+    name: &str,
+    hostname: &str,
+    ip: &str,
+    start: bool,
+) -> Result<Plan, String> {
+    validate::jail_name(name)?;
+    validate::hostname(hostname)?;
+    let addr = validate::ip(ip)?;
+    let l = w.layout;
+    validate::physical_path(&l.j)?;
+    for r in w.records()? {
+        if r.name == name {
+            return Err(format!("jail {name} already exists"));
+        }
+        if r.ip.parse::<std::net::IpAddr>().ok() == Some(addr) {
+            return Err(format!("IP address {ip} is already jail {}'s", r.name));
+        }
+    }
+    if !l.mroot.is_dir() || !l.skel.is_dir() {
+        return Err(format!(
+            "no template at {}; run `jailtx template build` first",
+            l.mroot.display()
+        ));
+    }
+    let root = l.j.join(name);
+    if exists(&root) {
+        return Err(format!(
+            "{} already exists; move it aside or pick another name",
+            root.display()
+        ));
+    }
+    let rec = JailRecord {
+        name: name.to_owned(),
+        hostname: hostname.to_owned(),
+        ip: addr.to_string(),
+    };
+    let spec = rec.spec(l, w.cfg);
+    let data = l.js.join(name);
+    let mut plan = Plan::new(
+        "jail-create",
+        format!("create jail {name} ({hostname}, {addr})"),
+    );
+    plan.notes.insert("jail".into(), name.to_owned());
+    plan.push(
+        format!("mkdir-{name}"),
+        Action::MakeDir {
+            path: root.clone(),
+            mode: 0o755,
+        },
+    );
+    if exists(&data) {
+        // Kept by an earlier `jail destroy` without --purge: the jail gets it back.
+        plan.notes
+            .insert("data".into(), format!("reusing {}", data.display()));
+    } else {
+        plan.push(
+            format!("copy-skel-{name}"),
+            Action::CopyTree {
+                from: l.skel.clone(),
+                to: data.clone(),
+            },
+        );
+    }
+    plan.push(
+        format!("mount-root-{name}"),
+        Action::Mount {
+            src: l.mroot.clone(),
+            dst: root.clone(),
+            read_only: true,
+        },
+    );
+    plan.push(
+        format!("mount-s-{name}"),
+        Action::Mount {
+            src: data,
+            dst: root.join("s"),
+            read_only: false,
+        },
+    );
+    plan.push(
+        format!("record-{name}"),
+        Action::WriteFile {
+            path: records::path(l, name),
+            contents: rec.to_toml(),
+            mode: 0o600,
+        },
+    );
+    if start {
+        plan.push(format!("start-{name}"), Action::StartJail { jail: spec });
+    }
+    Ok(plan)
+}
+
+/// The name a path is moved aside to before the commit, and removed under after it.
+fn aside(p: &std::path::Path) -> PathBuf {
+    let mut n = p.file_name().unwrap_or_default().to_os_string();
+    n.push(".jailtx-destroyed");
+    p.with_file_name(n)
+}
+
+pub fn plan_destroy(w: &World, name: &str, purge: bool) -> Result<Plan, String> {
+    validate::jail_name(name)?;
+    let l = w.layout;
+    let rec = w
+        .select(&[name.to_owned()])?
+        .pop()
+        .ok_or_else(|| format!("no jail named {name:?}"))?;
+    let spec = rec.spec(l, w.cfg);
+    let data = l.js.join(name);
+    let record = records::path(l, name);
+    let mut moves = vec![(format!("set-aside-record-{name}"), record.clone())];
+    if exists(&spec.path) {
+        moves.push((format!("set-aside-root-{name}"), spec.path.clone()));
+    }
+    if purge && exists(&data) {
+        moves.push((format!("set-aside-data-{name}"), data.clone()));
+    }
+    for (_, p) in &moves {
+        if exists(&aside(p)) {
+            return Err(format!(
+                "{} is in the way (left by an earlier destroy?); remove it first",
+                aside(p).display()
+            ));
+        }
+    }
+    let what = if purge {
+        "destroy and purge"
+    } else {
+        "destroy"
+    };
+    let mut plan = Plan::new("jail-destroy", format!("{what} jail {name}"));
+    plan.notes.insert("jail".into(), name.to_owned());
+    if w.is_running(&spec)? {
+        plan.push(
+            format!("stop-{name}"),
+            Action::StopJail { jail: spec.clone() },
+        );
+    }
+    let s = spec.path.join("s");
+    if w.mounted(&s)? {
+        plan.push(
+            format!("unmount-s-{name}"),
+            Action::Unmount {
+                src: data.clone(),
+                dst: s,
+                read_only: false,
+            },
+        );
+    }
+    if w.mounted(&spec.path)? {
+        plan.push(
+            format!("unmount-root-{name}"),
+            Action::Unmount {
+                src: l.mroot.clone(),
+                dst: spec.path.clone(),
+                read_only: true,
+            },
+        );
+    }
+    for (step, p) in &moves {
+        plan.push(
+            step.clone(),
+            Action::Rename {
+                from: p.clone(),
+                to: aside(p),
+            },
+        );
+    }
+    for (step, p) in &moves {
+        let step = step.replace("set-aside-", "remove-");
+        plan.push_after_commit(step, Action::RemoveTree { path: aside(p) });
+    }
+    Ok(plan)
+}
+
+pub fn plan_start(w: &World, names: &[String]) -> Result<Plan, String> {
+    let mut plan = Plan::new("start", describe("start", names));
+    for rec in w.select(names)? {
+        let spec = rec.spec(w.layout, w.cfg);
+        if !w.is_running(&spec)? {
+            w.bring_up(&mut plan, &spec)?;
+        }
+    }
+    Ok(plan)
+}
+
+pub fn plan_stop(w: &World, names: &[String]) -> Result<Plan, String> {
+    let mut plan = Plan::new("stop", describe("stop", names));
+    for rec in w.select(names)? {
+        let spec = rec.spec(w.layout, w.cfg);
+        if w.is_running(&spec)? {
+            plan.push(
+                format!("stop-{}", rec.name),
+                Action::StopJail { jail: spec },
+            );
+        }
+    }
+    Ok(plan)
+}
+
+pub fn plan_restart(w: &World, names: &[String]) -> Result<Plan, String> {
+    let mut plan = Plan::new("restart", describe("restart", names));
+    for rec in w.select(names)? {
+        let spec = rec.spec(w.layout, w.cfg);
+        if w.is_running(&spec)? {
+            plan.push(
+                format!("stop-{}", rec.name),
+                Action::StopJail { jail: spec.clone() },
+            );
+        }
+        w.bring_up(&mut plan, &spec)?;
+    }
+    Ok(plan)
+}
+
+fn describe(verb: &str, names: &[String]) -> String {
+    if names.is_empty() {
+        format!("{verb} all jails")
+    } else {
+        format!("{verb} {}", names.join(" "))
+    }
+}
+
+/// One line of `status`.
+#[derive(Debug, Clone, Serialize)]
+pub struct StatusRow {
+    pub name: String,
+    pub jid: Option<u32>,
+    pub ip: String,
+    pub hostname: String,
+    pub path: PathBuf,
+    pub running: bool,
+    pub mounted: bool,
+    pub template: Option<String>,
+}
+
+pub fn status(w: &World, template: Option<String>) -> Result<Vec<StatusRow>, String> {
+    let running = w.running()?;
+    w.records()?
+        .into_iter()
+        .map(|rec| {
+            let spec = rec.spec(w.layout, w.cfg);
+            let jid = running
+                .iter()
+                .find(|r| r.name == spec.name && r.path == spec.path)
+                .map(|r| r.jid);
+            let mounted = w.mounted(&spec.path)? && w.mounted(&spec.path.join("s"))?;
+            Ok(StatusRow {
+                name: rec.name,
+                jid,
+                ip: rec.ip,
+                hostname: rec.hostname,
+                path: spec.path,
+                running: jid.is_some(),
+                mounted,
+                template: template.clone(),
+            })
+        })
+        .collect()
+}

@@ -1,0 +1,78 @@
+//! `template build`: the Handbook's first template — a world into `mroot`,
+//! its read-write directories into `skel`.
+
+use crate::config::Layout;
+use crate::engine::{Action, Plan};
+use crate::world::Source;
+
+use super::validate;
+
+fn exists(p: &std::path::Path) -> bool {
+    std::fs::symlink_metadata(p).is_ok()
+}
+
+/// Plans the first build: populate `mroot2`, shape it (moving the read-write
+/// directories to a new `skel`), and publish it as `mroot`.
+pub fn plan_build(layout: &Layout, source: Source) -> Result<Plan, String> {
+    validate::source(&source)?;
+    if !layout.j.is_dir() {
+        return Err(format!(
+            "{} does not exist; run `jailtx init` first",
+            layout.j.display()
+        ));
+    }
+    if exists(&layout.mroot) {
+        return Err(format!(
+            "a template already exists at {}; `jailtx upgrade` replaces it",
+            layout.mroot.display()
+        ));
+    }
+    if exists(&layout.skel) {
+        return Err(format!(
+            "{} already exists without a template; move it aside to build a first template",
+            layout.skel.display()
+        ));
+    }
+    for stale in [&layout.mroot2, &crate::world::partial_path(&layout.mroot2)] {
+        if exists(stale) {
+            return Err(format!(
+                "{} is left from an earlier build; remove it, then build again",
+                stale.display()
+            ));
+        }
+    }
+    if let Source::Dir(d) = &source
+        && let Ok(real) = d.canonicalize()
+        && (real.starts_with(&layout.j) || layout.j.starts_with(&real))
+    {
+        return Err(format!(
+            "--from-dir {}: the world cannot overlap {}",
+            d.display(),
+            layout.j.display()
+        ));
+    }
+    let mut plan = Plan::new("template-build", format!("first template from {source}"));
+    plan.notes.insert("source".into(), source.to_string());
+    plan.push(
+        "populate",
+        Action::Populate {
+            source,
+            to: layout.mroot2.clone(),
+        },
+    );
+    plan.push(
+        "shape",
+        Action::Shape {
+            template: layout.mroot2.clone(),
+            skel: Some(layout.skel.clone()),
+        },
+    );
+    plan.push(
+        "publish",
+        Action::Rename {
+            from: layout.mroot2.clone(),
+            to: layout.mroot.clone(),
+        },
+    );
+    Ok(plan)
+}

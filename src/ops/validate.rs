@@ -1,0 +1,160 @@
+//! Checks on user input (jail names, hostnames, addresses, sources) made
+//! before any plan exists: a bad value is one line, exit 2, nothing changed.
+
+use std::net::IpAddr;
+use std::path::Path;
+
+use crate::world::{ArchiveKind, Source};
+
+/// Jail names: `[A-Za-z0-9_-]{1,63}`, and never a name the layout uses in `j/`.
+pub fn jail_name(name: &str) -> Result<(), String> {
+    let ok_chars = name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if name.is_empty() || name.len() > 63 || !ok_chars {
+        return Err(format!(
+            "jail name {name:?} is invalid: use 1 to 63 of A-Z a-z 0-9 _ -"
+        ));
+    }
+    if name.starts_with("mroot") || name == "skel" {
+        return Err(format!(
+            "jail name {name:?} is reserved: j/{name} belongs to the template layout"
+        ));
+    }
+    Ok(())
+}
+
+/// RFC 1123 host names: dot-separated labels of 1 to 63 letters, digits and
+/// hyphens, not starting or ending with a hyphen; 253 characters at most.
+pub fn hostname(h: &str) -> Result<(), String> {
+    let bad = |why: &str| Err(format!("hostname {h:?} is invalid: {why}"));
+    if h.is_empty() || h.len() > 253 {
+        return bad("it must be 1 to 253 characters");
+    }
+    for label in h.split('.') {
+        if label.is_empty() || label.len() > 63 {
+            return bad("each dot-separated label must be 1 to 63 characters");
+        }
+        if !label
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        {
+            return bad("use only letters, digits, hyphens and dots");
+        }
+        if label.starts_with('-') || label.ends_with('-') {
+            return bad("a label cannot start or end with a hyphen");
+        }
+    }
+    Ok(())
+}
+
+/// An IPv4 or IPv6 address a jail can serve on.
+pub fn ip(addr: &str) -> Result<IpAddr, String> {
+    let ip: IpAddr = addr
+        .parse()
+        .map_err(|_| format!("IP address {addr:?} is not a valid IPv4 or IPv6 address"))?;
+    if ip.is_unspecified() || ip.is_multicast() {
+        return Err(format!("IP address {addr} cannot be a jail's address"));
+    }
+    Ok(ip)
+}
+
+/// The world source exists and is of a kind jailtx reads.
+pub fn source(src: &Source) -> Result<(), String> {
+    match src {
+        Source::Dir(d) => {
+            if !d.is_dir() {
+                return Err(format!("--from-dir {}: not a directory", d.display()));
+            }
+        }
+        Source::Tar(f) => {
+            if !f.is_file() {
+                return Err(format!("--from-tar {}: no such file", f.display()));
+            }
+            if ArchiveKind::of(f).is_none() {
+                return Err(format!(
+                    "--from-tar {}: expected .tar, .tar.gz, .tgz, .txz or .tar.xz",
+                    f.display()
+                ));
+            }
+        }
+        Source::Cmd(c) => {
+            if !c.contains("{dest}") {
+                return Err(format!(
+                    "--from-cmd {c:?}: the command must say where to install with {{dest}}"
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A path handed to a jail (its root) must not pass through a symlink:
+/// FreeBSD's jail(8) refuses such a root, so jailtx refuses it first.
+pub fn physical_path(p: &Path) -> Result<(), String> {
+    let mut cur = std::path::PathBuf::new();
+    for c in p.components() {
+        cur.push(c);
+        if std::fs::symlink_metadata(&cur).is_ok_and(|m| m.file_type().is_symlink()) {
+            return Err(format!(
+                "{} passes through the symlink {}; use the physical path",
+                p.display(),
+                cur.display()
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        for ok in ["ns", "mail", "www", "a_b-9", &"x".repeat(63)] {
+            assert!(jail_name(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "a.b",
+            "a b",
+            "mroot",
+            "mroot2",
+            "mroot.20260101",
+            "skel",
+            &"x".repeat(64),
+            "ü",
+        ] {
+            assert!(jail_name(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn hostnames() {
+        for ok in ["ns.example.org", "a", "a-b.c9"] {
+            assert!(hostname(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "-a.org", "a-.org", "a..b", "a_b.org", &"a".repeat(64)] {
+            assert!(hostname(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn ips() {
+        assert!(ip("192.168.3.17").is_ok());
+        assert!(ip("::1").is_ok());
+        for bad in ["192.168.3", "0.0.0.0", "224.0.0.1", "1.2.3.4/24", "host"] {
+            assert!(ip(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn symlinked_path_is_refused() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir(d.path().join("real")).unwrap();
+        std::os::unix::fs::symlink("real", d.path().join("home")).unwrap();
+        assert!(physical_path(&d.path().join("home/j")).is_err());
+        assert!(physical_path(&d.path().join("real/j")).is_ok());
+    }
+}

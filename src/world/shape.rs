@@ -1,0 +1,256 @@
+//! Shaping a world into a template: its read-write directories move to the
+//! skel (first build) or are dropped (upgrade staging), and the template gets
+//! an empty `s/` plus relative symlinks that resolve to `/s/<name>` inside a jail.
+
+use std::io;
+use std::path::Path;
+
+use crate::fs;
+
+use super::WorldError;
+
+/// (path in the world, name in skel, mode when the world lacks it). The
+/// Handbook's list, plus `home`, `usr/X11R6` and `usr/ports/distfiles`,
+/// which also live under `/s` in a jail.
+pub const MOVES: [(&str, &str, u32); 8] = [
+    ("etc", "etc", 0o755),
+    ("usr/local", "usr-local", 0o755),
+    ("tmp", "tmp", 0o1777),
+    ("var", "var", 0o755),
+    ("root", "root", 0o700),
+    ("home", "home", 0o755),
+    ("usr/X11R6", "usr-X11R6", 0o755),
+    ("usr/ports/distfiles", "distfiles", 0o755),
+];
+
+/// (link in the template, its target). Relative, so each resolves inside the
+/// jail (root = the template) to `/s/<name>`. The Handbook's first listing
+/// has `usr/local -> s/usr-local`, which would resolve to `/usr/s/usr-local`.
+pub const LINKS: [(&str, &str); 8] = [
+    ("etc", "s/etc"),
+    ("home", "s/home"),
+    ("root", "s/root"),
+    ("tmp", "s/tmp"),
+    ("var", "s/var"),
+    ("usr/local", "../s/usr-local"),
+    ("usr/X11R6", "../s/usr-X11R6"),
+    ("usr/ports/distfiles", "../../s/distfiles"),
+];
+
+/// The line `skel/etc/make.conf` gets, so ports build under the jail's `/s`.
+pub const MAKE_CONF_LINE: &str = "WRKDIRPREFIX?= /s/portbuild";
+
+fn err(path: &Path, why: impl std::fmt::Display) -> WorldError {
+    WorldError::Shape {
+        path: path.to_owned(),
+        why: why.to_string(),
+    }
+}
+
+fn lstat(path: &Path) -> Result<Option<std::fs::Metadata>, WorldError> {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) => Ok(Some(m)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(err(path, e)),
+    }
+}
+
+/// Makes `dir` and its missing parents (mode 0755), durably.
+fn mkdirs(dir: &Path) -> Result<(), WorldError> {
+    Ok(fs::create_dir_all_durable(dir, 0o755)?)
+}
+
+/// Shapes `template` in place, idempotently (every sub-step looks before it
+/// acts, so a rerun after a crash finishes the job). With `skel`, the world's
+/// read-write directories move there (first build); without, they are dropped
+/// (an upgrade keeps the existing skel and jails' data).
+pub fn shape(template: &Path, skel: Option<&Path>) -> Result<(), WorldError> {
+    if let Some(skel) = skel
+        && lstat(skel)?.is_none()
+    {
+        fs::create_dir_durable(skel, 0o755)?;
+    }
+    for (rel, skel_name, mode) in MOVES {
+        let src = template.join(rel);
+        let is_real_dir = lstat(&src)?.is_some_and(|m| m.is_dir());
+        match skel {
+            Some(skel) => {
+                let dst = skel.join(skel_name);
+                if is_real_dir {
+                    if lstat(&dst)?.is_some() {
+                        return Err(err(
+                            &dst,
+                            format!("already exists, and so does {}", src.display()),
+                        ));
+                    }
+                    fs::rename_durable(&src, &dst)?;
+                } else if lstat(&dst)?.is_none() {
+                    fs::create_dir_durable(&dst, mode)?;
+                }
+            }
+            // Staging only: Populate's compensation removes the whole tree,
+            // so dropping these before the commit point loses nothing.
+            None if is_real_dir => {
+                fs::remove_tree(&src)?;
+            }
+            None => {}
+        }
+    }
+    let s = template.join("s");
+    if lstat(&s)?.is_none() {
+        fs::create_dir_durable(&s, 0o755)?;
+    }
+    for (rel, target) in LINKS {
+        let link = template.join(rel);
+        if let Some(parent) = link.parent() {
+            mkdirs(parent)?;
+        }
+        match lstat(&link)? {
+            Some(m) if m.file_type().is_symlink() => {
+                let now = std::fs::read_link(&link).map_err(|e| err(&link, e))?;
+                if now != Path::new(target) {
+                    return Err(err(
+                        &link,
+                        format!("is a symlink to {}, not {target}", now.display()),
+                    ));
+                }
+                continue;
+            }
+            Some(m) if m.is_dir() => {
+                // An empty directory left where the link goes (MOVES had
+                // nothing to carry); anything else is a conflict, never data loss.
+                std::fs::remove_dir(&link)
+                    .map_err(|e| err(&link, format!("in the way of the link: {e}")))?;
+            }
+            Some(_) => return Err(err(&link, "a file is in the way of the link")),
+            None => {}
+        }
+        fs::symlink_durable(Path::new(target), &link)?;
+    }
+    if let Some(skel) = skel {
+        let make_conf = skel.join("etc/make.conf");
+        let current = match std::fs::read_to_string(&make_conf) {
+            Ok(t) => t,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => String::new(),
+            Err(e) => return Err(err(&make_conf, e)),
+        };
+        if !current.lines().any(|l| l.trim() == MAKE_CONF_LINE) {
+            let mut text = current;
+            if !text.is_empty() && !text.ends_with('\n') {
+                text.push('\n');
+            }
+            text.push_str(MAKE_CONF_LINE);
+            text.push('\n');
+            fs::write_atomic(&make_conf, text.as_bytes(), 0o644)?;
+        }
+    }
+    Ok(())
+}
+
+/// Undoes [`shape`]: removes the skel it created. The shaped template itself
+/// goes with the compensation of the populate step that always precedes it.
+pub fn unshape(skel: Option<&Path>) -> Result<(), WorldError> {
+    if let Some(skel) = skel {
+        fs::remove_tree(skel)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn world(d: &Path) -> std::path::PathBuf {
+        let w = d.join("w");
+        for p in [
+            "bin",
+            "etc",
+            "usr/bin",
+            "usr/local/bin",
+            "var/empty",
+            "root",
+            "tmp",
+            "dev",
+        ] {
+            std::fs::create_dir_all(w.join(p)).unwrap();
+        }
+        std::fs::write(w.join("etc/rc"), "echo hi\n").unwrap();
+        std::fs::write(w.join("usr/local/bin/tool"), "x").unwrap();
+        w
+    }
+
+    #[test]
+    fn first_build_moves_rw_dirs_and_links_resolve_to_s() {
+        let d = tempfile::tempdir().unwrap();
+        let w = world(d.path());
+        let skel = d.path().join("skel");
+        shape(&w, Some(&skel)).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(skel.join("etc/rc")).unwrap(),
+            "echo hi\n"
+        );
+        assert!(skel.join("usr-local/bin/tool").is_file());
+        for name in ["home", "usr-X11R6", "distfiles", "var/empty", "root", "tmp"] {
+            assert!(skel.join(name).is_dir(), "{name}");
+        }
+        assert!(w.join("s").is_dir());
+        // Resolve each link as a jail would: root = w, /s = skel.
+        for (rel, target) in LINKS {
+            let link = w.join(rel);
+            assert_eq!(std::fs::read_link(&link).unwrap(), Path::new(target));
+            let parent_in_jail = Path::new("/").join(rel).parent().unwrap().to_owned();
+            let resolved = normalize(&parent_in_jail.join(target));
+            assert!(
+                resolved.starts_with("/s/"),
+                "{rel} -> {}",
+                resolved.display()
+            );
+        }
+        let mc = std::fs::read_to_string(skel.join("etc/make.conf")).unwrap();
+        assert_eq!(mc, format!("{MAKE_CONF_LINE}\n"));
+        // Idempotent: a second run changes nothing and does not fail.
+        shape(&w, Some(&skel)).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(skel.join("etc/make.conf")).unwrap(),
+            mc
+        );
+    }
+
+    fn normalize(p: &Path) -> std::path::PathBuf {
+        let mut out = std::path::PathBuf::from("/");
+        for c in p.components() {
+            match c {
+                std::path::Component::ParentDir => {
+                    out.pop();
+                }
+                std::path::Component::Normal(n) => out.push(n),
+                _ => {}
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn upgrade_staging_drops_rw_dirs() {
+        let d = tempfile::tempdir().unwrap();
+        let w = world(d.path());
+        shape(&w, None).unwrap();
+        assert!(
+            std::fs::symlink_metadata(w.join("etc"))
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
+        assert!(!w.join("s/etc").exists());
+        assert!(w.join("usr/bin").is_dir());
+    }
+
+    #[test]
+    fn a_file_in_the_way_of_a_link_is_a_conflict() {
+        let d = tempfile::tempdir().unwrap();
+        let w = world(d.path());
+        std::fs::write(w.join("home"), "not a dir").unwrap();
+        let e = shape(&w, None).unwrap_err().to_string();
+        assert!(e.contains("home"), "{e}");
+    }
+}
