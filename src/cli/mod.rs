@@ -44,10 +44,23 @@ impl Ctx {
 pub fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(c) => c,
-        Err(e) => {
+        Err(e) if !e.use_stderr() => {
+            // --help, --version: clap's own output, exit 0.
             let _ = e.print();
-            // clap: 0 for --help/--version, 2 for bad usage, as SPEC wants.
-            return ExitCode::from(e.exit_code().clamp(0, 255) as u8);
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            // Bad usage: one line, exit 2 (SPEC section 4), not clap's block.
+            let text = e.render().to_string();
+            let head: Vec<&str> = text
+                .lines()
+                .take_while(|l| !l.trim().is_empty() && !l.starts_with("Usage:"))
+                .map(str::trim)
+                .collect();
+            let line = head.join(" ");
+            let line = line.strip_prefix("error: ").unwrap_or(&line);
+            eprintln!("jailtx: {line}; see `jailtx --help`");
+            return ExitCode::from(2);
         }
     };
     init_logging(&cli.global);
