@@ -150,7 +150,7 @@ fn mounts_under(dir: &Path) -> Vec<PathBuf> {
     let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     jailtx::host::mountinfo::mount_points(&text)
         .into_iter()
-        .filter(|p| p.starts_with(&dir))
+        .filter(|p| p.starts_with(dir))
         .collect()
 }
 
