@@ -22,6 +22,37 @@ pub struct Config {
     /// Archived templates `prune` keeps by default.
     pub keep_archives: u32,
     pub jail: JailDefaults,
+    pub health: Health,
+}
+
+/// The upgrade's health check, after the jails start on the new template.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Health {
+    /// Run on the host for every started jail (JAIL_NAME, JAIL_IP, JAIL_JID,
+    /// JAIL_HOSTNAME in its environment); empty: only check the jail runs.
+    pub command: String,
+    /// Per-jail commands, replacing `command` for that jail.
+    pub jails: std::collections::BTreeMap<String, String>,
+    pub timeout_secs: u64,
+}
+
+impl Default for Health {
+    fn default() -> Self {
+        Health {
+            command: String::new(),
+            jails: Default::default(),
+            timeout_secs: 30,
+        }
+    }
+}
+
+impl Health {
+    /// The command for jail `name`, if any.
+    pub fn command_for(&self, name: &str) -> Option<String> {
+        let c = self.jails.get(name).unwrap_or(&self.command);
+        Some(c.clone()).filter(|c| !c.trim().is_empty())
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -51,6 +82,7 @@ impl Default for Config {
             carry_over: vec!["usr/ports".into()],
             keep_archives: 2,
             jail: JailDefaults::default(),
+            health: Health::default(),
         }
     }
 }

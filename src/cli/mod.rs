@@ -165,6 +165,19 @@ fn run(cli: Cli) -> Result<(), Error> {
             ops::jail::plan_restart(&ctx.world(host), &names)
         }),
         Command::Status => status(&ctx),
+        Command::Upgrade { source } => {
+            let source = world_source(source)?;
+            plan_window_and_run(&ctx, |ctx, host| {
+                ops::upgrade::plan_upgrade(&ctx.world(host), source)
+            })
+        }
+        Command::Rollback { to } => plan_window_and_run(&ctx, |ctx, host| {
+            ops::upgrade::plan_rollback(&ctx.world(host), to.as_deref())
+        }),
+        Command::Prune { keep } => plan_and_run(&ctx, |ctx, host| {
+            let keep = keep.unwrap_or(ctx.cfg.keep_archives);
+            ops::upgrade::plan_prune(&ctx.world(host), keep as usize)
+        }),
         other => Err(Error::Usage(format!(
             "`jailtx {}` is not implemented in this build yet",
             command_name(&other)
@@ -314,6 +327,29 @@ fn plan_and_run(
     let mut state = open_state(ctx)?;
     let plan = planner(ctx, host.as_ref()).map_err(Error::Usage)?;
     execute(ctx, Some(&mut state), plan)
+}
+
+/// [`plan_and_run`] for plans with a downtime window, which the end record
+/// and the output report in milliseconds.
+fn plan_window_and_run(
+    ctx: &Ctx,
+    planner: impl FnOnce(&Ctx, &dyn Host) -> Result<(Plan, (usize, usize)), String>,
+) -> Result<(), Error> {
+    if !ctx.layout.state.is_dir() {
+        return Err(statedir::StateError::Missing(ctx.layout.state.clone()).into());
+    }
+    let host = ctx.host();
+    if ctx.global.dry_run {
+        let (plan, _) = planner(ctx, host.as_ref()).map_err(Error::Usage)?;
+        return execute(ctx, None, plan);
+    }
+    let mut state = open_state(ctx)?;
+    let (plan, window) = planner(ctx, host.as_ref()).map_err(Error::Usage)?;
+    plan.validate().map_err(EngineError::from)?;
+    let notes = ops::upgrade::downtime_notes(window);
+    let report = state.engine.run_noted(plan, &notes)?;
+    output::report(ctx.global.json, &report);
+    Ok(())
 }
 
 fn status(ctx: &Ctx) -> Result<(), Error> {

@@ -54,8 +54,11 @@ pub fn report_line(r: &Report) -> String {
 pub fn report(json: bool, r: &Report) {
     if json {
         print_json(&json!({ "changed": true, "report": r }));
-    } else {
-        println!("{}", report_line(r));
+        return;
+    }
+    println!("{}", report_line(r));
+    if let Some(d) = r.notes.get("downtime_ms") {
+        println!("downtime window: {d} ms (first stop to last start and health check)");
     }
 }
 

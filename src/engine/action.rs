@@ -25,6 +25,8 @@ pub enum ActionError {
     Host(#[from] HostError),
     #[error(transparent)]
     World(#[from] WorldError),
+    #[error("health check of jail {jail} failed: {why}")]
+    Unhealthy { jail: String, why: String },
     #[error("rename {from} -> {to}: neither exists; something outside jailtx moved it")]
     Vanished { from: PathBuf, to: PathBuf },
 }
@@ -136,8 +138,44 @@ pub fn apply(action: &Action, host: &dyn Host) -> Result<()> {
         Action::StartJail { jail } => host.start_jail(jail).map(|_| ()).map_err(Into::into),
         Action::StopJail { jail } => Ok(host.stop_jail(jail)?),
         Action::Populate { source, to } => Ok(world::populate(source, to, host)?),
-        Action::Shape { template, skel } => Ok(world::shape(template, skel.as_deref())?),
+        Action::Shape {
+            template,
+            skel,
+            carry_over,
+        } => Ok(world::shape(template, skel.as_deref(), carry_over)?),
+        Action::HealthCheck {
+            jail,
+            command,
+            timeout_secs,
+        } => health_check(host, jail, command.as_deref(), *timeout_secs),
     }
+}
+
+fn health_check(
+    host: &dyn Host,
+    jail: &crate::host::JailSpec,
+    command: Option<&str>,
+    timeout_secs: u64,
+) -> Result<()> {
+    let jid = crate::host::running_jid(host, jail)?.ok_or_else(|| ActionError::Unhealthy {
+        jail: jail.name.clone(),
+        why: "its init is not running".into(),
+    })?;
+    if let Some(cmd) = command {
+        let env = [
+            ("JAIL_NAME".to_owned(), jail.name.clone()),
+            ("JAIL_IP".to_owned(), jail.ip.clone()),
+            ("JAIL_JID".to_owned(), jid.to_string()),
+            ("JAIL_HOSTNAME".to_owned(), jail.hostname.clone()),
+        ];
+        let timeout = std::time::Duration::from_secs(timeout_secs.max(1));
+        host.run_command(cmd, &env, Some(timeout))
+            .map_err(|e| ActionError::Unhealthy {
+                jail: jail.name.clone(),
+                why: e.to_string(),
+            })?;
+    }
+    Ok(())
 }
 
 /// Takes the effect of `action` away, whether it ran fully, partly or not at all.
@@ -196,5 +234,6 @@ pub fn undo(action: &Action, host: &dyn Host) -> Result<()> {
         Action::StopJail { jail } => host.start_jail(jail).map(|_| ()).map_err(Into::into),
         Action::Populate { to, .. } => Ok(world::unpopulate(to)?),
         Action::Shape { skel, .. } => Ok(world::unshape(skel.as_deref())?),
+        Action::HealthCheck { .. } => Ok(()),
     }
 }

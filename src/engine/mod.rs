@@ -12,6 +12,7 @@ pub mod fault;
 pub mod lock;
 pub mod plan;
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Instant as Clock;
 
@@ -64,6 +65,16 @@ pub enum EngineError {
         source: ActionError,
     },
     #[error(
+        "transaction {tx}: putting back what step {step} ({name}: {action}) did before the restart failed: {source}; fix that, then run `jailtx recover`"
+    )]
+    Reconcile {
+        tx: TxId,
+        step: usize,
+        name: String,
+        action: String,
+        source: ActionError,
+    },
+    #[error(
         "transaction {tx} is committed but step {step} ({name}: {action}) failed: {source}; fix that, then run `jailtx recover` to finish it"
     )]
     AfterCommit {
@@ -83,7 +94,9 @@ impl EngineError {
             EngineError::Plan(_) => 2,
             EngineError::Pending { .. } => 4,
             EngineError::RolledBack { .. } => 1,
-            EngineError::CompensationFailed { .. } | EngineError::AfterCommit { .. } => 6,
+            EngineError::CompensationFailed { .. }
+            | EngineError::AfterCommit { .. }
+            | EngineError::Reconcile { .. } => 6,
         }
     }
 }
@@ -107,7 +120,23 @@ pub struct Report {
     pub executed: usize,
     pub reason: Option<String>,
     pub elapsed_ms: u64,
+    /// The steps this run carried out forwards, with when they ran.
+    pub timings: Vec<StepTiming>,
+    /// Facts written into the end record (and so into `history`).
+    pub notes: BTreeMap<String, String>,
 }
+
+/// When one step ran, in microseconds from the start of this run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StepTiming {
+    pub index: usize,
+    pub name: String,
+    pub start_us: u64,
+    pub end_us: u64,
+}
+
+/// Computes the end record's notes from the timings (e.g. a downtime window).
+pub type NotesFn<'a> = &'a dyn Fn(&[StepTiming]) -> BTreeMap<String, String>;
 
 fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
@@ -122,6 +151,7 @@ pub struct Engine<S: Storage> {
     fault: Option<Fault>,
     executed: usize,
     host: Box<dyn Host>,
+    timings: Vec<StepTiming>,
 }
 
 impl<S: Storage> Engine<S> {
@@ -168,6 +198,7 @@ impl<S: Storage> Engine<S> {
             fault,
             executed: 0,
             host,
+            timings: Vec::new(),
         })
     }
 
@@ -183,6 +214,12 @@ impl<S: Storage> Engine<S> {
 
     /// Runs `plan` as a new transaction.
     pub fn run(&mut self, plan: Plan) -> Result<Report, EngineError> {
+        self.run_noted(plan, &|_| BTreeMap::new())
+    }
+
+    /// Runs `plan`; when it commits, `notes` turns the step timings into facts
+    /// for the end record (written before the transaction ends, so history has them).
+    pub fn run_noted(&mut self, plan: Plan, notes: NotesFn) -> Result<Report, EngineError> {
         if let Some(p) = &self.pending {
             return Err(EngineError::Pending {
                 tx: p.tx(),
@@ -200,7 +237,7 @@ impl<S: Storage> Engine<S> {
         self.journal.append(&Record::Begin(begin.clone()))?;
         let mut st = TxState::new(begin);
         let _span = info_span!("tx", tx = st.tx(), op = %st.begin.plan.op).entered();
-        let result = self.forward(&mut st);
+        let result = self.forward_noted(&mut st, notes);
         self.keep_if_unfinished(st);
         result
     }
@@ -240,15 +277,7 @@ impl<S: Storage> Engine<S> {
     /// state the journal says they should (all host calls are idempotent).
     fn reconcile(&mut self, st: &TxState) -> Result<(), EngineError> {
         let steps = &st.begin.plan.steps;
-        let key = |a: &Action| match a {
-            Action::Mount { dst, .. } | Action::Unmount { dst, .. } => {
-                Some(format!("m:{}", dst.display()))
-            }
-            Action::StartJail { jail } | Action::StopJail { jail } => {
-                Some(format!("j:{}", jail.name))
-            }
-            _ => None,
-        };
+        let key = volatile_key;
         let done: Vec<usize> = (0..steps.len()).filter(|i| st.done[*i]).collect();
         for &i in &done {
             let action = &steps[i].action;
@@ -261,7 +290,7 @@ impl<S: Storage> Engine<S> {
             if last == Some(&i) && turns_on {
                 info!(step = i, action = %action, "reconcile");
                 action::apply(action, self.host.as_ref()).map_err(|source| {
-                    EngineError::AfterCommit {
+                    EngineError::Reconcile {
                         tx: st.tx(),
                         step: i,
                         name: steps[i].name.clone(),
@@ -270,6 +299,44 @@ impl<S: Storage> Engine<S> {
                     }
                 })?;
             }
+        }
+        Ok(())
+    }
+
+    /// After the compensations: a mount or jail whose first step in the plan
+    /// turns it off was on before the transaction, so it is turned on again.
+    /// Usually the compensations did that already (this is then a no-op);
+    /// after a reboot, the steps that never ran left nothing to compensate,
+    /// and this is what brings the jails back to their prior run-state.
+    /// Walking the plan backwards mounts roots before `s` and both before starts.
+    fn restore_prior_volatile_state(&mut self, st: &TxState) -> Result<(), EngineError> {
+        let steps = &st.begin.plan.steps;
+        let mut seen = std::collections::BTreeSet::new();
+        let mut first_off = Vec::new();
+        for (i, step) in steps.iter().enumerate() {
+            let Some(k) = volatile_key(&step.action) else {
+                continue;
+            };
+            if seen.insert(k)
+                && matches!(
+                    step.action,
+                    Action::Unmount { .. } | Action::StopJail { .. }
+                )
+            {
+                first_off.push(i);
+            }
+        }
+        for &i in first_off.iter().rev() {
+            let step = &steps[i];
+            action::undo(&step.action, self.host.as_ref()).map_err(|source| {
+                EngineError::CompensationFailed {
+                    tx: st.tx(),
+                    step: i,
+                    name: step.name.clone(),
+                    action: step.action.to_string(),
+                    source,
+                }
+            })?;
         }
         Ok(())
     }
@@ -301,7 +368,12 @@ impl<S: Storage> Engine<S> {
     }
 
     fn forward(&mut self, st: &mut TxState) -> Result<Report, EngineError> {
+        self.forward_noted(st, &|_| BTreeMap::new())
+    }
+
+    fn forward_noted(&mut self, st: &mut TxState, notes: NotesFn) -> Result<Report, EngineError> {
         let clock = Clock::now();
+        self.timings.clear();
         let tx = st.tx();
         let plan = st.begin.plan.clone();
         let names: Vec<String> = plan.steps.iter().map(|s| s.name.clone()).collect();
@@ -323,8 +395,15 @@ impl<S: Storage> Engine<S> {
             fault::point(self.fault.as_ref(), Instant::AfterIntent, i, &names);
             info!(action = %step.action, "run");
             self.executed += 1;
+            let start_us = clock.elapsed().as_micros() as u64;
             match action::apply(&step.action, self.host.as_ref()) {
                 Ok(()) => {
+                    self.timings.push(StepTiming {
+                        index: i,
+                        name: step.name.clone(),
+                        start_us,
+                        end_us: clock.elapsed().as_micros() as u64,
+                    });
                     fault::point(self.fault.as_ref(), Instant::AfterEffect, i, &names);
                     self.append(Record::StepDone(mark))?;
                     st.done[i] = true;
@@ -357,7 +436,8 @@ impl<S: Storage> Engine<S> {
             self.append(Record::Commit(Commit { tx }))?;
             st.committed = true;
         }
-        self.finish(st, Outcome::Committed, clock)
+        let notes = notes(&self.timings);
+        self.finish(st, Outcome::Committed, clock, notes)
     }
 
     fn backward(&mut self, st: &mut TxState) -> Result<Report, EngineError> {
@@ -394,7 +474,8 @@ impl<S: Storage> Engine<S> {
             st.comp_done[i] = true;
             fault::point(self.fault.as_ref(), Instant::CompAfterDone, i, &names);
         }
-        self.finish(st, Outcome::RolledBack, clock)
+        self.restore_prior_volatile_state(st)?;
+        self.finish(st, Outcome::RolledBack, clock, BTreeMap::new())
     }
 
     /// End record, then the history summary, then the journal reset: a crash
@@ -404,13 +485,14 @@ impl<S: Storage> Engine<S> {
         st: &mut TxState,
         outcome: Outcome,
         clock: Clock,
+        notes: BTreeMap<String, String>,
     ) -> Result<Report, EngineError> {
         let end = End {
             tx: st.tx(),
             ended_ms: now_ms(),
             outcome,
             reason: st.abort.as_ref().map(|a| a.reason.clone()),
-            notes: Default::default(),
+            notes: notes.clone(),
         };
         self.append(Record::End(end.clone()))?;
         st.end = Some(end);
@@ -426,7 +508,20 @@ impl<S: Storage> Engine<S> {
             executed: std::mem::take(&mut self.executed),
             reason: st.abort.as_ref().map(|a| a.reason.clone()),
             elapsed_ms: clock.elapsed().as_millis() as u64,
+            timings: std::mem::take(&mut self.timings),
+            notes,
         })
+    }
+}
+
+/// The kernel resource (a mount point, a jail) a volatile action turns on or off.
+fn volatile_key(a: &Action) -> Option<String> {
+    match a {
+        Action::Mount { dst, .. } | Action::Unmount { dst, .. } => {
+            Some(format!("m:{}", dst.display()))
+        }
+        Action::StartJail { jail } | Action::StopJail { jail } => Some(format!("j:{}", jail.name)),
+        _ => None,
     }
 }
 

@@ -58,12 +58,23 @@ pub enum Action {
     /// Fill `to` (which must not exist when the plan is made) with a world
     /// from a directory, an archive or a command. Undo: remove it.
     Populate { source: Source, to: PathBuf },
+    /// Check that a started jail is up: its init alive and, if given, a
+    /// command run on the host (with JAIL_NAME, JAIL_IP, JAIL_JID) exits 0
+    /// within the timeout. Changes nothing, so its undo does nothing.
+    HealthCheck {
+        jail: JailSpec,
+        command: Option<String>,
+        timeout_secs: u64,
+    },
     /// Shape the world at `template` (read-write dirs to `skel`, or dropped
     /// when `skel` is none; `s/` and the links). Always follows the Populate
     /// of the same tree. Undo: remove `skel`.
     Shape {
         template: PathBuf,
         skel: Option<PathBuf>,
+        /// Upgrade only: paths the old template carries over; the new world's
+        /// own copies are dropped and their parents made, so they can move in.
+        carry_over: Vec<PathBuf>,
     },
 }
 
@@ -100,6 +111,7 @@ impl Action {
             Action::StopJail { .. } => "stop-jail",
             Action::Populate { .. } => "populate",
             Action::Shape { .. } => "shape",
+            Action::HealthCheck { .. } => "health-check",
         }
     }
 }
@@ -150,7 +162,11 @@ impl fmt::Display for Action {
             Action::Populate { source, to } => {
                 write!(f, "populate {} from {source}", to.display())
             }
-            Action::Shape { template, skel } => match skel {
+            Action::HealthCheck { jail, command, .. } => match command {
+                Some(c) => write!(f, "health-check jail {} (`{c}`)", jail.name),
+                None => write!(f, "health-check jail {}", jail.name),
+            },
+            Action::Shape { template, skel, .. } => match skel {
                 Some(skel) => write!(
                     f,
                     "shape {} (rw dirs -> {}, s/, links)",

@@ -169,8 +169,19 @@ impl Host for FreeBsdHost {
         }
         parse_jls(&out).map_err(HostError::List)
     }
-    fn run_command(&self, command: &str, _env: &[(String, String)]) -> Result<(), HostError> {
-        self.run(&["/bin/sh", "-c", command])
+    fn run_command(
+        &self,
+        command: &str,
+        _env: &[(String, String)],
+        timeout: Option<std::time::Duration>,
+    ) -> Result<(), HostError> {
+        let secs = timeout.map(|t| t.as_secs().max(1).to_string());
+        let mut argv: Vec<&str> = Vec::new();
+        if let Some(secs) = &secs {
+            argv.extend(["timeout", secs.as_str()]);
+        }
+        argv.extend(["/bin/sh", "-c", command]);
+        self.run(&argv)
             .map(|_| ())
             .map_err(|why| HostError::Command {
                 command: command.to_owned(),

@@ -326,26 +326,55 @@ impl Host for LinuxHost {
         Ok(out)
     }
 
-    fn run_command(&self, command: &str, env: &[(String, String)]) -> Result<(), HostError> {
-        let out = Command::new("/bin/sh")
+    fn run_command(
+        &self,
+        command: &str,
+        env: &[(String, String)],
+        timeout: Option<Duration>,
+    ) -> Result<(), HostError> {
+        let fail = |why: String| HostError::Command {
+            command: command.to_owned(),
+            why,
+        };
+        let mut child = Command::new("/bin/sh")
             .args(["-c", command])
             .envs(env.iter().map(|(k, v)| (k, v)))
             .env_remove(crate::engine::fault::ENV)
             .stdin(Stdio::null())
-            .output()
-            .map_err(|e| HostError::Command {
-                command: command.to_owned(),
-                why: e.to_string(),
-            })?;
-        if out.status.success() {
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| fail(e.to_string()))?;
+        // Drain stderr on a thread so a chatty command cannot block on a full pipe.
+        let stderr = child.stderr.take();
+        let reader = std::thread::spawn(move || {
+            let mut text = String::new();
+            if let Some(mut e) = stderr {
+                let _ = std::io::Read::read_to_string(&mut e, &mut text);
+            }
+            text
+        });
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let status = loop {
+            match child.try_wait().map_err(|e| fail(e.to_string()))? {
+                Some(status) => break status,
+                None if deadline.is_some_and(|d| Instant::now() >= d) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return Err(fail(format!(
+                        "timed out after {} s",
+                        timeout.map(|t| t.as_secs()).unwrap_or(0)
+                    )));
+                }
+                None => std::thread::sleep(Duration::from_millis(5)),
+            }
+        };
+        let err = reader.join().unwrap_or_default();
+        if status.success() {
             return Ok(());
         }
-        let err = String::from_utf8_lossy(&out.stderr);
         let last = err.lines().last().unwrap_or("").trim();
-        Err(HostError::Command {
-            command: command.to_owned(),
-            why: format!("{} ({last})", out.status),
-        })
+        Err(fail(format!("{status} ({last})")))
     }
 }
 

@@ -87,8 +87,13 @@ pub trait Host: Send + Sync {
     /// The jails running now.
     fn running(&self) -> Result<Vec<Running>, HostError>;
     /// Runs a shell command line on the host (`--from-cmd`, health checks),
-    /// with extra environment variables.
-    fn run_command(&self, command: &str, env: &[(String, String)]) -> Result<(), HostError>;
+    /// with extra environment variables; killed and failed after `timeout`.
+    fn run_command(
+        &self,
+        command: &str,
+        env: &[(String, String)],
+        timeout: Option<std::time::Duration>,
+    ) -> Result<(), HostError>;
 }
 
 /// The JID of the running jail `jail`, checked by name and path (a reused

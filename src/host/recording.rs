@@ -111,7 +111,12 @@ impl Host for RecordingHost {
             })
             .collect())
     }
-    fn run_command(&self, command: &str, _env: &[(String, String)]) -> Result<(), HostError> {
+    fn run_command(
+        &self,
+        command: &str,
+        _env: &[(String, String)],
+        _timeout: Option<std::time::Duration>,
+    ) -> Result<(), HostError> {
         drop(self.record(Call::RunCommand(command.to_owned()))?);
         Ok(())
     }

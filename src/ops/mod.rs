@@ -5,4 +5,5 @@ pub mod init;
 pub mod jail;
 pub mod records;
 pub mod template;
+pub mod upgrade;
 pub mod validate;

@@ -65,6 +65,7 @@ pub fn plan_build(layout: &Layout, source: Source) -> Result<Plan, String> {
         Action::Shape {
             template: layout.mroot2.clone(),
             skel: Some(layout.skel.clone()),
+            carry_over: Vec::new(),
         },
     );
     plan.push(

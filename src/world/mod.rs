@@ -74,7 +74,12 @@ pub fn populate(source: &Source, to: &Path, host: &dyn Host) -> Result<(), World
         Source::Cmd(cmd) => {
             fs::create_dir_durable(&partial, 0o755)?;
             let line = cmd.replace("{dest}", &partial.display().to_string());
-            host.run_command(&line, &[("DESTDIR".into(), partial.display().to_string())])?;
+            // No timeout: an installworld may take hours.
+            host.run_command(
+                &line,
+                &[("DESTDIR".into(), partial.display().to_string())],
+                None,
+            )?;
         }
     }
     fs::sync_filesystem(&partial)?;

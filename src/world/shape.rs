@@ -3,7 +3,7 @@
 //! an empty `s/` plus relative symlinks that resolve to `/s/<name>` inside a jail.
 
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::fs;
 
@@ -64,7 +64,11 @@ fn mkdirs(dir: &Path) -> Result<(), WorldError> {
 /// acts, so a rerun after a crash finishes the job). With `skel`, the world's
 /// read-write directories move there (first build); without, they are dropped
 /// (an upgrade keeps the existing skel and jails' data).
-pub fn shape(template: &Path, skel: Option<&Path>) -> Result<(), WorldError> {
+pub fn shape(
+    template: &Path,
+    skel: Option<&Path>,
+    carry_over: &[PathBuf],
+) -> Result<(), WorldError> {
     if let Some(skel) = skel
         && lstat(skel)?.is_none()
     {
@@ -96,12 +100,29 @@ pub fn shape(template: &Path, skel: Option<&Path>) -> Result<(), WorldError> {
             None => {}
         }
     }
+    if skel.is_none() {
+        // The old template's carry-over paths move in at the switch, so the
+        // ports tree (say) exists exactly once; the new world's copy goes.
+        for rel in carry_over {
+            let p = template.join(rel);
+            if lstat(&p)?.is_some() {
+                fs::remove_tree(&p)?;
+            }
+            if let Some(parent) = p.parent() {
+                mkdirs(parent)?;
+            }
+        }
+    }
     let s = template.join("s");
     if lstat(&s)?.is_none() {
         fs::create_dir_durable(&s, 0o755)?;
     }
     for (rel, target) in LINKS {
         let link = template.join(rel);
+        // A link inside a carried-over tree arrives with that tree.
+        if skel.is_none() && carry_over.iter().any(|c| Path::new(rel).starts_with(c)) {
+            continue;
+        }
         if let Some(parent) = link.parent() {
             mkdirs(parent)?;
         }
@@ -184,7 +205,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let w = world(d.path());
         let skel = d.path().join("skel");
-        shape(&w, Some(&skel)).unwrap();
+        shape(&w, Some(&skel), &[]).unwrap();
         assert_eq!(
             std::fs::read_to_string(skel.join("etc/rc")).unwrap(),
             "echo hi\n"
@@ -209,7 +230,7 @@ mod tests {
         let mc = std::fs::read_to_string(skel.join("etc/make.conf")).unwrap();
         assert_eq!(mc, format!("{MAKE_CONF_LINE}\n"));
         // Idempotent: a second run changes nothing and does not fail.
-        shape(&w, Some(&skel)).unwrap();
+        shape(&w, Some(&skel), &[]).unwrap();
         assert_eq!(
             std::fs::read_to_string(skel.join("etc/make.conf")).unwrap(),
             mc
@@ -234,7 +255,7 @@ mod tests {
     fn upgrade_staging_drops_rw_dirs() {
         let d = tempfile::tempdir().unwrap();
         let w = world(d.path());
-        shape(&w, None).unwrap();
+        shape(&w, None, &["usr/ports".into()]).unwrap();
         assert!(
             std::fs::symlink_metadata(w.join("etc"))
                 .unwrap()
@@ -250,7 +271,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let w = world(d.path());
         std::fs::write(w.join("home"), "not a dir").unwrap();
-        let e = shape(&w, None).unwrap_err().to_string();
+        let e = shape(&w, None, &[]).unwrap_err().to_string();
         assert!(e.contains("home"), "{e}");
     }
 }

@@ -1,0 +1,393 @@
+//! The manifest file format: header, postcard content and stat-cache sections, BLAKE3 checksum; decoding checks every invariant.
+//!
+//! | offset | size | field |
+//! | --- | --- | --- |
+//! | 0 | 8 | magic `JTXMANIF` |
+//! | 8 | 2 | format version, u16 LE (1) |
+//! | 10 | 2 | reserved, u16 LE, 0 |
+//! | 12 | 8 | C: content section length, u64 LE |
+//! | 20 | C | content section: postcard of (excluded, entries) |
+//! | 20+C | 8 | S: stat-cache section length, u64 LE |
+//! | 28+C | S | stat-cache section: postcard of [`StatCache`] |
+//! | 28+C+S | 32 | BLAKE3 of bytes 0 .. 28+C+S |
+//!
+//! The template id is BLAKE3 of the content section as [`encode`] writes
+//! it. Postcard's encoding of a given value is unique, so the id of a
+//! decoded manifest is recomputed from its re-encoding, never taken from
+//! file bytes: two files that decode alike have one id.
+
+use serde::{Deserialize, Serialize};
+
+use super::{Entry, Kind, Manifest, ManifestError, StatCache};
+
+pub const MAGIC: [u8; 8] = *b"JTXMANIF";
+pub const VERSION: u16 = 1;
+const HEADER_LEN: usize = 20;
+const CHECKSUM_LEN: usize = 32;
+/// PATH_MAX on Linux; FreeBSD's is 1024. Bounds what a decoded path can make
+/// later code do (depth of the mtree export, length of messages).
+const MAX_PATH: usize = 4096;
+
+/// Why bytes are not a usable manifest. Messages complete the sentence
+/// "manifest PATH is corrupt: ...".
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("not a jailtx manifest (bad magic)")]
+    BadMagic,
+    #[error("truncated ({len} bytes)")]
+    Truncated { len: usize },
+    #[error("checksum mismatch")]
+    Checksum,
+    #[error("format version {found} is not one this jailtx reads (it reads {VERSION}), or the header is damaged")]
+    Version { found: u16 },
+    #[error("section lengths do not add up to the file size")]
+    Lengths,
+    #[error("{section} section does not decode: {why}")]
+    Body { section: &'static str, why: String },
+    #[error("entry {index}: {why}")]
+    Invalid { index: usize, why: String },
+}
+
+#[derive(Serialize)]
+struct ContentRef<'a> {
+    excluded: &'a [Vec<u8>],
+    entries: &'a [Entry],
+}
+
+#[derive(Deserialize)]
+struct Content {
+    excluded: Vec<Vec<u8>>,
+    entries: Vec<Entry>,
+}
+
+fn content_bytes(m: &Manifest) -> Result<Vec<u8>, postcard::Error> {
+    postcard::to_stdvec(&ContentRef {
+        excluded: &m.excluded,
+        entries: &m.entries,
+    })
+}
+
+/// BLAKE3 (hex) of the content section.
+pub(super) fn content_id(m: &Manifest) -> String {
+    // Encoding a Vec-backed value into a Vec cannot fail (postcard fails
+    // only on unsupported serde types or a full fixed buffer); hash the
+    // empty string rather than panic if it ever did.
+    let bytes = content_bytes(m).unwrap_or_default();
+    blake3::hash(&bytes).to_hex().to_string()
+}
+
+pub(super) fn encode(m: &Manifest) -> Result<Vec<u8>, ManifestError> {
+    let content = content_bytes(m).map_err(|e| ManifestError::Encode(e.to_string()))?;
+    let stats = postcard::to_stdvec(&m.stats).map_err(|e| ManifestError::Encode(e.to_string()))?;
+    let mut out = Vec::with_capacity(HEADER_LEN + content.len() + 8 + stats.len() + CHECKSUM_LEN);
+    out.extend_from_slice(&MAGIC);
+    out.extend_from_slice(&VERSION.to_le_bytes());
+    out.extend_from_slice(&0u16.to_le_bytes());
+    out.extend_from_slice(&(content.len() as u64).to_le_bytes());
+    out.extend_from_slice(&content);
+    out.extend_from_slice(&(stats.len() as u64).to_le_bytes());
+    out.extend_from_slice(&stats);
+    let sum = blake3::hash(&out);
+    out.extend_from_slice(sum.as_bytes());
+    Ok(out)
+}
+
+fn u64_at(bytes: &[u8], at: usize) -> Option<u64> {
+    let b: [u8; 8] = bytes.get(at..at.checked_add(8)?)?.try_into().ok()?;
+    Some(u64::from_le_bytes(b))
+}
+
+/// A postcard section that must be consumed exactly.
+fn section<'a, T: Deserialize<'a>>(bytes: &'a [u8], name: &'static str) -> Result<T, DecodeError> {
+    let body = |why: String| DecodeError::Body { section: name, why };
+    let (value, rest) = postcard::take_from_bytes(bytes).map_err(|e| body(e.to_string()))?;
+    if !rest.is_empty() {
+        return Err(body(format!("{} trailing bytes", rest.len())));
+    }
+    Ok(value)
+}
+
+pub(super) fn decode(bytes: &[u8]) -> Result<Manifest, DecodeError> {
+    if bytes.len() < 8 || bytes[..8] != MAGIC {
+        return Err(DecodeError::BadMagic);
+    }
+    if bytes.len() < HEADER_LEN + 8 + CHECKSUM_LEN {
+        return Err(DecodeError::Truncated { len: bytes.len() });
+    }
+    let version = u16::from_le_bytes([bytes[8], bytes[9]]);
+    let (data, sum) = bytes.split_at(bytes.len() - CHECKSUM_LEN);
+    // The checksum comes before the version check so that a damaged file is
+    // called damaged; the version is only trusted once the bytes are.
+    if blake3::hash(data).as_bytes() != sum {
+        if version != VERSION {
+            return Err(DecodeError::Version { found: version });
+        }
+        return Err(DecodeError::Checksum);
+    }
+    if version != VERSION || bytes[10..12] != [0, 0] {
+        return Err(DecodeError::Version { found: version });
+    }
+    let c_len = u64_at(data, 12).ok_or(DecodeError::Lengths)?;
+    let c_end = usize::try_from(c_len)
+        .ok()
+        .and_then(|c| HEADER_LEN.checked_add(c))
+        .filter(|&e| e <= data.len())
+        .ok_or(DecodeError::Lengths)?;
+    let s_len = u64_at(data, c_end).ok_or(DecodeError::Lengths)?;
+    let s_start = c_end + 8;
+    if usize::try_from(s_len).ok() != data.len().checked_sub(s_start) {
+        return Err(DecodeError::Lengths);
+    }
+    let content: Content = section(&data[HEADER_LEN..c_end], "content")?;
+    let stats: StatCache = section(&data[s_start..], "stat-cache")?;
+    let m = Manifest {
+        excluded: content.excluded,
+        entries: content.entries,
+        stats,
+    };
+    check(&m)?;
+    Ok(m)
+}
+
+fn invalid(index: usize, why: impl Into<String>) -> DecodeError {
+    DecodeError::Invalid {
+        index,
+        why: why.into(),
+    }
+}
+
+/// A relative path of plain components: no empty, `.` or `..` component,
+/// no NUL, no leading or trailing `/`.
+fn plain(path: &[u8]) -> bool {
+    path.split(|&b| b == b'/')
+        .all(|c| !c.is_empty() && c != b"." && c != b".." && !c.contains(&0))
+}
+
+fn parent(path: &[u8]) -> &[u8] {
+    match path.iter().rposition(|&b| b == b'/') {
+        Some(i) => &path[..i],
+        None => b"",
+    }
+}
+
+/// Every invariant later code relies on (see [`Manifest`]).
+pub(super) fn check(m: &Manifest) -> Result<(), DecodeError> {
+    if m.stats.stats.len() != m.entries.len() {
+        return Err(invalid(
+            m.entries.len(),
+            format!(
+                "{} stat-cache records for {} entries",
+                m.stats.stats.len(),
+                m.entries.len()
+            ),
+        ));
+    }
+    for (i, x) in m.excluded.iter().enumerate() {
+        if x.len() > MAX_PATH || !plain(x) {
+            return Err(DecodeError::Body {
+                section: "content",
+                why: format!("excluded path {i} is not a plain relative path"),
+            });
+        }
+    }
+    let Some(root) = m.entries.first() else {
+        return Err(invalid(0, "no root entry"));
+    };
+    if !root.path.is_empty() || root.kind != Kind::Dir {
+        return Err(invalid(0, "the first entry is not the root directory"));
+    }
+    for (i, e) in m.entries.iter().enumerate() {
+        if e.mode & !0o7777 != 0 {
+            return Err(invalid(i, format!("mode {:o} has bits beyond 07777", e.mode)));
+        }
+        if i == 0 {
+            continue;
+        }
+        if e.path.len() > MAX_PATH || !plain(&e.path) {
+            return Err(invalid(i, "path is not a plain relative path"));
+        }
+        if m.entries[i - 1].path >= e.path {
+            return Err(invalid(i, "entries are not sorted and unique"));
+        }
+        // Sorted order puts a parent before its children (a prefix sorts
+        // first), so a lookup among the earlier entries suffices.
+        let p = parent(&e.path);
+        match m.entries[..i].binary_search_by(|x| x.path.as_slice().cmp(p)) {
+            Ok(j) if m.entries[j].kind == Kind::Dir => {}
+            _ => return Err(invalid(i, "its parent is not an earlier directory entry")),
+        }
+        if let Kind::HardLink { to } = &e.kind {
+            match m.entries[..i].binary_search_by(|x| x.path.as_slice().cmp(to)) {
+                Ok(j) if !matches!(m.entries[j].kind, Kind::Dir | Kind::HardLink { .. }) => {}
+                _ => {
+                    return Err(invalid(
+                        i,
+                        "hard link to something that is not an earlier non-directory entry",
+                    ));
+                }
+            }
+        }
+        if let Kind::Symlink { target } = &e.kind
+            && (target.is_empty() || target.len() > MAX_PATH || target.contains(&0))
+        {
+            return Err(invalid(i, "symlink target is empty, too long or holds NUL"));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::Stat;
+
+    fn sample() -> Manifest {
+        let e = |path: &str, kind: Kind| Entry {
+            path: path.as_bytes().to_vec(),
+            mode: 0o755,
+            uid: 0,
+            gid: 0,
+            kind,
+        };
+        let entries = vec![
+            e("", Kind::Dir),
+            e("bin", Kind::Dir),
+            e(
+                "bin/sh",
+                Kind::File {
+                    size: 3,
+                    blake3: *blake3::hash(b"sh\n").as_bytes(),
+                },
+            ),
+            e(
+                "bin/test",
+                Kind::HardLink {
+                    to: b"bin/sh".to_vec(),
+                },
+            ),
+            e(
+                "etc",
+                Kind::Symlink {
+                    target: b"s/etc".to_vec(),
+                },
+            ),
+        ];
+        let stats = entries
+            .iter()
+            .enumerate()
+            .map(|(i, _)| Stat {
+                ino: i as u64 + 2,
+                mtime_ns: 1,
+                ctime_ns: 2,
+            })
+            .collect();
+        Manifest {
+            excluded: vec![b"usr/ports".to_vec()],
+            entries,
+            stats: StatCache {
+                dev: 7,
+                racy_ns: 0,
+                stats,
+            },
+        }
+    }
+
+    #[test]
+    fn round_trip_and_id_ignores_the_stat_cache() {
+        let m = sample();
+        let bytes = m.encode().unwrap();
+        assert_eq!(&bytes[..8], b"JTXMANIF");
+        assert_eq!(&bytes[8..10], &[1, 0]);
+        let back = Manifest::decode(&bytes).unwrap();
+        assert_eq!(back, m);
+        let mut moved = m.clone();
+        moved.stats.dev = 9;
+        moved.stats.stats[2].ino = 99;
+        assert_eq!(moved.id(), m.id(), "the id covers content only");
+        let mut changed = m.clone();
+        changed.entries[1].mode = 0o700;
+        assert_ne!(changed.id(), m.id());
+    }
+
+    #[test]
+    fn every_flipped_byte_is_refused_as_corrupt() {
+        let bytes = sample().encode().unwrap();
+        for i in 0..bytes.len() {
+            let mut b = bytes.clone();
+            b[i] ^= 0x20;
+            let e = Manifest::decode(&b).unwrap_err();
+            assert!(
+                matches!(
+                    e,
+                    DecodeError::BadMagic | DecodeError::Checksum | DecodeError::Version { .. }
+                ),
+                "byte {i}: {e}"
+            );
+        }
+        for len in 0..bytes.len() {
+            assert!(Manifest::decode(&bytes[..len]).is_err(), "prefix {len}");
+        }
+    }
+
+    /// Re-seals `m` without the invariant checks, as a forger with the
+    /// format (but not a valid tree) would.
+    fn sealed(m: &Manifest) -> Vec<u8> {
+        encode(m).unwrap()
+    }
+
+    #[test]
+    fn checksummed_but_invalid_trees_are_refused() {
+        let mut unsorted = sample();
+        unsorted.entries.swap(1, 2);
+        let mut dangling = sample();
+        dangling.entries[3].kind = Kind::HardLink {
+            to: b"bin/zz".to_vec(),
+        };
+        let mut escape = sample();
+        escape.entries[2].path = b"bin/../x".to_vec();
+        let mut orphan = sample();
+        orphan.entries[2].path = b"bim/sh".to_vec();
+        orphan.entries.sort_by(|a, b| a.path.cmp(&b.path));
+        let mut short_stats = sample();
+        short_stats.stats.stats.pop();
+        let mut bad_mode = sample();
+        bad_mode.entries[1].mode = 0o40755;
+        for (name, m) in [
+            ("unsorted", unsorted),
+            ("dangling", dangling),
+            ("escape", escape),
+            ("orphan", orphan),
+            ("short stats", short_stats),
+            ("bad mode", bad_mode),
+        ] {
+            let e = Manifest::decode(&sealed(&m)).unwrap_err();
+            assert!(matches!(e, DecodeError::Invalid { .. }), "{name}: {e}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn decode_never_panics(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..512)) {
+            let _ = Manifest::decode(&bytes);
+        }
+
+        /// Valid framing around arbitrary bodies reaches the postcard and
+        /// invariant layers, which must refuse without panicking.
+        #[test]
+        fn decode_of_sealed_garbage_never_panics(
+            content in proptest::collection::vec(proptest::num::u8::ANY, 0..256),
+            stats in proptest::collection::vec(proptest::num::u8::ANY, 0..64),
+        ) {
+            let mut b = MAGIC.to_vec();
+            b.extend_from_slice(&VERSION.to_le_bytes());
+            b.extend_from_slice(&[0, 0]);
+            b.extend_from_slice(&(content.len() as u64).to_le_bytes());
+            b.extend_from_slice(&content);
+            b.extend_from_slice(&(stats.len() as u64).to_le_bytes());
+            b.extend_from_slice(&stats);
+            let sum = blake3::hash(&b);
+            b.extend_from_slice(sum.as_bytes());
+            let _ = Manifest::decode(&b);
+        }
+    }
+}

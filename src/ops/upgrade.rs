@@ -1,0 +1,442 @@
+//! `upgrade`, `rollback` and `prune`: switching every jail from one template
+//! to another inside one short window, on the same engine as everything else.
+//!
+//! The window (SPEC section 3): stop the jails that run, unmount (`s` first,
+//! then the root), archive `mroot`, move the new template in, move the
+//! carry-over paths across, mount, start the jails that ran, health-check.
+//! Everything slow (building, shaping, hashing) happens before it; removals
+//! (pruning) happen after the commit, outside it.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use crate::engine::{Action, Plan, StepTiming};
+
+use super::jail::World;
+use super::validate;
+use crate::world::Source;
+
+fn exists(p: &Path) -> bool {
+    std::fs::symlink_metadata(p).is_ok()
+}
+
+/// The manifest file of the template directory called `name` (`mroot`, `mroot2`, …).
+pub fn manifest_file(w: &World, name: &str) -> PathBuf {
+    w.layout.manifests.join(format!("{name}.manifest"))
+}
+
+/// `(date, n)` of an archive name `mroot.YYYYMMDD[.N]`.
+pub fn parse_archive(name: &str) -> Option<(u32, u32)> {
+    let rest = name.strip_prefix("mroot.")?;
+    let (date, n) = match rest.split_once('.') {
+        Some((d, n)) => (d, n.parse::<u32>().ok()?),
+        None => (rest, 0),
+    };
+    if date.len() != 8 || !date.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some((date.parse().ok()?, n))
+}
+
+/// Archived templates in `j/`, newest first.
+pub fn archives(w: &World) -> Result<Vec<String>, String> {
+    let dir = &w.layout.j;
+    let mut found: Vec<(u32, u32, String)> = std::fs::read_dir(dir)
+        .map_err(|e| format!("read {}: {e}", dir.display()))?
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_str()?.to_owned();
+            let (d, n) = parse_archive(&name)?;
+            e.path().is_dir().then_some((d, n, name))
+        })
+        .collect();
+    found.sort();
+    found.reverse();
+    Ok(found.into_iter().map(|(_, _, n)| n).collect())
+}
+
+/// A fresh archive name for today: `mroot.YYYYMMDD`, then `.N` one above the
+/// highest number the day already has. Never reusing a lower number keeps
+/// name order chronological even after a rollback took an archive back out,
+/// which `prune` relies on.
+pub fn new_archive_name(w: &World, today: &str) -> Result<String, String> {
+    let base = format!("mroot.{today}");
+    let day: u32 = today.parse().map_err(|_| format!("bad date {today}"))?;
+    let taken = |n: &str| exists(&w.layout.j.join(n)) || exists(&manifest_file(w, n));
+    let highest = archives(w)?
+        .iter()
+        .filter_map(|a| parse_archive(a))
+        .filter(|(d, _)| *d == day)
+        .map(|(_, n)| n)
+        .max();
+    let mut n = match highest {
+        None if !taken(&base) => return Ok(base),
+        None => 1,
+        Some(h) => h + 1,
+    };
+    while taken(&format!("{base}.{n}")) {
+        n += 1;
+    }
+    Ok(format!("{base}.{n}"))
+}
+
+fn today() -> String {
+    chrono::Local::now().format("%Y%m%d").to_string()
+}
+
+/// Appends the switch to `target` (a staged or archived template directory
+/// whose manifest, if `target_manifest`, moves along). Returns the indices of
+/// the window's first and last steps.
+fn switch(
+    w: &World,
+    plan: &mut Plan,
+    target: &Path,
+    target_name: &str,
+    target_manifest: bool,
+    archive: &str,
+) -> Result<(usize, usize), String> {
+    let l = w.layout;
+    let first = plan.steps.len();
+    let running: Vec<_> = w.host.running().map_err(|e| e.to_string())?;
+    let mut jails = Vec::new();
+    for rec in super::records::load_all(l)? {
+        let spec = rec.spec(l, w.cfg);
+        let ran = running
+            .iter()
+            .any(|r| r.name == spec.name && r.path == spec.path);
+        let root = w.host.is_mounted(&spec.path).map_err(|e| e.to_string())?;
+        let s = w
+            .host
+            .is_mounted(&spec.path.join("s"))
+            .map_err(|e| e.to_string())?;
+        jails.push((rec, spec, ran, root, s));
+    }
+    for (rec, spec, ran, ..) in &jails {
+        if *ran {
+            plan.push(
+                format!("stop-{}", rec.name),
+                Action::StopJail { jail: spec.clone() },
+            );
+        }
+    }
+    for (rec, spec, _, root, s) in &jails {
+        if *s {
+            plan.push(
+                format!("unmount-s-{}", rec.name),
+                Action::Unmount {
+                    src: l.js.join(&rec.name),
+                    dst: spec.path.join("s"),
+                    read_only: false,
+                },
+            );
+        }
+        if *root {
+            plan.push(
+                format!("unmount-root-{}", rec.name),
+                Action::Unmount {
+                    src: l.mroot.clone(),
+                    dst: spec.path.clone(),
+                    read_only: true,
+                },
+            );
+        }
+    }
+    let archive_dir = l.j.join(archive);
+    plan.push(
+        "archive-mroot",
+        Action::Rename {
+            from: l.mroot.clone(),
+            to: archive_dir.clone(),
+        },
+    );
+    if exists(&manifest_file(w, "mroot")) {
+        plan.push(
+            "archive-manifest",
+            Action::Rename {
+                from: manifest_file(w, "mroot"),
+                to: manifest_file(w, archive),
+            },
+        );
+    }
+    plan.push(
+        "switch-mroot",
+        Action::Rename {
+            from: target.to_owned(),
+            to: l.mroot.clone(),
+        },
+    );
+    if target_manifest {
+        plan.push(
+            "switch-manifest",
+            Action::Rename {
+                from: manifest_file(w, target_name),
+                to: manifest_file(w, "mroot"),
+            },
+        );
+    }
+    for rel in &w.cfg.carry_over {
+        if exists(&l.mroot.join(rel)) {
+            plan.push(
+                format!("carry-{}", rel.display()).replace('/', "-"),
+                Action::Rename {
+                    from: archive_dir.join(rel),
+                    to: l.mroot.join(rel),
+                },
+            );
+        }
+    }
+    for (rec, spec, _, root, s) in &jails {
+        if *root {
+            plan.push(
+                format!("mount-root-{}", rec.name),
+                Action::Mount {
+                    src: l.mroot.clone(),
+                    dst: spec.path.clone(),
+                    read_only: true,
+                },
+            );
+        }
+        if *s {
+            plan.push(
+                format!("mount-s-{}", rec.name),
+                Action::Mount {
+                    src: l.js.join(&rec.name),
+                    dst: spec.path.join("s"),
+                    read_only: false,
+                },
+            );
+        }
+    }
+    for (rec, spec, ran, ..) in &jails {
+        if *ran {
+            plan.push(
+                format!("start-{}", rec.name),
+                Action::StartJail { jail: spec.clone() },
+            );
+        }
+    }
+    for (rec, spec, ran, ..) in &jails {
+        if *ran {
+            plan.push(
+                format!("health-{}", rec.name),
+                Action::HealthCheck {
+                    jail: spec.clone(),
+                    command: w.cfg.health.command_for(&rec.name),
+                    timeout_secs: w.cfg.health.timeout_secs,
+                },
+            );
+        }
+    }
+    Ok((first, plan.steps.len().saturating_sub(1)))
+}
+
+/// The downtime window: from the start of its first step to the end of its
+/// last, both run in this run (a resumed transaction has no such figure).
+pub fn downtime_notes(
+    window: (usize, usize),
+) -> impl Fn(&[StepTiming]) -> BTreeMap<String, String> {
+    move |timings: &[StepTiming]| {
+        let mut notes = BTreeMap::new();
+        let start = timings
+            .iter()
+            .find(|t| t.index == window.0)
+            .map(|t| t.start_us);
+        let end = timings
+            .iter()
+            .find(|t| t.index == window.1)
+            .map(|t| t.end_us);
+        if let (Some(s), Some(e)) = (start, end) {
+            let us = e.saturating_sub(s);
+            notes.insert("downtime_ms".into(), format!("{:.3}", us as f64 / 1000.0));
+        }
+        notes
+    }
+}
+
+/// Post-commit removal of the archives beyond the newest `keep` (never the
+/// current template), given the archives that will exist, newest first.
+fn prune_after_commit(w: &World, plan: &mut Plan, archives: &[String], keep: usize) {
+    for name in archives.iter().skip(keep) {
+        plan.push_after_commit(
+            format!("prune-{name}"),
+            Action::RemoveTree {
+                path: w.layout.j.join(name),
+            },
+        );
+        plan.push_after_commit(
+            format!("prune-manifest-{name}"),
+            Action::RemoveTree {
+                path: manifest_file(w, name),
+            },
+        );
+    }
+}
+
+fn check_carry_over_target(w: &World, target: &Path) -> Result<(), String> {
+    for rel in &w.cfg.carry_over {
+        if exists(&w.layout.mroot.join(rel)) && exists(&target.join(rel)) {
+            return Err(format!(
+                "{} already has {}; the carry-over would overwrite it: move one aside",
+                target.display(),
+                rel.display()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Plans an upgrade. Returns the plan and its window's step indices.
+pub fn plan_upgrade(w: &World, source: Source) -> Result<(Plan, (usize, usize)), String> {
+    validate::source(&source)?;
+    let l = w.layout;
+    if !l.mroot.is_dir() {
+        return Err(format!(
+            "no template at {}; run `jailtx template build` first",
+            l.mroot.display()
+        ));
+    }
+    for stale in [&l.mroot2, &crate::world::partial_path(&l.mroot2)] {
+        if exists(stale) {
+            return Err(format!(
+                "{} is left from an earlier build; remove it, then upgrade again",
+                stale.display()
+            ));
+        }
+    }
+    if let Source::Dir(d) = &source
+        && let Ok(real) = d.canonicalize()
+        && (real.starts_with(&l.j) || l.j.starts_with(&real))
+    {
+        return Err(format!(
+            "--from-dir {}: the world cannot overlap {}",
+            d.display(),
+            l.j.display()
+        ));
+    }
+    let archive = new_archive_name(w, &today())?;
+    let mut plan = Plan::new(
+        "upgrade",
+        format!("upgrade to a new template from {source}"),
+    );
+    plan.notes.insert("source".into(), source.to_string());
+    plan.notes.insert("archive".into(), archive.clone());
+    plan.push(
+        "populate",
+        Action::Populate {
+            source,
+            to: l.mroot2.clone(),
+        },
+    );
+    plan.push(
+        "shape",
+        Action::Shape {
+            template: l.mroot2.clone(),
+            skel: None,
+            carry_over: w.cfg.carry_over.clone(),
+        },
+    );
+    let window = switch(w, &mut plan, &l.mroot2, "mroot2", false, &archive)?;
+    let mut all = vec![archive];
+    all.extend(archives(w)?);
+    prune_after_commit(w, &mut plan, &all, w.cfg.keep_archives as usize);
+    Ok((plan, window))
+}
+
+/// Plans a rollback to archive `to` (default: the newest); the template it
+/// leaves becomes an archive in turn, so a rollback can be undone the same way.
+pub fn plan_rollback(w: &World, to: Option<&str>) -> Result<(Plan, (usize, usize)), String> {
+    let l = w.layout;
+    if !l.mroot.is_dir() {
+        return Err(format!("no template at {}", l.mroot.display()));
+    }
+    let list = archives(w)?;
+    let target = match to {
+        Some(t) => {
+            let name = if t.starts_with("mroot.") {
+                t.to_owned()
+            } else {
+                format!("mroot.{t}")
+            };
+            if !list.contains(&name) {
+                return Err(format!(
+                    "no archived template {name:?}; archives: {}",
+                    if list.is_empty() {
+                        "none".into()
+                    } else {
+                        list.join(", ")
+                    }
+                ));
+            }
+            name
+        }
+        None => list
+            .first()
+            .cloned()
+            .ok_or("no archived template to roll back to")?,
+    };
+    let target_dir = l.j.join(&target);
+    check_carry_over_target(w, &target_dir)?;
+    let archive = new_archive_name(w, &today())?;
+    let mut plan = Plan::new("rollback", format!("roll back to {target}"));
+    plan.notes.insert("to".into(), target.clone());
+    plan.notes.insert("archive".into(), archive.clone());
+    let has_manifest = exists(&manifest_file(w, &target));
+    let window = switch(w, &mut plan, &target_dir, &target, has_manifest, &archive)?;
+    Ok((plan, window))
+}
+
+/// Plans `prune --keep N`: archives beyond the newest N are moved aside
+/// before the commit and removed after it.
+pub fn plan_prune(w: &World, keep: usize) -> Result<Plan, String> {
+    let list = archives(w)?;
+    let mut plan = Plan::new(
+        "prune",
+        format!("keep the newest {keep} archived templates"),
+    );
+    for name in list.iter().skip(keep) {
+        let dir = w.layout.j.join(name);
+        let aside = w.layout.j.join(format!("{name}.jailtx-pruned"));
+        if exists(&aside) {
+            return Err(format!(
+                "{} is in the way; remove it first",
+                aside.display()
+            ));
+        }
+        plan.push(
+            format!("set-aside-{name}"),
+            Action::Rename {
+                from: dir,
+                to: aside.clone(),
+            },
+        );
+        plan.push_after_commit(format!("remove-{name}"), Action::RemoveTree { path: aside });
+        let m = manifest_file(w, name);
+        if exists(&m) {
+            plan.push_after_commit(
+                format!("remove-manifest-{name}"),
+                Action::RemoveTree { path: m },
+            );
+        }
+    }
+    Ok(plan)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn archive_names() {
+        assert_eq!(parse_archive("mroot.20261129"), Some((20261129, 0)));
+        assert_eq!(parse_archive("mroot.20261129.3"), Some((20261129, 3)));
+        for bad in [
+            "mroot",
+            "mroot2",
+            "mroot.2026112",
+            "mroot.20261129.x",
+            "mroot.20261129.jailtx-pruned",
+        ] {
+            assert_eq!(parse_archive(bad), None, "{bad}");
+        }
+    }
+}
