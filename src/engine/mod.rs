@@ -52,7 +52,7 @@ pub enum EngineError {
         step: usize,
         name: String,
         action: String,
-        source: ActionError,
+        source: Box<ActionError>,
     },
     #[error(
         "transaction {tx}: undoing step {step} ({name}: {action}) failed: {source}; the rollback is stopped half way: fix that, then run `jailtx recover`"
@@ -62,7 +62,7 @@ pub enum EngineError {
         step: usize,
         name: String,
         action: String,
-        source: ActionError,
+        source: Box<ActionError>,
     },
     #[error(
         "transaction {tx}: putting back what step {step} ({name}: {action}) did before the restart failed: {source}; fix that, then run `jailtx recover`"
@@ -72,7 +72,7 @@ pub enum EngineError {
         step: usize,
         name: String,
         action: String,
-        source: ActionError,
+        source: Box<ActionError>,
     },
     #[error(
         "transaction {tx} is committed but step {step} ({name}: {action}) failed: {source}; fix that, then run `jailtx recover` to finish it"
@@ -82,7 +82,7 @@ pub enum EngineError {
         step: usize,
         name: String,
         action: String,
-        source: ActionError,
+        source: Box<ActionError>,
     },
 }
 
@@ -295,7 +295,7 @@ impl<S: Storage> Engine<S> {
                         step: i,
                         name: steps[i].name.clone(),
                         action: action.to_string(),
-                        source,
+                        source: Box::new(source),
                     }
                 })?;
             }
@@ -334,7 +334,7 @@ impl<S: Storage> Engine<S> {
                     step: i,
                     name: step.name.clone(),
                     action: step.action.to_string(),
-                    source,
+                    source: Box::new(source),
                 }
             })?;
         }
@@ -415,7 +415,7 @@ impl<S: Storage> Engine<S> {
                         step: i,
                         name: step.name.clone(),
                         action: step.action.to_string(),
-                        source,
+                        source: Box::new(source),
                     });
                 }
                 Err(source) => {
@@ -427,7 +427,7 @@ impl<S: Storage> Engine<S> {
                         step: i,
                         name: step.name.clone(),
                         action: step.action.to_string(),
-                        source,
+                        source: Box::new(source),
                     });
                 }
             }
@@ -466,7 +466,7 @@ impl<S: Storage> Engine<S> {
                     step: i,
                     name: step.name.clone(),
                     action: step.action.to_string(),
-                    source,
+                    source: Box::new(source),
                 }
             })?;
             fault::point(self.fault.as_ref(), Instant::CompAfterEffect, i, &names);

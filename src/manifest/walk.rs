@@ -1,0 +1,476 @@
+//! The parallel template walk: one rayon task per directory and per file to hash, never following a symlink or leaving the root's filesystem.
+//!
+//! Every name is reached through its parent's descriptor (`*at` calls with
+//! no-follow flags), so a symlink swapped into the tree while it is walked
+//! is recorded as a symlink, never entered. A directory on another
+//! filesystem (a mount point) is recorded with `foreign` set and not
+//! entered, like `find -xdev`. Files with several links are hashed once per
+//! inode. The result is sorted by path, so callers can merge it with a
+//! manifest in one pass.
+
+use std::collections::{HashMap, HashSet};
+use std::ffi::{CStr, CString, OsStr};
+use std::fs::File;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use nix::dir::Dir;
+use nix::errno::Errno;
+use nix::fcntl::{AtFlags, OFlag, OpenHow, ResolveFlag, open, openat, openat2, readlinkat};
+use nix::sys::stat::{FileStat, Mode, SFlag, fstat, fstatat, lstat};
+
+use super::ManifestError;
+use super::hash;
+
+/// Told how many bytes of file data were hashed, as they are (from any
+/// thread); `audit` feeds a progress bar with it.
+pub trait Progress: Sync {
+    fn add(&self, bytes: u64);
+}
+
+/// No progress reporting.
+impl Progress for () {
+    fn add(&self, _bytes: u64) {}
+}
+
+/// What lstat said about a path, in the units the manifest stores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Meta {
+    /// Full st_mode: type bits and permission bits.
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub size: u64,
+    pub ino: u64,
+    pub dev: u64,
+    pub nlink: u64,
+    pub rdev: u64,
+    pub mtime_ns: i64,
+    pub ctime_ns: i64,
+}
+
+fn ns(sec: i64, nsec: i64) -> i64 {
+    sec.saturating_mul(1_000_000_000).saturating_add(nsec)
+}
+
+impl From<&FileStat> for Meta {
+    fn from(st: &FileStat) -> Meta {
+        // The casts widen platform-sized stat fields into the fixed sizes
+        // the manifest stores; none of them loses bits on Linux or FreeBSD.
+        #[allow(clippy::unnecessary_cast, clippy::useless_conversion)]
+        Meta {
+            mode: st.st_mode as u32,
+            uid: st.st_uid,
+            gid: st.st_gid,
+            size: st.st_size.max(0) as u64,
+            ino: st.st_ino as u64,
+            dev: st.st_dev as u64,
+            nlink: st.st_nlink as u64,
+            rdev: st.st_rdev as u64,
+            mtime_ns: ns(st.st_mtime as i64, st.st_mtime_nsec as i64),
+            ctime_ns: ns(st.st_ctime as i64, st.st_ctime_nsec as i64),
+        }
+    }
+}
+
+impl Meta {
+    pub fn file_type(&self) -> SFlag {
+        SFlag::from_bits_truncate(self.mode & SFlag::S_IFMT.bits())
+    }
+    pub fn is(&self, t: SFlag) -> bool {
+        self.file_type() == t
+    }
+    /// A regular file with setuid or setgid: what an intruder plants.
+    pub fn is_setid_file(&self) -> bool {
+        self.is(SFlag::S_IFREG) && self.mode & 0o6000 != 0
+    }
+}
+
+/// One path found by the walk.
+#[derive(Debug, Clone)]
+pub struct Node {
+    pub path: Vec<u8>,
+    pub meta: Meta,
+    /// A symlink's target bytes.
+    pub target: Option<Vec<u8>>,
+    /// BLAKE3 of a regular file's data, when the caller asked for it.
+    pub blake3: Option<[u8; 32]>,
+    /// A directory on another filesystem: recorded, not entered.
+    pub foreign: bool,
+}
+
+/// What to walk and what to hash.
+pub struct Options<'a> {
+    /// Paths (relative, sorted) left out together with everything below them.
+    pub exclude: &'a [Vec<u8>],
+    /// Whether the regular file at this path, with this metadata, is hashed.
+    pub hash: &'a (dyn Fn(&[u8], &Meta) -> bool + Sync),
+    pub progress: &'a dyn Progress,
+}
+
+pub struct Walked {
+    /// Sorted by path; the first is the root (`""`).
+    pub nodes: Vec<Node>,
+    pub hashed_files: u64,
+    pub hashed_bytes: u64,
+}
+
+/// Walks the tree at `root` (a real directory, never a symlink to one).
+pub fn walk(root: &Path, opts: &Options<'_>) -> Result<Walked, ManifestError> {
+    let st = lstat(root).map_err(|e| match e {
+        Errno::ENOENT => ManifestError::NoTemplate {
+            path: root.to_owned(),
+        },
+        e => ManifestError::Stat {
+            path: root.to_owned(),
+            source: e.into(),
+        },
+    })?;
+    if Meta::from(&st).file_type() != SFlag::S_IFDIR {
+        return Err(ManifestError::NotADirectory {
+            path: root.to_owned(),
+        });
+    }
+    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    let fd = open(root, flags, Mode::empty()).map_err(|e| ManifestError::Open {
+        path: root.to_owned(),
+        source: e.into(),
+    })?;
+    let meta = Meta::from(&fstat(&fd).map_err(|e| ManifestError::Stat {
+        path: root.to_owned(),
+        source: e.into(),
+    })?);
+    let w = Walker {
+        root,
+        root_dev: meta.dev,
+        opts,
+        out: Mutex::new(Vec::new()),
+        error: Mutex::new(None),
+        failed: AtomicBool::new(false),
+        claimed: Mutex::new(HashSet::new()),
+        hashed_files: AtomicU64::new(0),
+        hashed_bytes: AtomicU64::new(0),
+        noatime: AtomicBool::new(true),
+    };
+    rayon::scope(|s| w.dir(s, fd, meta, Vec::new()));
+    if let Some(e) = w.error.into_inner().unwrap_or_else(PoisonError::into_inner) {
+        return Err(e);
+    }
+    let mut nodes = w.out.into_inner().unwrap_or_else(PoisonError::into_inner);
+    nodes.sort_unstable_by(|a, b| a.path.cmp(&b.path));
+    share_hashes(&mut nodes, opts);
+    Ok(Walked {
+        nodes,
+        hashed_files: w.hashed_files.into_inner(),
+        hashed_bytes: w.hashed_bytes.into_inner(),
+    })
+}
+
+/// Gives every wanted hard-linked file the hash its inode got through
+/// whichever of its names claimed it.
+fn share_hashes(nodes: &mut [Node], opts: &Options<'_>) {
+    let by_inode: HashMap<(u64, u64), [u8; 32]> = nodes
+        .iter()
+        .filter(|n| n.meta.nlink > 1)
+        .filter_map(|n| Some(((n.meta.dev, n.meta.ino), n.blake3?)))
+        .collect();
+    for n in nodes.iter_mut() {
+        if n.blake3.is_none()
+            && n.meta.nlink > 1
+            && n.meta.is(SFlag::S_IFREG)
+            && (opts.hash)(&n.path, &n.meta)
+        {
+            n.blake3 = by_inode.get(&(n.meta.dev, n.meta.ino)).copied();
+        }
+    }
+}
+
+struct Walker<'a> {
+    root: &'a Path,
+    root_dev: u64,
+    opts: &'a Options<'a>,
+    out: Mutex<Vec<Node>>,
+    error: Mutex<Option<ManifestError>>,
+    failed: AtomicBool,
+    /// (dev, ino) of multiply-linked files already being hashed.
+    claimed: Mutex<HashSet<(u64, u64)>>,
+    hashed_files: AtomicU64,
+    hashed_bytes: AtomicU64,
+    /// O_NOATIME keeps an audit from touching atimes; it needs ownership or
+    /// CAP_FOWNER, so it is dropped after the first EPERM.
+    noatime: AtomicBool,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn child(parent: &[u8], name: &CStr) -> Vec<u8> {
+    let name = name.to_bytes();
+    let mut p = Vec::with_capacity(parent.len() + 1 + name.len());
+    if !parent.is_empty() {
+        p.extend_from_slice(parent);
+        p.push(b'/');
+    }
+    p.extend_from_slice(name);
+    p
+}
+
+/// Opens directory `name` in `parent`: never through a symlink, and EXDEV
+/// when it is a mount point (openat2, Linux 5.6+; older kernels fall back to
+/// openat and the caller's st_dev check). Mirrors `fs::dirfd::open_subdir`,
+/// which is private to `fs`.
+fn open_subdir(parent: BorrowedFd<'_>, name: &CStr) -> nix::Result<OwnedFd> {
+    static HAVE_OPENAT2: AtomicBool = AtomicBool::new(true);
+    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    if HAVE_OPENAT2.load(Ordering::Relaxed) {
+        let how = OpenHow::new().flags(flags).resolve(
+            ResolveFlag::RESOLVE_NO_XDEV
+                | ResolveFlag::RESOLVE_NO_SYMLINKS
+                | ResolveFlag::RESOLVE_BENEATH,
+        );
+        match openat2(parent, name, how) {
+            Err(Errno::ENOSYS) => HAVE_OPENAT2.store(false, Ordering::Relaxed),
+            other => return other,
+        }
+    }
+    openat(parent, name, flags, Mode::empty())
+}
+
+impl<'a> Walker<'a> {
+    fn path(&self, rel: &[u8]) -> PathBuf {
+        if rel.is_empty() {
+            self.root.to_owned()
+        } else {
+            self.root.join(OsStr::from_bytes(rel))
+        }
+    }
+
+    fn fail(&self, e: ManifestError) {
+        let mut slot = lock(&self.error);
+        if slot.is_none() {
+            *slot = Some(e);
+        }
+        self.failed.store(true, Ordering::Relaxed);
+    }
+
+    /// Records directory `path` (open as `fd`, lstat `meta`) and walks it.
+    fn dir<'s>(&'s self, s: &rayon::Scope<'s>, fd: OwnedFd, meta: Meta, path: Vec<u8>) {
+        if self.failed.load(Ordering::Relaxed) {
+            return;
+        }
+        if let Err(e) = self.list_dir(s, fd, meta, path) {
+            self.fail(e);
+        }
+    }
+
+    fn list_dir<'s>(
+        &'s self,
+        s: &rayon::Scope<'s>,
+        fd: OwnedFd,
+        meta: Meta,
+        path: Vec<u8>,
+    ) -> Result<(), ManifestError> {
+        let read_err = |e: Errno| ManifestError::ReadDir {
+            path: self.path(&path),
+            source: e.into(),
+        };
+        let mut names = Vec::new();
+        {
+            let dup = fd.try_clone().map_err(|e| ManifestError::ReadDir {
+                path: self.path(&path),
+                source: e,
+            })?;
+            let mut d = Dir::from_fd(dup).map_err(read_err)?;
+            for entry in d.iter() {
+                let entry = entry.map_err(read_err)?;
+                let name = entry.file_name();
+                if name != c"." && name != c".." {
+                    names.push(name.to_owned());
+                }
+            }
+        }
+        let fd = Arc::new(fd);
+        let mut local = Vec::with_capacity(names.len() + 1);
+        local.push(Node {
+            path: path.clone(),
+            meta,
+            target: None,
+            blake3: None,
+            foreign: false,
+        });
+        for name in names {
+            let cpath = child(&path, &name);
+            if self.opts.exclude.binary_search(&cpath).is_ok() {
+                continue;
+            }
+            let st = match fstatat(&*fd, name.as_c_str(), AtFlags::AT_SYMLINK_NOFOLLOW) {
+                Ok(st) => st,
+                // Gone since readdir: absent is what the walk saw.
+                Err(Errno::ENOENT) => continue,
+                Err(e) => {
+                    return Err(ManifestError::Stat {
+                        path: self.path(&cpath),
+                        source: e.into(),
+                    });
+                }
+            };
+            let m = Meta::from(&st);
+            let mut node = Node {
+                path: cpath,
+                meta: m,
+                target: None,
+                blake3: None,
+                foreign: false,
+            };
+            match m.file_type() {
+                SFlag::S_IFDIR => {
+                    if m.dev != self.root_dev {
+                        node.foreign = true;
+                        local.push(node);
+                        continue;
+                    }
+                    let fd = Arc::clone(&fd);
+                    s.spawn(move |s| self.subdir(s, &fd, &name, node));
+                }
+                SFlag::S_IFREG if (self.opts.hash)(&node.path, &m) && self.claim(&m) => {
+                    let fd = Arc::clone(&fd);
+                    s.spawn(move |_| {
+                        if self.failed.load(Ordering::Relaxed) {
+                            return;
+                        }
+                        match self.hash_file(&fd, &name, node) {
+                            Ok(Some(node)) => lock(&self.out).push(node),
+                            Ok(None) => {}
+                            Err(e) => self.fail(e),
+                        }
+                    });
+                }
+                SFlag::S_IFLNK => {
+                    let target = readlinkat(&*fd, name.as_c_str()).map_err(|e| {
+                        ManifestError::ReadLink {
+                            path: self.path(&node.path),
+                            source: e.into(),
+                        }
+                    })?;
+                    node.target = Some(target.as_bytes().to_vec());
+                    local.push(node);
+                }
+                _ => local.push(node),
+            }
+        }
+        lock(&self.out).append(&mut local);
+        Ok(())
+    }
+
+    /// Opens and walks a subdirectory found in `parent`, or records it as a
+    /// mount point when it is one.
+    fn subdir<'s>(&'s self, s: &rayon::Scope<'s>, parent: &OwnedFd, name: &CString, node: Node) {
+        if self.failed.load(Ordering::Relaxed) {
+            return;
+        }
+        match open_subdir(parent.as_fd(), name) {
+            Ok(fd) => match fstat(&fd) {
+                // Identity check: what we opened is what we lstat'ed (or at
+                // least a directory of this filesystem, if it was swapped).
+                Ok(st) if Meta::from(&st).dev == self.root_dev => {
+                    self.dir(s, fd, Meta::from(&st), node.path)
+                }
+                Ok(_) => lock(&self.out).push(Node {
+                    foreign: true,
+                    ..node
+                }),
+                Err(e) => self.fail(ManifestError::Stat {
+                    path: self.path(&node.path),
+                    source: e.into(),
+                }),
+            },
+            Err(Errno::EXDEV) => lock(&self.out).push(Node {
+                foreign: true,
+                ..node
+            }),
+            Err(Errno::ENOENT) => {}
+            Err(Errno::ELOOP | Errno::ENOTDIR) => self.fail(ManifestError::Changed {
+                path: self.path(&node.path),
+            }),
+            Err(e) => self.fail(ManifestError::Open {
+                path: self.path(&node.path),
+                source: e.into(),
+            }),
+        }
+    }
+
+    /// True when this file's data is not already being hashed under another
+    /// of its names.
+    fn claim(&self, m: &Meta) -> bool {
+        m.nlink <= 1 || lock(&self.claimed).insert((m.dev, m.ino))
+    }
+
+    fn hash_file(
+        &self,
+        dir: &OwnedFd,
+        name: &CStr,
+        mut node: Node,
+    ) -> Result<Option<Node>, ManifestError> {
+        // O_NONBLOCK and O_NOCTTY: if the name now holds a fifo or a
+        // device, opening it must neither block nor grab a terminal.
+        let base = OFlag::O_RDONLY
+            | OFlag::O_NOFOLLOW
+            | OFlag::O_NOCTTY
+            | OFlag::O_NONBLOCK
+            | OFlag::O_CLOEXEC;
+        let opened = if self.noatime.load(Ordering::Relaxed) {
+            match openat(dir, name, base | OFlag::O_NOATIME, Mode::empty()) {
+                Err(Errno::EPERM) => {
+                    self.noatime.store(false, Ordering::Relaxed);
+                    openat(dir, name, base, Mode::empty())
+                }
+                other => other,
+            }
+        } else {
+            openat(dir, name, base, Mode::empty())
+        };
+        let fd = match opened {
+            Ok(fd) => fd,
+            Err(Errno::ENOENT) => return Ok(None),
+            Err(Errno::ELOOP) => {
+                return Err(ManifestError::Changed {
+                    path: self.path(&node.path),
+                });
+            }
+            Err(e) => {
+                return Err(ManifestError::Open {
+                    path: self.path(&node.path),
+                    source: e.into(),
+                });
+            }
+        };
+        let file = File::from(fd);
+        let st = fstat(&file).map_err(|e| ManifestError::Stat {
+            path: self.path(&node.path),
+            source: e.into(),
+        })?;
+        let m = Meta::from(&st);
+        if m.ino != node.meta.ino || !m.is(SFlag::S_IFREG) {
+            return Err(ManifestError::Changed {
+                path: self.path(&node.path),
+            });
+        }
+        let (digest, n) = hash::blake3_of(&file, m.size).map_err(|source| ManifestError::Hash {
+            path: self.path(&node.path),
+            source,
+        })?;
+        self.hashed_files.fetch_add(1, Ordering::Relaxed);
+        self.hashed_bytes.fetch_add(n, Ordering::Relaxed);
+        self.opts.progress.add(n);
+        // The metadata taken before reading is what the data belongs to: a
+        // write during the read changes the ctime again, so the stat cache
+        // never vouches for bytes it did not see.
+        node.meta = m;
+        node.blake3 = Some(digest);
+        Ok(Some(node))
+    }
+}
