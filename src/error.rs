@@ -21,12 +21,16 @@ pub enum Error {
     Usage(String),
     #[error("{0}")]
     Io(String),
+    /// `audit` (or an export) found a template that differs from its manifest.
+    #[error("{0}")]
+    Drift(String),
 }
 
 impl Error {
     pub fn exit_code(&self) -> u8 {
         match self {
             Error::Config(_) | Error::Usage(_) => 2,
+            Error::Drift(_) => 3,
             Error::State(StateError::Missing(_)) => 2,
             Error::State(StateError::Lock(LockError::Held { .. })) => 5,
             Error::State(StateError::Engine(e)) | Error::Engine(e) => e.exit_code(),

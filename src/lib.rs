@@ -10,6 +10,7 @@ pub mod error;
 pub mod fs;
 pub mod host;
 pub mod journal;
+pub mod manifest;
 pub mod ops;
 pub mod statedir;
 pub mod world;

@@ -484,3 +484,212 @@ fn bad_input_is_refused_with_nothing_changed() {
         );
     }
 }
+
+/// What recovery must restore: the tree (minus the state dir and the page
+/// each rc rewrites), the mounts under the root and the running jails.
+#[derive(Debug, PartialEq)]
+struct HostState {
+    tree: BTreeMap<PathBuf, String>,
+    mounts: Vec<PathBuf>,
+    running: Vec<String>,
+}
+
+fn host_state(r: &Root) -> HostState {
+    let base = r.path();
+    let mut tree = snapshot(&base);
+    tree.retain(|p, _| {
+        !p.starts_with(".jailtx")
+            && !p.to_string_lossy().ends_with("var/www/index.html")
+            && !p.to_string_lossy().ends_with("var/www")
+    });
+    let mut mounts: Vec<PathBuf> = mounts_under(&base)
+        .into_iter()
+        .map(|m| m.strip_prefix(&base).unwrap().to_owned())
+        .collect();
+    mounts.sort();
+    let running = r.status()["jails"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|j| j["running"] == true)
+        .map(|j| j["name"].as_str().unwrap().to_owned())
+        .collect();
+    HostState {
+        tree,
+        mounts,
+        running,
+    }
+}
+
+/// A power cut: every jail process under the root dies, every mount goes.
+fn simulate_reboot(r: &Root) {
+    for pid in processes_under(r.dir.path()) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    for m in mounts_under(&r.path()).into_iter().rev() {
+        nix::mount::umount2(&m, nix::mount::MntFlags::MNT_DETACH).unwrap();
+    }
+}
+
+/// The plan's steps and commit point, from `--dry-run --json`.
+fn plan_of(r: &Root, args: &[&str]) -> (Vec<String>, usize) {
+    let mut a = args.to_vec();
+    a.extend(["--dry-run", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&r.ok(&a)).unwrap();
+    let steps = v["plan"]["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap().to_owned())
+        .collect();
+    (steps, v["plan"]["commit"].as_u64().unwrap() as usize)
+}
+
+/// Crashes `args` at every step and forward instant, recovers both ways (with
+/// and without a reboot in between), and checks the host is exactly in the
+/// state before or after, as the commit point decides.
+fn crash_matrix(setup: &dyn Fn(&Root), args: &[&str]) {
+    let probe = Root::new();
+    setup(&probe);
+    let before = host_state(&probe);
+    let (steps, commit) = plan_of(&probe, args);
+    probe.ok(args);
+    let after = host_state(&probe);
+    drop(probe);
+    assert!(!steps.is_empty(), "{args:?} plans nothing");
+    let mut cases = 0;
+    for (i, step) in steps.iter().enumerate() {
+        for instant in [
+            "before-intent",
+            "after-intent",
+            "after-effect",
+            "after-done",
+        ] {
+            for rollback in [false, true] {
+                // The reboot variant on the instant where the journal knows least.
+                let reboots: &[bool] = if instant == "after-intent" {
+                    &[false, true]
+                } else {
+                    &[false]
+                };
+                for &reboot in reboots {
+                    let r = Root::new();
+                    setup(&r);
+                    let fault = format!("{instant}:{i}");
+                    let out = Command::new(BIN)
+                        .arg("--root")
+                        .arg(r.path())
+                        .args(args)
+                        .env("JAILTX_FAULT", &fault)
+                        .output()
+                        .unwrap();
+                    use std::os::unix::process::ExitStatusExt;
+                    assert_eq!(
+                        out.status.signal(),
+                        Some(9),
+                        "{args:?} {fault} ({step}) was not killed"
+                    );
+                    if reboot {
+                        simulate_reboot(&r);
+                    }
+                    let recover: &[&str] = if rollback {
+                        &["recover", "--rollback"]
+                    } else {
+                        &["recover"]
+                    };
+                    r.ok(recover);
+                    let want = if rollback && i < commit {
+                        &before
+                    } else {
+                        &after
+                    };
+                    let got = host_state(&r);
+                    let what = format!(
+                        "{args:?} crash {fault} ({step}), recover rollback={rollback} reboot={reboot}"
+                    );
+                    assert_eq!(diff(&want.tree, &got.tree), Vec::<String>::new(), "{what}");
+                    assert_eq!(want.mounts, got.mounts, "{what}");
+                    assert_eq!(want.running, got.running, "{what}");
+                    assert!(r.ok(&["recover"]).contains("nothing to recover"), "{what}");
+                    assert_eq!(
+                        host_state(&r),
+                        got,
+                        "{what}: a second recover changed something"
+                    );
+                    cases += 1;
+                }
+            }
+        }
+    }
+    eprintln!("{args:?}: {cases} crash cases over {} steps", steps.len());
+}
+
+fn with_template(r: &Root) {
+    r.template();
+}
+
+fn with_running_jail(r: &Root) {
+    r.template();
+    r.ok(&[
+        "jail",
+        "create",
+        "ns",
+        "--hostname",
+        "ns.example.org",
+        "--ip",
+        &ip(17),
+        "--start",
+    ]);
+    r.ok(&[
+        "jail",
+        "create",
+        "www",
+        "--hostname",
+        "www.example.org",
+        "--ip",
+        &ip(19),
+        "--start",
+    ]);
+}
+
+#[test]
+fn crash_matrix_jail_create() {
+    if !in_private_ns("crash_matrix_jail_create") {
+        return;
+    }
+    let addr = ip(17);
+    crash_matrix(
+        &with_template,
+        &[
+            "jail",
+            "create",
+            "ns",
+            "--hostname",
+            "ns.example.org",
+            "--ip",
+            &addr,
+            "--start",
+        ],
+    );
+}
+
+#[test]
+fn crash_matrix_jail_destroy() {
+    if !in_private_ns("crash_matrix_jail_destroy") {
+        return;
+    }
+    crash_matrix(&with_running_jail, &["jail", "destroy", "ns", "--purge"]);
+}
+
+#[test]
+fn crash_matrix_restart_and_stop() {
+    if !in_private_ns("crash_matrix_restart_and_stop") {
+        return;
+    }
+    crash_matrix(&with_running_jail, &["stop"]);
+    crash_matrix(&with_running_jail, &["restart", "ns"]);
+}

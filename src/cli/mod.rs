@@ -1,6 +1,7 @@
 //! The `jailtx` command: parse, validate, call one library function, print.
 
 pub mod args;
+mod integrity;
 mod output;
 
 use std::process::ExitCode;
@@ -141,7 +142,7 @@ fn run(cli: Cli) -> Result<(), Error> {
         Command::Template(TemplateCmd::Build { source }) => {
             let source = world_source(source)?;
             plan_and_run(&ctx, |ctx, _| {
-                ops::template::plan_build(&ctx.layout, source)
+                ops::template::plan_build(&ctx.layout, source, &ctx.cfg.carry_over)
             })
         }
         Command::Jail(JailCmd::Create {
@@ -178,6 +179,14 @@ fn run(cli: Cli) -> Result<(), Error> {
             let keep = keep.unwrap_or(ctx.cfg.keep_archives);
             ops::upgrade::plan_prune(&ctx.world(host), keep as usize)
         }),
+        Command::Audit {
+            templates,
+            all,
+            quick,
+        } => integrity::audit(&ctx, &templates, all, quick),
+        Command::Manifest(args::ManifestCmd::Export { template, format }) => {
+            integrity::export(&ctx, template.as_deref(), &format)
+        }
         other => Err(Error::Usage(format!(
             "`jailtx {}` is not implemented in this build yet",
             command_name(&other)

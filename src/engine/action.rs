@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use crate::fs::{self, FsError};
 use crate::host::{Host, HostError};
+use crate::manifest::{self, ManifestError};
 use crate::world::{self, WorldError};
 
 use super::plan::Action;
@@ -29,6 +30,8 @@ pub enum ActionError {
     Unhealthy { jail: String, why: String },
     #[error("rename {from} -> {to}: neither exists; something outside jailtx moved it")]
     Vanished { from: PathBuf, to: PathBuf },
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
 }
 
 type Result<T> = std::result::Result<T, ActionError>;
@@ -148,6 +151,19 @@ pub fn apply(action: &Action, host: &dyn Host) -> Result<()> {
             command,
             timeout_secs,
         } => health_check(host, jail, command.as_deref(), *timeout_secs),
+        Action::WriteManifest {
+            template,
+            to,
+            exclude,
+        } => {
+            // The planner made sure `to` did not exist, and write_atomic only
+            // ever shows it whole: present means written by an earlier run.
+            if entry(to)? != Entry::Missing {
+                return Ok(fs::fsync_parent(to)?);
+            }
+            let m = manifest::build(template, exclude)?;
+            Ok(manifest::write(to, &m)?)
+        }
     }
 }
 
@@ -235,5 +251,9 @@ pub fn undo(action: &Action, host: &dyn Host) -> Result<()> {
         Action::Populate { to, .. } => Ok(world::unpopulate(to)?),
         Action::Shape { skel, .. } => Ok(world::unshape(skel.as_deref())?),
         Action::HealthCheck { .. } => Ok(()),
+        Action::WriteManifest { to, .. } => {
+            fs::remove_file_durable(&fs::temp_path(to))?;
+            Ok(fs::remove_file_durable(to)?)
+        }
     }
 }

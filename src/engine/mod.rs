@@ -251,6 +251,10 @@ impl<S: Storage> Engine<S> {
         };
         let _span = info_span!("recover", tx = st.tx(), op = %st.begin.plan.op).entered();
         let status = st.status();
+        if let Err(e) = self.restore_bystanders(&st) {
+            self.keep_if_unfinished(st);
+            return Err(e);
+        }
         let result = match (status, mode) {
             (TxStatus::Committed, RecoverMode::Rollback) => {
                 warn!("transaction is past its commit point: finishing it forwards instead");
@@ -269,6 +273,23 @@ impl<S: Storage> Engine<S> {
         };
         self.keep_if_unfinished(st);
         result.map(Some)
+    }
+
+    /// Before a recovery: bring back what the plan never touched but a reboot
+    /// may have taken down (the plan's bystanders; no-ops when they are up).
+    /// First, because steps may rely on them (undoing a jail's stop needs its
+    /// mounts, which a stop-only plan does not touch).
+    fn restore_bystanders(&mut self, st: &TxState) -> Result<(), EngineError> {
+        for (i, action) in st.begin.plan.bystanders.iter().enumerate() {
+            action::apply(action, self.host.as_ref()).map_err(|source| EngineError::Reconcile {
+                tx: st.tx(),
+                step: i,
+                name: format!("bystander-{i}"),
+                action: action.to_string(),
+                source: Box::new(source),
+            })?;
+        }
+        Ok(())
     }
 
     /// Before resuming: a reboot since the crash wiped mounts and jails that
@@ -303,29 +324,39 @@ impl<S: Storage> Engine<S> {
         Ok(())
     }
 
-    /// After the compensations: a mount or jail whose first step in the plan
-    /// turns it off was on before the transaction, so it is turned on again.
-    /// Usually the compensations did that already (this is then a no-op);
-    /// after a reboot, the steps that never ran left nothing to compensate,
-    /// and this is what brings the jails back to their prior run-state.
-    /// Walking the plan backwards mounts roots before `s` and both before starts.
+    /// Before the compensations: a mount or jail whose first step in the
+    /// plan turns it off was on before the transaction. If none of its steps
+    /// has started, it should still be on; after a reboot it is not, and the
+    /// compensations of earlier steps may need it (undoing a stop needs the
+    /// jail's mounts back), so it is turned on again first. Without a reboot
+    /// this is all no-ops. Walking the plan backwards mounts roots before
+    /// `s` and both before starts.
     fn restore_prior_volatile_state(&mut self, st: &TxState) -> Result<(), EngineError> {
         let steps = &st.begin.plan.steps;
         let mut seen = std::collections::BTreeSet::new();
+        let mut started = std::collections::BTreeSet::new();
         let mut first_off = Vec::new();
         for (i, step) in steps.iter().enumerate() {
             let Some(k) = volatile_key(&step.action) else {
                 continue;
             };
-            if seen.insert(k)
+            if st.intent[i] {
+                started.insert(k.clone());
+            }
+            if seen.insert(k.clone())
                 && matches!(
                     step.action,
                     Action::Unmount { .. } | Action::StopJail { .. }
                 )
             {
-                first_off.push(i);
+                first_off.push((i, k));
             }
         }
+        let first_off: Vec<usize> = first_off
+            .into_iter()
+            .filter(|(_, k)| !started.contains(k))
+            .map(|(i, _)| i)
+            .collect();
         for &i in first_off.iter().rev() {
             let step = &steps[i];
             action::undo(&step.action, self.host.as_ref()).map_err(|source| {
@@ -442,6 +473,7 @@ impl<S: Storage> Engine<S> {
 
     fn backward(&mut self, st: &mut TxState) -> Result<Report, EngineError> {
         let clock = Clock::now();
+        self.restore_prior_volatile_state(st)?;
         let tx = st.tx();
         let plan = st.begin.plan.clone();
         let names: Vec<String> = plan.steps.iter().map(|s| s.name.clone()).collect();
@@ -474,7 +506,6 @@ impl<S: Storage> Engine<S> {
             st.comp_done[i] = true;
             fault::point(self.fault.as_ref(), Instant::CompAfterDone, i, &names);
         }
-        self.restore_prior_volatile_state(st)?;
         self.finish(st, Outcome::RolledBack, clock, BTreeMap::new())
     }
 
@@ -515,7 +546,7 @@ impl<S: Storage> Engine<S> {
 }
 
 /// The kernel resource (a mount point, a jail) a volatile action turns on or off.
-fn volatile_key(a: &Action) -> Option<String> {
+pub fn volatile_key(a: &Action) -> Option<String> {
     match a {
         Action::Mount { dst, .. } | Action::Unmount { dst, .. } => {
             Some(format!("m:{}", dst.display()))

@@ -76,6 +76,15 @@ pub enum Action {
         /// own copies are dropped and their parents made, so they can move in.
         carry_over: Vec<PathBuf>,
     },
+    /// Build the manifest of `template` (leaving out `exclude`, relative to
+    /// it: the carry-over paths), encode it and write it atomically to `to`,
+    /// which must not exist when the plan is made. A `to` that exists was
+    /// written whole by an earlier run of this step. Undo: remove `to`.
+    WriteManifest {
+        template: PathBuf,
+        to: PathBuf,
+        exclude: Vec<PathBuf>,
+    },
 }
 
 impl Action {
@@ -112,6 +121,7 @@ impl Action {
             Action::Populate { .. } => "populate",
             Action::Shape { .. } => "shape",
             Action::HealthCheck { .. } => "health-check",
+            Action::WriteManifest { .. } => "manifest",
         }
     }
 }
@@ -175,6 +185,12 @@ impl fmt::Display for Action {
                 ),
                 None => write!(f, "shape {} (drop rw dirs, s/, links)", template.display()),
             },
+            Action::WriteManifest { template, to, .. } => write!(
+                f,
+                "manifest {} -> {} (BLAKE3)",
+                template.display(),
+                to.display()
+            ),
         }
     }
 }
@@ -199,6 +215,12 @@ pub struct Plan {
     pub commit: u32,
     /// Facts for `history` (e.g. from/to templates).
     pub notes: BTreeMap<String, String>,
+    /// Mounts and jails that are up when the plan is made and that no step
+    /// touches, as the actions that bring them up. A reboot takes them down
+    /// with the rest; `recover` runs these (idempotent) once it has finished,
+    /// so every jail ends in its prior run-state.
+    #[serde(default)]
+    pub bystanders: Vec<Action>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -229,6 +251,7 @@ impl Plan {
             steps: Vec::new(),
             commit: 0,
             notes: BTreeMap::new(),
+            bystanders: Vec::new(),
         }
     }
 

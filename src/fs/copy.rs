@@ -121,6 +121,20 @@ pub fn copy_tree(src: &Path, dst: &Path) -> Result<CopyStats> {
         return Ok(copier.stats);
     }
 
+    // The copy would otherwise list itself while being built, and never end.
+    let canonical = |p: &Path| {
+        std::fs::canonicalize(p).map_err(|source| FsError::Stat {
+            path: p.to_path_buf(),
+            source,
+        })
+    };
+    if canonical(dst_parent)?.starts_with(canonical(src)?) {
+        return Err(FsError::CopyIntoItself {
+            src: src.to_path_buf(),
+            dst: dst.to_path_buf(),
+        });
+    }
+
     mkdirat(&dst_parent_fd, dst_name.as_c_str(), Mode::S_IRWXU).map_err(|e| FsError::Mkdir {
         path: dst.to_path_buf(),
         source: e.into(),
@@ -729,6 +743,28 @@ mod tests {
     }
 
     #[test]
+    fn copying_a_directory_into_itself_is_refused() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let src = tmp.path().join("src");
+        fs::create_dir_all(src.join("sub")).expect("mkdir");
+        for dst in [
+            src.join("copy"),
+            src.join("sub/copy"),
+            src.join("sub/../copy"),
+        ] {
+            let err = copy_tree(&src, &dst).expect_err("into itself");
+            assert!(matches!(err, FsError::CopyIntoItself { .. }), "{err}");
+            assert!(!dst.exists());
+        }
+        // Reached through a symlink, it is still inside.
+        symlink(&src, tmp.path().join("alias")).expect("symlink");
+        let err = copy_tree(&tmp.path().join("alias/"), &src.join("copy")).expect_err("alias");
+        assert!(matches!(err, FsError::CopyIntoItself { .. }), "{err}");
+        // A sibling whose name merely starts the same is fine.
+        copy_tree(&src, &tmp.path().join("src2")).expect("sibling");
+    }
+
+    #[test]
     fn missing_destination_parent_is_an_error() {
         let tmp = tempfile::tempdir().expect("tempdir");
         let src = tmp.path().join("src");
@@ -819,7 +855,9 @@ mod tests {
     #[test]
     #[ignore = "helper: run by mount_points_below_the_source_are_created_not_entered in a private mount namespace"]
     fn mount_point_child() {
-        let dir = child_dir("JAILTX_FS_TEST_DIR").expect("JAILTX_FS_TEST_DIR");
+        let Some(dir) = child_dir("JAILTX_FS_TEST_DIR") else {
+            return;
+        };
         let outside = dir.join("outside");
         fs::create_dir(&outside).expect("mkdir");
         fs::write(outside.join("secret"), b"not part of the tree").expect("write");

@@ -38,6 +38,10 @@ pub(super) fn open_subdir(
         );
         match openat2(parent, name, how) {
             Err(Errno::ENOSYS) => HAVE_OPENAT2.store(false, Ordering::Relaxed),
+            // Some seccomp profiles answer EPERM to syscalls they do not
+            // know; openat then gives the real answer. The flag stays set:
+            // an LSM denial must not switch the check off for good.
+            Err(Errno::EPERM) => {}
             other => return other,
         }
     }

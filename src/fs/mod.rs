@@ -78,6 +78,8 @@ pub enum FsError {
     Unlink { path: PathBuf, source: io::Error },
     #[error("rmdir {path}: {source}")]
     RemoveDir { path: PathBuf, source: io::Error },
+    #[error("cannot copy {src} into itself: {dst} is inside it")]
+    CopyIntoItself { src: PathBuf, dst: PathBuf },
     #[error("copy destination {path} already exists; remove it or choose another destination")]
     DestinationExists { path: PathBuf },
     #[error("refusing to remove {path}: a filesystem is mounted there; unmount it first")]

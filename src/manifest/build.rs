@@ -1,6 +1,7 @@
 //! Building a manifest from a template tree: walk, hash every file once per inode, group hard links.
 
 use std::collections::HashMap;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -128,8 +129,6 @@ pub(super) fn own_kind(dir: &Path, n: &Node) -> Result<Kind, ManifestError> {
         _ => Kind::Socket,
     })
 }
-
-use std::os::unix::ffi::OsStrExt;
 
 #[cfg(test)]
 mod tests {

@@ -38,7 +38,9 @@ pub enum DecodeError {
     Truncated { len: usize },
     #[error("checksum mismatch")]
     Checksum,
-    #[error("format version {found} is not one this jailtx reads (it reads {VERSION}), or the header is damaged")]
+    #[error(
+        "format version {found} is not one this jailtx reads (it reads {VERSION}), or the header is damaged"
+    )]
     Version { found: u16 },
     #[error("section lengths do not add up to the file size")]
     Lengths,
@@ -198,7 +200,10 @@ pub(super) fn check(m: &Manifest) -> Result<(), DecodeError> {
     }
     for (i, e) in m.entries.iter().enumerate() {
         if e.mode & !0o7777 != 0 {
-            return Err(invalid(i, format!("mode {:o} has bits beyond 07777", e.mode)));
+            return Err(invalid(
+                i,
+                format!("mode {:o} has bits beyond 07777", e.mode),
+            ));
         }
         if i == 0 {
             continue;

@@ -111,7 +111,14 @@ mod tests {
     #[test]
     fn every_size_class_hashes_like_blake3() {
         let dir = tempfile::tempdir().unwrap();
-        for size in [0, 1, 4095, MMAP_MIN as usize - 1, MMAP_MIN as usize, WINDOW + 12345] {
+        for size in [
+            0,
+            1,
+            4095,
+            MMAP_MIN as usize - 1,
+            MMAP_MIN as usize,
+            WINDOW + 12345,
+        ] {
             let data: Vec<u8> = (0..size).map(|i| (i * 7 % 251) as u8).collect();
             let p = dir.path().join(format!("f{size}"));
             std::fs::File::create(&p).unwrap().write_all(&data).unwrap();

@@ -23,9 +23,10 @@ use serde::{Deserialize, Serialize};
 use crate::fs::FsError;
 
 pub use audit::Mode;
-pub use build::build;
+pub use build::{build, build_with};
 pub use format::DecodeError;
-pub use report::{DiffKind, Difference, Report};
+pub use report::{DiffKind, Difference, Report, human_bytes};
+pub use walk::Progress;
 
 /// Error of every manifest operation; each names the path it is about.
 #[derive(Debug, thiserror::Error)]
@@ -74,7 +75,9 @@ pub enum ManifestError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("{path} changed while it was being read; run again when nothing writes to the template")]
+    #[error(
+        "{path} changed while it was being read; run again when nothing writes to the template"
+    )]
     Changed { path: PathBuf },
     #[error(
         "{path} does not match the manifest ({what}); run `jailtx audit` to see how the template drifted"
@@ -330,7 +333,10 @@ mod tests {
     #[test]
     fn excludes_must_be_plain_relative_paths() {
         let ok = exclude_keys(&["usr/ports".into(), "usr/src/".into(), "usr/ports".into()]);
-        assert_eq!(ok.unwrap(), vec![b"usr/ports".to_vec(), b"usr/src".to_vec()]);
+        assert_eq!(
+            ok.unwrap(),
+            vec![b"usr/ports".to_vec(), b"usr/src".to_vec()]
+        );
         for bad in ["/usr/ports", "../x", "usr/../x", "", "./x"] {
             assert!(exclude_keys(&[bad.into()]).is_err(), "{bad}");
         }

@@ -350,12 +350,11 @@ impl<'a> Walker<'a> {
                     });
                 }
                 SFlag::S_IFLNK => {
-                    let target = readlinkat(&*fd, name.as_c_str()).map_err(|e| {
-                        ManifestError::ReadLink {
+                    let target =
+                        readlinkat(&*fd, name.as_c_str()).map_err(|e| ManifestError::ReadLink {
                             path: self.path(&node.path),
                             source: e.into(),
-                        }
-                    })?;
+                        })?;
                     node.target = Some(target.as_bytes().to_vec());
                     local.push(node);
                 }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use serde::Serialize;
 
 use crate::config::{Config, Layout};
-use crate::engine::{Action, Plan};
+use crate::engine::{Action, Plan, volatile_key};
 use crate::host::{Host, JailSpec};
 
 use super::records::{self, JailRecord};
@@ -58,6 +58,52 @@ impl World<'_> {
                     .ok_or_else(|| format!("no jail named {n:?}; `jailtx status` lists the jails"))
             })
             .collect()
+    }
+
+    /// Records in `plan` the mounts and running jails no step touches (see
+    /// [`Plan::bystanders`]), in bring-up order.
+    pub fn add_bystanders(&self, plan: &mut Plan) -> Result<(), String> {
+        let touched: std::collections::BTreeSet<String> = plan
+            .steps
+            .iter()
+            .filter_map(|s| volatile_key(&s.action))
+            .collect();
+        let running = self.running()?;
+        for rec in self.records()? {
+            let spec = rec.spec(self.layout, self.cfg);
+            let s = spec.path.join("s");
+            let candidates = [
+                (
+                    self.mounted(&spec.path)?,
+                    Action::Mount {
+                        src: self.layout.mroot.clone(),
+                        dst: spec.path.clone(),
+                        read_only: true,
+                    },
+                ),
+                (
+                    self.mounted(&s)?,
+                    Action::Mount {
+                        src: self.layout.js.join(&rec.name),
+                        dst: s.clone(),
+                        read_only: false,
+                    },
+                ),
+                (
+                    running
+                        .iter()
+                        .any(|r| r.name == spec.name && r.path == spec.path),
+                    Action::StartJail { jail: spec.clone() },
+                ),
+            ];
+            for (up, action) in candidates {
+                let untouched = volatile_key(&action).is_some_and(|k| !touched.contains(&k));
+                if up && untouched {
+                    plan.bystanders.push(action);
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Mount steps that are missing for `spec`, then its start.
@@ -184,6 +230,7 @@ pub fn plan_create(
     if start {
         plan.push(format!("start-{name}"), Action::StartJail { jail: spec });
     }
+    w.add_bystanders(&mut plan)?;
     Ok(plan)
 }
 
@@ -266,6 +313,7 @@ pub fn plan_destroy(w: &World, name: &str, purge: bool) -> Result<Plan, String> 
         let step = step.replace("set-aside-", "remove-");
         plan.push_after_commit(step, Action::RemoveTree { path: aside(p) });
     }
+    w.add_bystanders(&mut plan)?;
     Ok(plan)
 }
 
@@ -277,6 +325,7 @@ pub fn plan_start(w: &World, names: &[String]) -> Result<Plan, String> {
             w.bring_up(&mut plan, &spec)?;
         }
     }
+    w.add_bystanders(&mut plan)?;
     Ok(plan)
 }
 
@@ -291,6 +340,7 @@ pub fn plan_stop(w: &World, names: &[String]) -> Result<Plan, String> {
             );
         }
     }
+    w.add_bystanders(&mut plan)?;
     Ok(plan)
 }
 
@@ -306,6 +356,7 @@ pub fn plan_restart(w: &World, names: &[String]) -> Result<Plan, String> {
         }
         w.bring_up(&mut plan, &spec)?;
     }
+    w.add_bystanders(&mut plan)?;
     Ok(plan)
 }
 

@@ -3,6 +3,7 @@
 
 use crate::config::Layout;
 use crate::engine::{Action, Plan};
+use crate::manifest;
 use crate::world::Source;
 
 use super::validate;
@@ -13,7 +14,13 @@ fn exists(p: &std::path::Path) -> bool {
 
 /// Plans the first build: populate `mroot2`, shape it (moving the read-write
 /// directories to a new `skel`), and publish it as `mroot`.
-pub fn plan_build(layout: &Layout, source: Source) -> Result<Plan, String> {
+/// The manifest of `mroot2` (carry-over paths left out) is written after
+/// the shape and renamed along with the tree.
+pub fn plan_build(
+    layout: &Layout,
+    source: Source,
+    carry_over: &[std::path::PathBuf],
+) -> Result<Plan, String> {
     validate::source(&source)?;
     if !layout.j.is_dir() {
         return Err(format!(
@@ -33,7 +40,14 @@ pub fn plan_build(layout: &Layout, source: Source) -> Result<Plan, String> {
             layout.skel.display()
         ));
     }
-    for stale in [&layout.mroot2, &crate::world::partial_path(&layout.mroot2)] {
+    let staged_manifest = manifest::path_for(&layout.manifests, "mroot2");
+    let manifest = manifest::path_for(&layout.manifests, "mroot");
+    for stale in [
+        &layout.mroot2,
+        &crate::world::partial_path(&layout.mroot2),
+        &staged_manifest,
+        &manifest,
+    ] {
         if exists(stale) {
             return Err(format!(
                 "{} is left from an earlier build; remove it, then build again",
@@ -69,10 +83,25 @@ pub fn plan_build(layout: &Layout, source: Source) -> Result<Plan, String> {
         },
     );
     plan.push(
+        "manifest",
+        Action::WriteManifest {
+            template: layout.mroot2.clone(),
+            to: staged_manifest.clone(),
+            exclude: carry_over.to_vec(),
+        },
+    );
+    plan.push(
         "publish",
         Action::Rename {
             from: layout.mroot2.clone(),
             to: layout.mroot.clone(),
+        },
+    );
+    plan.push(
+        "publish-manifest",
+        Action::Rename {
+            from: staged_manifest,
+            to: manifest,
         },
     );
     Ok(plan)
