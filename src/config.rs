@@ -23,6 +23,31 @@ pub struct Config {
     pub keep_archives: u32,
     pub jail: JailDefaults,
     pub health: Health,
+    pub freebsd: FreeBsd,
+}
+
+/// `[freebsd]`: where the FreeBSD backend writes the files that let `jail(8)`,
+/// `service jail` and `mount -a -F` manage a jail without jailtx.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FreeBsd {
+    /// Holds `NAME.conf`, one jail.conf(5) file per jail.
+    pub jail_conf_dir: PathBuf,
+    /// Holds `fstab.NAME`, the jail's two nullfs lines in fstab(5) form.
+    pub fstab_dir: PathBuf,
+    /// When set, `interface = "..."` in each jail's config, so jail(8) adds
+    /// the jail's address to that interface (else rc.conf aliases, as the Handbook does).
+    pub interface: String,
+}
+
+impl Default for FreeBsd {
+    fn default() -> Self {
+        FreeBsd {
+            jail_conf_dir: "/etc/jail.conf.d".into(),
+            fstab_dir: "/etc".into(),
+            interface: String::new(),
+        }
+    }
 }
 
 /// The upgrade's health check, after the jails start on the new template.
@@ -67,7 +92,8 @@ impl Default for JailDefaults {
     fn default() -> Self {
         JailDefaults {
             exec_start: "/bin/sh /etc/rc".into(),
-            exec_stop: "/bin/sh /etc/rc.shutdown".into(),
+            // jail(8)'s own example: the argument tells rc.shutdown it stops a jail.
+            exec_stop: "/bin/sh /etc/rc.shutdown jail".into(),
             stop_timeout_secs: 10,
         }
     }
@@ -83,6 +109,7 @@ impl Default for Config {
             keep_archives: 2,
             jail: JailDefaults::default(),
             health: Health::default(),
+            freebsd: FreeBsd::default(),
         }
     }
 }
@@ -146,6 +173,17 @@ impl Config {
                 )));
             }
         }
+        for (key, p) in [
+            ("freebsd.jail_conf_dir", &self.freebsd.jail_conf_dir),
+            ("freebsd.fstab_dir", &self.freebsd.fstab_dir),
+        ] {
+            if !p.is_absolute() {
+                return Err(ConfigError::Invalid(format!(
+                    "{key} {} must be an absolute path",
+                    p.display()
+                )));
+            }
+        }
         if !matches!(self.backend.as_str(), "" | "linux" | "freebsd") {
             return Err(ConfigError::Invalid(format!(
                 "backend {:?} is not one of linux, freebsd",
@@ -177,6 +215,8 @@ impl Config {
             let root = absolute(root)?;
             cfg.base = root.clone();
             cfg.state_dir = root.join(".jailtx");
+            cfg.freebsd.jail_conf_dir = root.join("etc/jail.conf.d");
+            cfg.freebsd.fstab_dir = root.join("etc");
         }
         Ok(cfg)
     }

@@ -24,6 +24,10 @@ pub enum Error {
     /// `audit` (or an export) found a template that differs from its manifest.
     #[error("{0}")]
     Drift(String),
+    /// Done, but something waits for the operator: `/etc` conflicts or
+    /// refusals after `etc-merge` (or after an upgrade's merge). Exit 7.
+    #[error("{0}")]
+    Attention(String),
 }
 
 impl Error {
@@ -31,6 +35,7 @@ impl Error {
         match self {
             Error::Config(_) | Error::Usage(_) => 2,
             Error::Drift(_) => 3,
+            Error::Attention(_) => 7,
             Error::State(StateError::Missing(_)) => 2,
             Error::State(StateError::Lock(LockError::Held { .. })) => 5,
             Error::State(StateError::Engine(e)) | Error::Engine(e) => e.exit_code(),

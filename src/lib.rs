@@ -7,6 +7,7 @@ pub mod cli;
 pub mod config;
 pub mod engine;
 pub mod error;
+pub mod etcmerge;
 pub mod fs;
 pub mod host;
 pub mod journal;

@@ -4,11 +4,15 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use jailtx::engine::{Action, Plan, Step, summary_of};
+use jailtx::etcmerge::Blob;
+use jailtx::host::JailSpec;
 use jailtx::journal::frame::{self, HEADER_LEN, ScanError};
 use jailtx::journal::state::{TxStatus, fold};
 use jailtx::journal::{
-    Abort, Begin, Commit, End, HISTORY_MAGIC, JOURNAL_MAGIC, Outcome, Record, StepMark, Summary,
+    Abort, Begin, Commit, End, HISTORY_MAGIC, JOURNAL_MAGIC, Outcome, Record, StepMark, StepRange,
+    Summary,
 };
+use jailtx::world::Source;
 use serde_json::{Value, json};
 
 /// 2026-01-01T00:00:00Z in milliseconds: every timestamp in the vectors is fixed.
@@ -108,18 +112,72 @@ fn notes(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         .collect()
 }
 
-/// A plan with every `Action` variant once, in variant order, and cleanup
-/// after the commit point.
+fn jail(name: &str, ip: &str) -> JailSpec {
+    JailSpec {
+        name: name.into(),
+        path: format!("/home/j/{name}").into(),
+        hostname: format!("{name}.example.org"),
+        ip: ip.into(),
+        exec_start: "/bin/sh /etc/rc".into(),
+        exec_stop: "/bin/sh /etc/rc.shutdown".into(),
+        stop_timeout_secs: 10,
+    }
+}
+
+fn mount(src: &str, dst: &str, read_only: bool) -> Action {
+    Action::Mount {
+        src: src.into(),
+        dst: dst.into(),
+        read_only,
+    }
+}
+
+/// The shape of `jailtx upgrade` with one jail: every `Action` variant that
+/// `create_plan` does not use, a commit point before the cleanup.
 fn upgrade_plan() -> Plan {
+    let www = jail("www", "10.0.0.2");
     Plan {
         op: "upgrade".into(),
-        summary: "new template from /tmp/world".into(),
+        summary: "new template from /tmp/base.txz".into(),
         steps: vec![
             step(
-                "mkdir-s",
-                Action::MakeDir {
-                    path: "/home/j/mroot2/s".into(),
-                    mode: 0o755,
+                "populate",
+                Action::Populate {
+                    source: Source::Tar("/tmp/base.txz".into()),
+                    to: "/home/j/mroot2".into(),
+                },
+            ),
+            step(
+                "shape",
+                Action::Shape {
+                    template: "/home/j/mroot2".into(),
+                    skel: None,
+                    carry_over: vec!["usr/ports".into()],
+                },
+            ),
+            step(
+                "manifest",
+                Action::WriteManifest {
+                    template: "/home/j/mroot2".into(),
+                    to: "/var/db/jailtx/manifests/mroot2".into(),
+                    exclude: vec!["usr/ports".into()],
+                },
+            ),
+            step("stop-www", Action::StopJail { jail: www.clone() }),
+            step(
+                "unmount-www-s",
+                Action::Unmount {
+                    src: "/home/js/www".into(),
+                    dst: "/home/j/www/s".into(),
+                    read_only: false,
+                },
+            ),
+            step(
+                "unmount-www",
+                Action::Unmount {
+                    src: "/home/j/mroot".into(),
+                    dst: "/home/j/www".into(),
+                    read_only: true,
                 },
             ),
             step(
@@ -130,25 +188,77 @@ fn upgrade_plan() -> Plan {
                 },
             ),
             step(
-                "write-fstab",
-                Action::WriteFile {
-                    path: "/var/db/jailtx/jails/www.fstab".into(),
-                    contents: "/home/j/mroot /home/j/www nullfs ro 0 0\n".into(),
+                "switch-mroot",
+                Action::Rename {
+                    from: "/home/j/mroot2".into(),
+                    to: "/home/j/mroot".into(),
+                },
+            ),
+            step("mount-www", mount("/home/j/mroot", "/home/j/www", true)),
+            step("mount-www-s", mount("/home/js/www", "/home/j/www/s", false)),
+            step("start-www", Action::StartJail { jail: www.clone() }),
+            step(
+                "health",
+                Action::HealthCheck {
+                    jails: vec![
+                        (www, Some("nc -z 10.0.0.2 80".into())),
+                        (jail("db", "10.0.0.3"), None),
+                    ],
+                    timeout_secs: 30,
+                },
+            ),
+            // After the commit: the /etc merge in the jail, then pruning.
+            step(
+                "etc-keep-old",
+                Action::RenameIn {
+                    root: "/home/js/www".into(),
+                    from: "etc/motd".into(),
+                    to: "etc/motd.jailtx-old".into(),
+                    expect: Some(
+                        "af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262".into(),
+                    ),
+                },
+            ),
+            step(
+                "etc-write",
+                Action::WriteFileIn {
+                    root: "/home/js/www".into(),
+                    rel: "etc/motd".into(),
+                    contents: Blob(b"FreeBSD 15.0\n\xff".to_vec()),
                     mode: 0o644,
+                    uid: 0,
+                    gid: 0,
                 },
             ),
             step(
-                "link-etc",
-                Action::Symlink {
-                    target: "s/etc".into(),
-                    link: "/home/j/mroot2/etc".into(),
+                "etc-mkdir",
+                Action::MakeDirIn {
+                    root: "/home/js/www".into(),
+                    rel: "etc/rc.conf.d".into(),
+                    mode: 0o755,
+                    uid: 0,
+                    gid: 0,
                 },
             ),
             step(
-                "copy-skel",
-                Action::CopyTree {
-                    from: "/home/j/skel".into(),
-                    to: "/home/js/www".into(),
+                "etc-link",
+                Action::SymlinkIn {
+                    root: "/home/js/www".into(),
+                    rel: "etc/localtime".into(),
+                    target: "/usr/share/zoneinfo/UTC".into(),
+                },
+            ),
+            step(
+                "etc-remove",
+                Action::RemoveFileIn {
+                    root: "/home/js/www".into(),
+                    rel: "etc/motd.jailtx-old".into(),
+                },
+            ),
+            step(
+                "unflag-old",
+                Action::ClearFlags {
+                    path: "/home/j/mroot.20251201".into(),
                 },
             ),
             step(
@@ -158,11 +268,14 @@ fn upgrade_plan() -> Plan {
                 },
             ),
         ],
-        commit: 5,
+        commit: 12,
         notes: notes(&[("from", "mroot.20251201"), ("to", "mroot")]),
+        bystanders: Vec::new(),
     }
 }
 
+/// The shape of `jailtx jail create www --start`, with a running jail `db`
+/// that the plan does not touch as its bystander.
 fn create_plan() -> Plan {
     Plan {
         op: "jail-create".into(),
@@ -183,44 +296,122 @@ fn create_plan() -> Plan {
                 },
             ),
             step(
-                "mkdir-s",
-                Action::MakeDir {
-                    path: "/home/j/www/s".into(),
-                    mode: 0o755,
+                "write-fstab",
+                Action::WriteFile {
+                    path: "/var/db/jailtx/jails/fstab.www".into(),
+                    contents: "/home/j/mroot /home/j/www nullfs ro 0 0\n\
+                               /home/js/www /home/j/www/s nullfs rw 0 0\n"
+                        .into(),
+                    mode: 0o644,
+                },
+            ),
+            step(
+                "link-conf",
+                Action::Symlink {
+                    target: "/var/db/jailtx/jails/www.conf".into(),
+                    link: "/etc/jail.conf.d/www.conf".into(),
+                },
+            ),
+            step("mount-root", mount("/home/j/mroot", "/home/j/www", true)),
+            step("mount-s", mount("/home/js/www", "/home/j/www/s", false)),
+            step(
+                "start",
+                Action::StartJail {
+                    jail: jail("www", "10.0.0.2"),
                 },
             ),
         ],
+        commit: 7,
+        notes: BTreeMap::new(),
+        bystanders: vec![
+            mount("/home/j/mroot", "/home/j/db", true),
+            mount("/home/js/db", "/home/j/db/s", false),
+            Action::StartJail {
+                jail: jail("db", "10.0.0.3"),
+            },
+        ],
+    }
+}
+
+/// The shape of `jailtx init`: small enough to decode by hand (section 6.3).
+fn init_plan() -> Plan {
+    let mkdir = |path: &str, mode| Action::MakeDir {
+        path: path.into(),
+        mode,
+    };
+    Plan {
+        op: "init".into(),
+        summary: "create the layout under /home".into(),
+        steps: vec![
+            step("mkdir-j", mkdir("/home/j", 0o755)),
+            step("mkdir-js", mkdir("/home/js", 0o755)),
+            step("mkdir-manifests", mkdir("/var/db/jailtx/manifests", 0o700)),
+        ],
         commit: 3,
         notes: BTreeMap::new(),
+        bystanders: Vec::new(),
+    }
+}
+
+/// The intent record of steps `first..=last`: one step alone, or a batch
+/// (the engine batches consecutive mount/unmount/start/stop steps).
+fn intents(tx: u64, (first, last): (u32, u32)) -> Record {
+    if first == last {
+        Record::StepIntent(mark(tx, first))
+    } else {
+        Record::StepIntents(StepRange { tx, first, last })
+    }
+}
+
+fn dones(tx: u64, (first, last): (u32, u32)) -> Record {
+    if first == last {
+        Record::StepDone(mark(tx, first))
+    } else {
+        Record::StepDones(StepRange { tx, first, last })
     }
 }
 
 fn committed() -> Image {
     let tx = 7;
+    let plan = upgrade_plan();
+    let commit = plan.commit;
     let mut img = Image::new(JOURNAL_MAGIC).push(Record::Begin(Begin {
         tx,
         started_ms: T0,
-        plan: upgrade_plan(),
+        plan,
     }));
-    for i in 0..5 {
-        img = img
-            .push(Record::StepIntent(mark(tx, i)))
-            .push(Record::StepDone(mark(tx, i)));
+    // Steps 3-5 (stop, unmount ×2) and 8-10 (mount ×2, start) are batches.
+    let runs = [
+        (0, 0),
+        (1, 1),
+        (2, 2),
+        (3, 5),
+        (6, 6),
+        (7, 7),
+        (8, 10),
+        (11, 11),
+    ]
+    .into_iter()
+    .chain((12..19).map(|i| (i, i)));
+    for run in runs {
+        if run.0 == commit {
+            img = img.push(Record::Commit(Commit { tx }));
+        }
+        img = img.push(intents(tx, run)).push(dones(tx, run));
     }
-    img.push(Record::Commit(Commit { tx }))
-        .push(Record::StepIntent(mark(tx, 5)))
-        .push(Record::StepDone(mark(tx, 5)))
-        .push(Record::End(End {
-            tx,
-            ended_ms: T0 + 61_500,
-            outcome: Outcome::Committed,
-            reason: None,
-            notes: notes(&[("downtime_ms", "4200")]),
-        }))
+    img.push(Record::End(End {
+        tx,
+        ended_ms: T0 + 61_500,
+        outcome: Outcome::Committed,
+        reason: None,
+        notes: notes(&[("downtime_ms", "4200")]),
+    }))
 }
 
-const FAILURE: &str = "mkdir /home/j/www/s: File exists (os error 17)";
+const FAILURE: &str = "start jail www: exec.start exited with status 1";
 
+/// The start of jail www (the last step of a batch of three) fails: every
+/// step with an intent is compensated, newest first.
 fn rolled_back() -> Image {
     let tx = 8;
     let mut img = Image::new(JOURNAL_MAGIC).push(Record::Begin(Begin {
@@ -228,19 +419,15 @@ fn rolled_back() -> Image {
         started_ms: T0 + 120_000,
         plan: create_plan(),
     }));
-    for i in 0..2 {
-        img = img
-            .push(Record::StepIntent(mark(tx, i)))
-            .push(Record::StepDone(mark(tx, i)));
+    for i in 0..4 {
+        img = img.push(intents(tx, (i, i))).push(dones(tx, (i, i)));
     }
-    img = img
-        .push(Record::StepIntent(mark(tx, 2)))
-        .push(Record::Abort(Abort {
-            tx,
-            step: Some(2),
-            reason: FAILURE.into(),
-        }));
-    for i in (0..3).rev() {
+    img = img.push(intents(tx, (4, 6))).push(Record::Abort(Abort {
+        tx,
+        step: Some(6),
+        reason: FAILURE.into(),
+    }));
+    for i in (0..7).rev() {
         img = img
             .push(Record::CompIntent(mark(tx, i)))
             .push(Record::CompDone(mark(tx, i)));
@@ -254,14 +441,13 @@ fn rolled_back() -> Image {
     }))
 }
 
-/// Transaction 9 stopped after the intent of step 1: `recover` resumes at step 1.
-fn interrupted() -> Image {
-    let tx = 9;
+/// `init` as transaction `tx`, stopped after the intent of step 1.
+fn init_stopped(tx: u64, started_ms: i64) -> Image {
     Image::new(JOURNAL_MAGIC)
         .push(Record::Begin(Begin {
             tx,
-            started_ms: T0 + 180_000,
-            plan: create_plan(),
+            started_ms,
+            plan: init_plan(),
         }))
         .push(Record::StepIntent(mark(tx, 0)))
         .push(Record::StepDone(mark(tx, 0)))
@@ -273,11 +459,11 @@ fn summaries() -> Image {
         .push(Record::Summary(Summary {
             tx: 7,
             op: "upgrade".into(),
-            summary: "new template from /tmp/world".into(),
+            summary: "new template from /tmp/base.txz".into(),
             started_ms: T0,
             ended_ms: T0 + 61_500,
             outcome: Outcome::Committed,
-            steps: 6,
+            steps: 19,
             reason: None,
             notes: notes(&[
                 ("downtime_ms", "4200"),
@@ -292,7 +478,7 @@ fn summaries() -> Image {
             started_ms: T0 + 120_000,
             ended_ms: T0 + 121_250,
             outcome: Outcome::RolledBack,
-            steps: 3,
+            steps: 7,
             reason: Some(FAILURE.into()),
             notes: BTreeMap::new(),
         }))
@@ -320,7 +506,7 @@ fn vectors() -> Vec<Vector> {
     for (name, img) in [
         ("committed.journal", committed()),
         ("rolled-back.journal", rolled_back()),
-        ("interrupted.journal", interrupted()),
+        ("interrupted.journal", init_stopped(9, T0 + 180_000)),
         ("history.history", summaries()),
     ] {
         add(name, &img, img.bytes.clone(), img.expect(0));
@@ -328,19 +514,11 @@ fn vectors() -> Vec<Vector> {
 
     // The abort of transaction 10 was being appended when the power went:
     // its header and half its payload reached the disk.
-    let base = Image::new(JOURNAL_MAGIC)
-        .push(Record::Begin(Begin {
-            tx: 10,
-            started_ms: T0 + 240_000,
-            plan: create_plan(),
-        }))
-        .push(Record::StepIntent(mark(10, 0)))
-        .push(Record::StepDone(mark(10, 0)))
-        .push(Record::StepIntent(mark(10, 1)));
+    let base = init_stopped(10, T0 + 240_000);
     let abort = frame::encode(&Record::Abort(Abort {
         tx: 10,
         step: Some(1),
-        reason: "copy /home/j/skel -> /home/js/www: No space left on device (os error 28)".into(),
+        reason: "mkdir /home/js: No space left on device (os error 28)".into(),
     }))
     .unwrap();
     let cut = frame::FRAME_HEADER_LEN + (abort.len() - frame::FRAME_HEADER_LEN) / 2;
@@ -365,8 +543,9 @@ fn vectors() -> Vec<Vector> {
     add("corrupt-middle.journal", &base, bytes, error_json(&err));
 
     // A frame with a sound checksum but a tag this version does not know
-    // (written by a newer jailtx): refused, never skipped.
-    let (tag, payload) = (10u8, [10u8, 0]);
+    // (written by a newer jailtx): refused, never skipped. Tags are assigned
+    // upwards from 1, so 255 will be the last to mean anything.
+    let (tag, payload) = (255u8, [10u8, 0]);
     let mut bytes = frame::header(JOURNAL_MAGIC).to_vec();
     bytes.extend((payload.len() as u32).to_le_bytes());
     bytes.push(tag);
@@ -487,7 +666,7 @@ fn journal_vectors_fold_as_their_names_say() {
     let r = status(rolled_back());
     assert_eq!(r.status(), TxStatus::Ended);
     assert_eq!(r.comp_done, r.intent);
-    let i = status(interrupted());
+    let i = status(init_stopped(9, T0 + 180_000));
     assert_eq!(i.status(), TxStatus::InFlight);
     assert_eq!(i.first_not_done(), 1);
     assert!(i.intent[1]);
@@ -526,5 +705,66 @@ fn every_vector_file_is_known_and_listed() {
                 .iter()
                 .any(|k| json_path(Path::new(""), k) == Path::new(&name));
         assert!(listed, "{name}: a stray file in the vectors folder");
+    }
+}
+
+/// Every `Action` variant in declaration order, with its index and the name
+/// the format README gives it. Postcard encodes a variant as its index, so a
+/// variant inserted or moved anywhere but the end changes what every stored
+/// journal means.
+const ACTION_VARIANTS: [&str; 20] = [
+    "MakeDir",
+    "Rename",
+    "WriteFile",
+    "Symlink",
+    "RemoveTree",
+    "CopyTree",
+    "Mount",
+    "Unmount",
+    "StartJail",
+    "StopJail",
+    "Populate",
+    "HealthCheck",
+    "Shape",
+    "WriteManifest",
+    "ClearFlags",
+    "WriteFileIn",
+    "RenameIn",
+    "RemoveFileIn",
+    "MakeDirIn",
+    "SymlinkIn",
+];
+
+#[test]
+fn action_variants_keep_their_indices_and_are_documented() {
+    let readme = std::fs::read_to_string(dir().join("../README.md")).unwrap();
+    let mut seen = BTreeMap::new();
+    for plan in [upgrade_plan(), create_plan(), init_plan()] {
+        for action in plan.steps.iter().map(|s| &s.action).chain(&plan.bystanders) {
+            let bytes = postcard::to_stdvec(action).unwrap();
+            // Fewer than 128 variants: the index is one varint byte.
+            let index = usize::from(bytes[0]);
+            let name = format!("{action:?}");
+            let name = name.split([' ', '(', '{']).next().unwrap().to_owned();
+            assert_eq!(
+                ACTION_VARIANTS.get(index).copied(),
+                Some(name.as_str()),
+                "Action::{name} is encoded as variant {index}: variants were inserted or \
+                 reordered (new ones go at the end)"
+            );
+            seen.insert(index, name);
+        }
+    }
+    for (index, name) in ACTION_VARIANTS.iter().enumerate() {
+        assert_eq!(
+            seen.get(&index).map(String::as_str),
+            Some(*name),
+            "no vector uses Action::{name}: add it to a vector plan"
+        );
+        let row = format!("| {index} | {name} |");
+        assert!(
+            readme.contains(&row),
+            "journal-format/README.md has no row `{row}` in its Action table"
+        );
     }
 }

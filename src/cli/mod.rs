@@ -36,7 +36,10 @@ impl Ctx {
 
     fn host(&self) -> Box<dyn Host> {
         match self.backend.as_str() {
-            "freebsd" => host::by_name("freebsd").unwrap_or_else(|| Box::new(LinuxHost::new())),
+            "freebsd" => Box::new(host::freebsd::FreeBsdHost::for_cli(
+                &self.cfg.freebsd,
+                self.global.dry_run,
+            )),
             _ => Box::new(LinuxHost::new().with_log_dir(self.layout.jails.clone())),
         }
     }
@@ -60,7 +63,11 @@ pub fn main() -> ExitCode {
                 .collect();
             let line = head.join(" ");
             let line = line.strip_prefix("error: ").unwrap_or(&line);
-            eprintln!("jailtx: {line}; see `jailtx --help`");
+            let msg = format!("{line}; see `jailtx --help`");
+            if std::env::args_os().any(|a| a == "--json") {
+                println!("{}", serde_json::json!({ "error": msg, "exit_code": 2 }));
+            }
+            eprintln!("jailtx: {msg}");
             return ExitCode::from(2);
         }
     };
@@ -168,11 +175,12 @@ fn run(cli: Cli) -> Result<(), Error> {
         Command::Status => status(&ctx),
         Command::Upgrade { source } => {
             let source = world_source(source)?;
-            plan_window_and_run(&ctx, |ctx, host| {
+            plan_window_and_run(&ctx, true, |ctx, host| {
                 ops::upgrade::plan_upgrade(&ctx.world(host), source)
             })
         }
-        Command::Rollback { to } => plan_window_and_run(&ctx, |ctx, host| {
+        Command::EtcMerge { names } => etc_merge(&ctx, &names),
+        Command::Rollback { to } => plan_window_and_run(&ctx, false, |ctx, host| {
             ops::upgrade::plan_rollback(&ctx.world(host), to.as_deref())
         }),
         Command::Prune { keep } => plan_and_run(&ctx, |ctx, host| {
@@ -242,6 +250,19 @@ fn open_state(ctx: &Ctx) -> Result<State, Error> {
 /// Prints the plan under `--dry-run`, otherwise runs it as one transaction.
 fn execute(ctx: &Ctx, state: Option<&mut State>, plan: Plan) -> Result<(), Error> {
     plan.validate().map_err(EngineError::from)?;
+    if ctx.global.dry_run && ctx.backend == "freebsd" {
+        // The exact commands and files, not the generic step listing.
+        if host::native() != "freebsd" {
+            output::note(ctx.global.json, host::freebsd::SIMULATED_NOTE);
+        }
+        let t = host::transcript::of_plan(&plan, &ctx.cfg.freebsd);
+        if ctx.global.json {
+            println!("{}", t.to_json());
+        } else {
+            print!("{t}");
+        }
+        return Ok(());
+    }
     if ctx.global.dry_run {
         output::plan(ctx.global.json, &plan);
         return Ok(());
@@ -264,6 +285,7 @@ fn init(ctx: &Ctx) -> Result<(), Error> {
     }
     // The journal lives in the state dir, so the state dir itself is made
     // before the transaction (durably, parent by parent); the rest is journaled.
+    crate::fs::create_dir_all_durable(&ctx.layout.base, 0o755)?;
     crate::fs::create_dir_all_durable(&ctx.layout.state, 0o700)?;
     let mut state = open_state(ctx)?;
     let plan = ops::init::plan(&ctx.layout);
@@ -271,11 +293,16 @@ fn init(ctx: &Ctx) -> Result<(), Error> {
 }
 
 fn recover(ctx: &Ctx, rollback: bool) -> Result<(), Error> {
-    let mut state = State::open(&ctx.layout, ctx.fault.clone(), ctx.host())?;
     if ctx.global.dry_run {
-        output::pending(ctx.global.json, state.engine.pending());
+        // Read only: opening for writing would trim a torn tail.
+        if !ctx.layout.state.is_dir() {
+            return Err(statedir::StateError::Missing(ctx.layout.state.clone()).into());
+        }
+        let (_, pending) = statedir::read_history(&ctx.layout)?;
+        output::pending(ctx.global.json, pending.as_ref());
         return Ok(());
     }
+    let mut state = State::open(&ctx.layout, ctx.fault.clone(), ctx.host())?;
     let mode = if rollback {
         RecoverMode::Rollback
     } else {
@@ -300,6 +327,8 @@ fn run_plan(ctx: &Ctx, file: &std::path::Path) -> Result<(), Error> {
         .map_err(|e| Error::Usage(format!("read plan {}: {e}", file.display())))?;
     let plan: Plan = serde_json::from_str(&text)
         .map_err(|e| Error::Usage(format!("plan {}: {e}", file.display())))?;
+    // Before the lock and before any --auto-recover: exit 2 changes nothing.
+    plan.validate().map_err(EngineError::from)?;
     if ctx.global.dry_run {
         return execute(ctx, None, plan);
     }
@@ -339,9 +368,11 @@ fn plan_and_run(
 }
 
 /// [`plan_and_run`] for plans with a downtime window, which the end record
-/// and the output report in milliseconds.
+/// and the output report in milliseconds. With `merge_etc` (upgrade), the
+/// `/etc` merge follows a commit as its own transaction.
 fn plan_window_and_run(
     ctx: &Ctx,
+    merge_etc: bool,
     planner: impl FnOnce(&Ctx, &dyn Host) -> Result<(Plan, (usize, usize)), String>,
 ) -> Result<(), Error> {
     if !ctx.layout.state.is_dir() {
@@ -357,8 +388,67 @@ fn plan_window_and_run(
     plan.validate().map_err(EngineError::from)?;
     let notes = ops::upgrade::downtime_notes(window);
     let report = state.engine.run_noted(plan, &notes)?;
-    output::report(ctx.global.json, &report);
-    Ok(())
+    if !merge_etc {
+        output::report(ctx.global.json, &report);
+        return Ok(());
+    }
+    // A clash or a failure here never undoes the committed upgrade.
+    let merged = merge_etc_after_commit(ctx, &mut state, host.as_ref());
+    output::upgrade_and_merge(ctx.global.json, &report, &merged);
+    merged.outcome()
+}
+
+/// The `/etc` merge as its own transaction: planned against the state the
+/// previous transaction left, run, and described (never an `Err`: the caller
+/// has committed work to report first).
+fn merge_etc_after_commit(ctx: &Ctx, state: &mut State, host: &dyn Host) -> output::EtcMerged {
+    let mut out = output::EtcMerged::default();
+    let (plan, report) = match crate::etcmerge::plan(&ctx.world(host), &[]) {
+        Ok(p) => p,
+        Err(e) => {
+            out.error = Some(format!("{e}; fix that, then run `jailtx etc-merge`"));
+            return out;
+        }
+    };
+    out.report = Some(report);
+    if plan.is_empty() {
+        return out;
+    }
+    match state.engine.run(plan) {
+        Ok(tx) => out.tx = Some(tx),
+        Err(e) => out.error = Some(format!("the /etc merge: {e}")),
+    }
+    out
+}
+
+/// `etc-merge [NAME…]`: the three-way `/etc` merge as one transaction.
+fn etc_merge(ctx: &Ctx, names: &[String]) -> Result<(), Error> {
+    if !ctx.layout.state.is_dir() {
+        return Err(statedir::StateError::Missing(ctx.layout.state.clone()).into());
+    }
+    let host = ctx.host();
+    let mut state = if ctx.global.dry_run {
+        None
+    } else {
+        Some(open_state(ctx)?)
+    };
+    let (plan, report) =
+        crate::etcmerge::plan(&ctx.world(host.as_ref()), names).map_err(Error::Usage)?;
+    plan.validate().map_err(EngineError::from)?;
+    let mut merged = output::EtcMerged {
+        report: Some(report),
+        ..Default::default()
+    };
+    match &mut state {
+        None => output::etc_merge_plan(ctx.global.json, &merged, &plan),
+        Some(state) => {
+            if !plan.is_empty() {
+                merged.tx = Some(state.engine.run(plan)?);
+            }
+            output::etc_merge(ctx.global.json, &merged);
+        }
+    }
+    merged.outcome()
 }
 
 fn status(ctx: &Ctx) -> Result<(), Error> {

@@ -12,7 +12,8 @@ fn print_json(v: &serde_json::Value) {
 }
 
 pub fn error(json: bool, e: &Error, code: u8) {
-    if json {
+    // Attention follows a document already printed (which says it all).
+    if json && !matches!(e, Error::Attention(_)) {
         print_json(&json!({ "error": e.to_string(), "exit_code": code }));
     }
     eprintln!("jailtx: {e}");
@@ -175,5 +176,82 @@ pub fn status(json: bool, rows: &[crate::ops::jail::StatusRow]) {
                 .unwrap_or("-"),
             r.path.display()
         );
+    }
+}
+
+/// An `/etc` merge as the commands report it: what it found, the
+/// transaction that carried it out, or why it could not run.
+#[derive(Debug, Default)]
+pub struct EtcMerged {
+    pub report: Option<crate::etcmerge::MergeReport>,
+    pub tx: Option<Report>,
+    pub error: Option<String>,
+}
+
+impl EtcMerged {
+    fn json(&self) -> serde_json::Value {
+        let targets = self.report.as_ref().map(|r| &r.targets);
+        json!({ "targets": targets, "report": self.tx, "error": self.error })
+    }
+
+    fn print(&self) {
+        if let Some(r) = &self.report {
+            print!("{r}");
+        }
+        match (&self.tx, &self.error) {
+            (_, Some(e)) => println!("etc-merge: {e}"),
+            (Some(tx), None) => println!("{}", report_line(tx)),
+            (None, None) => println!("etc-merge: nothing to change"),
+        }
+    }
+
+    /// Exit 7 (SPEC section 2 plus docs/etc-merge.md) when the operator has
+    /// conflicts, refusals or a failed merge to look at.
+    pub fn outcome(&self) -> Result<(), Error> {
+        if let Some(e) = &self.error {
+            return Err(Error::Attention(format!("/etc was not merged: {e}")));
+        }
+        match &self.report {
+            Some(r) if r.needs_operator() => Err(Error::Attention(format!(
+                "/etc needs the operator: {}; resolve the *.jailtx-merge proposals and refusals listed",
+                r.summary()
+            ))),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// `upgrade`: the upgrade's transaction, then its `/etc` merge.
+pub fn upgrade_and_merge(json: bool, r: &Report, m: &EtcMerged) {
+    if json {
+        print_json(&json!({ "changed": true, "report": r, "etc_merge": m.json() }));
+        return;
+    }
+    report(false, r);
+    m.print();
+}
+
+/// `etc-merge`, run.
+pub fn etc_merge(json: bool, m: &EtcMerged) {
+    if json {
+        print_json(&json!({ "changed": m.tx.is_some(), "etc_merge": m.json() }));
+    } else {
+        m.print();
+    }
+}
+
+/// `etc-merge --dry-run`: per file what would happen, and the plan.
+pub fn etc_merge_plan(json: bool, m: &EtcMerged, p: &Plan) {
+    if json {
+        print_json(&json!({ "dry_run": true, "plan": p, "etc_merge": m.json() }));
+        return;
+    }
+    if let Some(r) = &m.report {
+        print!("{r}");
+    }
+    if p.is_empty() {
+        println!("etc-merge: nothing to change");
+    } else {
+        print!("{p}");
     }
 }

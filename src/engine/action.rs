@@ -7,7 +7,7 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
-use crate::fs::{self, FsError};
+use crate::fs::{self, FsError, beneath};
 use crate::host::{Host, HostError};
 use crate::manifest::{self, ManifestError};
 use crate::world::{self, WorldError};
@@ -82,7 +82,19 @@ pub fn apply(action: &Action, host: &dyn Host) -> Result<()> {
             Entry::Missing => Ok(fs::create_dir_durable(path, *mode)?),
             // Already made by an earlier, interrupted run: the mkdir may not be
             // durable yet, so sync the parent again before the done record.
-            Entry::Dir => Ok(fs::fsync_parent(path)?),
+            Entry::Dir => {
+                // mkdir and chmod are two syscalls: a crash between them
+                // leaves the umask's mode, so set the mode again, durably.
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(*mode)).map_err(
+                    |source| FsError::Chmod {
+                        path: path.clone(),
+                        source,
+                    },
+                )?;
+                fs::fsync_dir(path)?;
+                Ok(fs::fsync_parent(path)?)
+            }
             _ => Err(ActionError::Conflict {
                 path: path.clone(),
                 what: "exists and is not a directory".into(),
@@ -129,7 +141,8 @@ pub fn apply(action: &Action, host: &dyn Host) -> Result<()> {
             fs::copy_tree(from, &partial)?;
             // One syncfs makes every copied file durable before the rename
             // publishes the tree: a visible `to` is always a complete copy.
-            fs::sync_filesystem(&partial)?;
+            // The parent: `partial` itself may be a symlink (a lone copied link).
+            fs::sync_filesystem(partial.parent().unwrap_or(Path::new("/")))?;
             Ok(fs::rename_durable(&partial, to)?)
         }
         Action::Mount {
@@ -147,10 +160,11 @@ pub fn apply(action: &Action, host: &dyn Host) -> Result<()> {
             carry_over,
         } => Ok(world::shape(template, skel.as_deref(), carry_over)?),
         Action::HealthCheck {
-            jail,
-            command,
+            jails,
             timeout_secs,
-        } => health_check(host, jail, command.as_deref(), *timeout_secs),
+        } => jails.iter().try_for_each(|(jail, command)| {
+            health_check(host, jail, command.as_deref(), *timeout_secs)
+        }),
         Action::WriteManifest {
             template,
             to,
@@ -164,6 +178,37 @@ pub fn apply(action: &Action, host: &dyn Host) -> Result<()> {
             let m = manifest::build(template, exclude)?;
             Ok(manifest::write(to, &m)?)
         }
+        Action::ClearFlags { path } => Ok(host.clear_flags(path)?),
+        Action::WriteFileIn {
+            root,
+            rel,
+            contents,
+            mode,
+            uid,
+            gid,
+        } => Ok(beneath::write_new(
+            root,
+            rel,
+            &contents.0,
+            *mode,
+            *uid,
+            *gid,
+        )?),
+        Action::RenameIn {
+            root,
+            from,
+            to,
+            expect,
+        } => Ok(beneath::rename(root, from, to, expect.as_deref())?),
+        Action::RemoveFileIn { root, rel } => Ok(beneath::remove_file(root, rel)?),
+        Action::MakeDirIn {
+            root,
+            rel,
+            mode,
+            uid,
+            gid,
+        } => Ok(beneath::make_dir(root, rel, *mode, *uid, *gid)?),
+        Action::SymlinkIn { root, rel, target } => Ok(beneath::symlink(root, rel, target)?),
     }
 }
 
@@ -192,6 +237,20 @@ fn health_check(
             })?;
     }
     Ok(())
+}
+
+/// Puts back what the finished compensation of `action` had turned on (a
+/// mount, a running jail), after a reboot took it away; a no-op otherwise.
+pub fn reapply_undo_effect(action: &Action, host: &dyn Host) -> Result<()> {
+    match action {
+        Action::Unmount {
+            src,
+            dst,
+            read_only,
+        } => Ok(host.mount(src, dst, *read_only)?),
+        Action::StopJail { jail } => host.start_jail(jail).map(|_| ()).map_err(Into::into),
+        _ => Ok(()),
+    }
 }
 
 /// Takes the effect of `action` away, whether it ran fully, partly or not at all.
@@ -247,13 +306,41 @@ pub fn undo(action: &Action, host: &dyn Host) -> Result<()> {
             read_only,
         } => Ok(host.mount(src, dst, *read_only)?),
         Action::StartJail { jail } => Ok(host.stop_jail(jail)?),
-        Action::StopJail { jail } => host.start_jail(jail).map(|_| ()).map_err(Into::into),
-        Action::Populate { to, .. } => Ok(world::unpopulate(to)?),
+        // The stop may have run partly (exec.stop done, init still alive):
+        // finishing it first makes the start a real start, not a no-op on a
+        // jail whose services are gone.
+        Action::StopJail { jail } => {
+            host.stop_jail(jail)?;
+            host.start_jail(jail).map(|_| ()).map_err(Into::into)
+        }
+        Action::Populate { to, .. } => {
+            // An installworld leaves `schg` files (libc, ld-elf.so, var/empty)
+            // that no one may unlink until the flag is cleared (FreeBSD).
+            host.clear_flags(&world::partial_path(to))?;
+            host.clear_flags(to)?;
+            Ok(world::unpopulate(to)?)
+        }
         Action::Shape { skel, .. } => Ok(world::unshape(skel.as_deref())?),
         Action::HealthCheck { .. } => Ok(()),
         Action::WriteManifest { to, .. } => {
             fs::remove_file_durable(&fs::temp_path(to))?;
             Ok(fs::remove_file_durable(to)?)
         }
+        Action::ClearFlags { .. } => Ok(()),
+        Action::WriteFileIn {
+            root,
+            rel,
+            contents,
+            ..
+        } => Ok(beneath::unwrite_new(root, rel, &contents.0)?),
+        // Back only if the forward rename happened: `to` there, `from` free.
+        Action::RenameIn { root, from, to, .. } => match beneath::rename(root, to, from, None) {
+            Err(FsError::Vanished { .. }) => Ok(()),
+            other => Ok(other?),
+        },
+        // Plans never put a removal before the commit point (Plan::validate).
+        Action::RemoveFileIn { .. } => Ok(()),
+        Action::MakeDirIn { root, rel, .. } => Ok(beneath::unmake_dir(root, rel)?),
+        Action::SymlinkIn { root, rel, target } => Ok(beneath::unsymlink(root, rel, target)?),
     }
 }

@@ -23,7 +23,7 @@ use crate::host::Host;
 use crate::journal::state::{TxStatus, fold};
 use crate::journal::{
     Abort, Begin, Commit, End, HISTORY_MAGIC, JOURNAL_MAGIC, JournalError, Log, Outcome, Record,
-    StepMark, Storage, Summary, TxId, TxState,
+    StepMark, StepRange, Storage, Summary, TxId, TxState,
 };
 
 pub use action::ActionError;
@@ -258,7 +258,7 @@ impl<S: Storage> Engine<S> {
         let result = match (status, mode) {
             (TxStatus::Committed, RecoverMode::Rollback) => {
                 warn!("transaction is past its commit point: finishing it forwards instead");
-                self.forward(&mut st)
+                self.reconcile(&st).and_then(|()| self.forward(&mut st))
             }
             (TxStatus::InFlight, RecoverMode::Rollback) => {
                 self.abort(
@@ -372,6 +372,26 @@ impl<S: Storage> Engine<S> {
         Ok(())
     }
 
+    /// Before going on with a rollback: compensations finished before a crash
+    /// may have mounted filesystems and started jails that a reboot took away
+    /// since; put those back, in the order the compensations ran.
+    fn reapply_done_compensations(&mut self, st: &TxState) -> Result<(), EngineError> {
+        let steps = &st.begin.plan.steps;
+        for i in (0..steps.len()).rev().filter(|i| st.comp_done[*i]) {
+            let step = &steps[i];
+            action::reapply_undo_effect(&step.action, self.host.as_ref()).map_err(|source| {
+                EngineError::Reconcile {
+                    tx: st.tx(),
+                    step: i,
+                    name: step.name.clone(),
+                    action: step.action.to_string(),
+                    source: Box::new(source),
+                }
+            })?;
+        }
+        Ok(())
+    }
+
     fn keep_if_unfinished(&mut self, st: TxState) {
         if st.end.is_none() {
             self.pending = Some(st);
@@ -409,59 +429,95 @@ impl<S: Storage> Engine<S> {
         let plan = st.begin.plan.clone();
         let names: Vec<String> = plan.steps.iter().map(|s| s.name.clone()).collect();
         let commit = plan.commit as usize;
-        for i in st.first_not_done()..plan.steps.len() {
+        let n = plan.steps.len();
+        let mut i = st.first_not_done();
+        while i < n {
             if i == commit && !st.committed {
                 self.append(Record::Commit(Commit { tx }))?;
                 st.committed = true;
             }
-            let step = &plan.steps[i];
-            let _span = info_span!("step", i, name = %step.name).entered();
-            let mark = StepMark { tx, step: i as u32 };
-            let fault = self.fault.as_ref();
-            fault::point(fault, Instant::BeforeIntent, i, &names);
-            if !st.intent[i] {
-                self.append(Record::StepIntent(mark))?;
+            // A batch: consecutive mount/unmount/start/stop/health steps, never
+            // across the commit point. One intent record for all of them is
+            // durable before the first acts and one done record follows the
+            // last: every such step (and its undo) is correct whether or not it
+            // ran, so "intent without done" for the whole run is recoverable,
+            // and a window over N jails costs a constant number of syncs.
+            let limit = if i < commit { commit } else { n };
+            let mut last = i;
+            if plan.steps[i].action.volatile() {
+                while last + 1 < limit && plan.steps[last + 1].action.volatile() {
+                    last += 1;
+                }
+            }
+            let batch = last > i;
+            fault::point(self.fault.as_ref(), Instant::BeforeIntent, i, &names);
+            if batch {
+                let range = StepRange {
+                    tx,
+                    first: i as u32,
+                    last: last as u32,
+                };
+                self.append(Record::StepIntents(range))?;
+                st.intent[i..=last].fill(true);
+            } else if !st.intent[i] {
+                self.append(Record::StepIntent(StepMark { tx, step: i as u32 }))?;
                 st.intent[i] = true;
             }
-            fault::point(self.fault.as_ref(), Instant::AfterIntent, i, &names);
-            info!(action = %step.action, "run");
-            self.executed += 1;
-            let start_us = clock.elapsed().as_micros() as u64;
-            match action::apply(&step.action, self.host.as_ref()) {
-                Ok(()) => {
-                    self.timings.push(StepTiming {
-                        index: i,
-                        name: step.name.clone(),
-                        start_us,
-                        end_us: clock.elapsed().as_micros() as u64,
-                    });
-                    fault::point(self.fault.as_ref(), Instant::AfterEffect, i, &names);
-                    self.append(Record::StepDone(mark))?;
-                    st.done[i] = true;
-                    fault::point(self.fault.as_ref(), Instant::AfterDone, i, &names);
+            for k in i..=last {
+                let step = &plan.steps[k];
+                let _span = info_span!("step", i = k, name = %step.name).entered();
+                if k > i {
+                    fault::point(self.fault.as_ref(), Instant::BeforeIntent, k, &names);
                 }
-                Err(source) if st.committed => {
-                    return Err(EngineError::AfterCommit {
-                        tx,
-                        step: i,
-                        name: step.name.clone(),
-                        action: step.action.to_string(),
-                        source: Box::new(source),
-                    });
-                }
-                Err(source) => {
-                    warn!(error = %source, "step failed, rolling back");
-                    self.abort(st, Some(i as u32), source.to_string())?;
+                fault::point(self.fault.as_ref(), Instant::AfterIntent, k, &names);
+                info!(action = %step.action, "run");
+                self.executed += 1;
+                let start_us = clock.elapsed().as_micros() as u64;
+                if let Err(source) = action::apply(&step.action, self.host.as_ref()) {
+                    let (name, action) = (step.name.clone(), step.action.to_string());
+                    if st.committed {
+                        return Err(EngineError::AfterCommit {
+                            tx,
+                            step: k,
+                            name,
+                            action,
+                            source: Box::new(source),
+                        });
+                    }
+                    info!(error = %source, "step failed, rolling back");
+                    self.abort(st, Some(k as u32), source.to_string())?;
                     self.backward(st)?;
                     return Err(EngineError::RolledBack {
                         tx,
-                        step: i,
-                        name: step.name.clone(),
-                        action: step.action.to_string(),
+                        step: k,
+                        name,
+                        action,
                         source: Box::new(source),
                     });
                 }
+                self.timings.push(StepTiming {
+                    index: k,
+                    name: step.name.clone(),
+                    start_us,
+                    end_us: clock.elapsed().as_micros() as u64,
+                });
+                fault::point(self.fault.as_ref(), Instant::AfterEffect, k, &names);
             }
+            if batch {
+                let range = StepRange {
+                    tx,
+                    first: i as u32,
+                    last: last as u32,
+                };
+                self.append(Record::StepDones(range))?;
+            } else {
+                self.append(Record::StepDone(StepMark { tx, step: i as u32 }))?;
+            }
+            st.done[i..=last].fill(true);
+            for k in i..=last {
+                fault::point(self.fault.as_ref(), Instant::AfterDone, k, &names);
+            }
+            i = last + 1;
         }
         if !st.committed {
             self.append(Record::Commit(Commit { tx }))?;
@@ -474,11 +530,17 @@ impl<S: Storage> Engine<S> {
     fn backward(&mut self, st: &mut TxState) -> Result<Report, EngineError> {
         let clock = Clock::now();
         self.restore_prior_volatile_state(st)?;
+        self.reapply_done_compensations(st)?;
         let tx = st.tx();
         let plan = st.begin.plan.clone();
         let names: Vec<String> = plan.steps.iter().map(|s| s.name.clone()).collect();
+        // Steps after the one that failed never ran: the executor stops at a
+        // failure and writes the abort before anything else. Within a batch
+        // they have an intent all the same, and need no undo.
+        let failed = st.abort.as_ref().and_then(|a| a.step).map(|k| k as usize);
         for i in (0..plan.steps.len()).rev() {
-            if !st.intent[i] || st.comp_done[i] {
+            let never_ran = failed.is_some_and(|k| i > k && !st.done[i]);
+            if !st.intent[i] || st.comp_done[i] || never_ran {
                 continue;
             }
             let step = &plan.steps[i];
@@ -492,15 +554,23 @@ impl<S: Storage> Engine<S> {
             fault::point(self.fault.as_ref(), Instant::CompAfterIntent, i, &names);
             info!(action = %step.action, "undo");
             self.executed += 1;
-            action::undo(&step.action, self.host.as_ref()).map_err(|source| {
-                EngineError::CompensationFailed {
+            // The step whose apply failed may never have acted: a rename
+            // refuses before rename(2) when its source is gone or its target
+            // is in the way, and then there is nothing of ours to move back.
+            let failed_here = st.abort.as_ref().and_then(|a| a.step) == Some(i as u32)
+                && !st.done[i]
+                && matches!(step.action, Action::Rename { .. });
+            match action::undo(&step.action, self.host.as_ref()) {
+                Err(ActionError::Conflict { .. } | ActionError::Vanished { .. }) if failed_here => {
+                }
+                other => other.map_err(|source| EngineError::CompensationFailed {
                     tx,
                     step: i,
                     name: step.name.clone(),
                     action: step.action.to_string(),
                     source: Box::new(source),
-                }
-            })?;
+                })?,
+            }
             fault::point(self.fault.as_ref(), Instant::CompAfterEffect, i, &names);
             self.append(Record::CompDone(mark))?;
             st.comp_done[i] = true;

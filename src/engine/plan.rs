@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use crate::etcmerge::Blob;
 use crate::host::JailSpec;
 use crate::world::Source;
 
@@ -58,12 +59,13 @@ pub enum Action {
     /// Fill `to` (which must not exist when the plan is made) with a world
     /// from a directory, an archive or a command. Undo: remove it.
     Populate { source: Source, to: PathBuf },
-    /// Check that a started jail is up: its init alive and, if given, a
-    /// command run on the host (with JAIL_NAME, JAIL_IP, JAIL_JID) exits 0
-    /// within the timeout. Changes nothing, so its undo does nothing.
+    /// Check that the started jails are up: each init alive and, where a
+    /// command is given, that command run on the host (with JAIL_NAME,
+    /// JAIL_IP, JAIL_JID, JAIL_HOSTNAME) exits 0 within the timeout. One step
+    /// for all jails: two journal syncs, not two per jail, inside the window.
+    /// Changes nothing, so its undo does nothing.
     HealthCheck {
-        jail: JailSpec,
-        command: Option<String>,
+        jails: Vec<(JailSpec, Option<String>)>,
         timeout_secs: u64,
     },
     /// Shape the world at `template` (read-write dirs to `skel`, or dropped
@@ -85,6 +87,51 @@ pub enum Action {
         to: PathBuf,
         exclude: Vec<PathBuf>,
     },
+    /// Clear the immutable flags under `path` (FreeBSD: `chflags -R noschg`,
+    /// the Handbook's `chflags -R 0 var`) so that a later step can remove it;
+    /// a missing `path` is a no-op. Undo: nothing (the flags only ever guard
+    /// a tree that the plan, or its compensations, remove).
+    ClearFlags { path: PathBuf },
+    /// Create file `root/rel`, which must not exist when the plan is made,
+    /// atomically, with exactly `mode` and owner. `root` is trusted; below it
+    /// a jail may write, so `rel` is resolved without following any symlink
+    /// (see `fs::beneath`). Undo: remove it if it still holds `contents`.
+    WriteFileIn {
+        root: PathBuf,
+        rel: PathBuf,
+        contents: Blob,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    },
+    /// Rename `root/from` to `root/to` (resolved as in `WriteFileIn`),
+    /// never replacing anything. With `expect` (BLAKE3, hex), `from` must be
+    /// the regular file the plan was made from. Undo: rename it back.
+    RenameIn {
+        root: PathBuf,
+        from: PathBuf,
+        to: PathBuf,
+        expect: Option<String>,
+    },
+    /// Remove the file or symlink `root/rel` (resolved as in `WriteFileIn`).
+    /// Forward-only: after the commit point (before it, `RenameIn` aside).
+    RemoveFileIn { root: PathBuf, rel: PathBuf },
+    /// Make directory `root/rel` (resolved as in `WriteFileIn`) with `mode`
+    /// and owner. Undo: remove it (it must be empty by then).
+    MakeDirIn {
+        root: PathBuf,
+        rel: PathBuf,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    },
+    /// Create symlink `root/rel` -> `target` (resolved as in `WriteFileIn`).
+    /// Undo: remove the link.
+    SymlinkIn {
+        root: PathBuf,
+        rel: PathBuf,
+        target: PathBuf,
+    },
 }
 
 impl Action {
@@ -102,7 +149,10 @@ impl Action {
 
     /// Whether the action has a compensation (may stand before the commit point).
     pub fn reversible(&self) -> bool {
-        !matches!(self, Action::RemoveTree { .. })
+        !matches!(
+            self,
+            Action::RemoveTree { .. } | Action::RemoveFileIn { .. }
+        )
     }
 
     /// The short kind name (`mkdir`, `rename`…), as used in fault targets and logs.
@@ -122,6 +172,12 @@ impl Action {
             Action::Shape { .. } => "shape",
             Action::HealthCheck { .. } => "health-check",
             Action::WriteManifest { .. } => "manifest",
+            Action::ClearFlags { .. } => "clear-flags",
+            Action::WriteFileIn { .. } => "write-in",
+            Action::RenameIn { .. } => "rename-in",
+            Action::RemoveFileIn { .. } => "remove-in",
+            Action::MakeDirIn { .. } => "mkdir-in",
+            Action::SymlinkIn { .. } => "symlink-in",
         }
     }
 }
@@ -172,10 +228,10 @@ impl fmt::Display for Action {
             Action::Populate { source, to } => {
                 write!(f, "populate {} from {source}", to.display())
             }
-            Action::HealthCheck { jail, command, .. } => match command {
-                Some(c) => write!(f, "health-check jail {} (`{c}`)", jail.name),
-                None => write!(f, "health-check jail {}", jail.name),
-            },
+            Action::HealthCheck { jails, .. } => {
+                let names: Vec<&str> = jails.iter().map(|(j, _)| j.name.as_str()).collect();
+                write!(f, "health-check {}", names.join(" "))
+            }
             Action::Shape { template, skel, .. } => match skel {
                 Some(skel) => write!(
                     f,
@@ -191,6 +247,41 @@ impl fmt::Display for Action {
                 template.display(),
                 to.display()
             ),
+            Action::ClearFlags { path } => write!(f, "chflags -R noschg {}", path.display()),
+            Action::WriteFileIn {
+                root,
+                rel,
+                contents,
+                mode,
+                uid,
+                gid,
+            } => write!(
+                f,
+                "write {} ({} bytes, mode {mode:04o}, owner {uid}:{gid})",
+                root.join(rel).display(),
+                contents.len()
+            ),
+            Action::RenameIn { root, from, to, .. } => write!(
+                f,
+                "mv {} {}",
+                root.join(from).display(),
+                root.join(to).display()
+            ),
+            Action::RemoveFileIn { root, rel } => write!(f, "rm {}", root.join(rel).display()),
+            Action::MakeDirIn {
+                root,
+                rel,
+                mode,
+                uid,
+                gid,
+            } => write!(
+                f,
+                "mkdir -m {mode:04o} {} (owner {uid}:{gid})",
+                root.join(rel).display()
+            ),
+            Action::SymlinkIn { root, rel, target } => {
+                write!(f, "ln -s {} {}", target.display(), root.join(rel).display())
+            }
         }
     }
 }

@@ -104,6 +104,7 @@ pub fn copy_tree(src: &Path, dst: &Path) -> Result<CopyStats> {
 
     let mut copier = Copier {
         root_dev: st.st_dev,
+        dst_root: (0, 0),
         src_dir: PathBuf::new(),
         dst_dir: dst_parent.to_path_buf(),
         links: HashMap::new(),
@@ -152,6 +153,11 @@ pub fn copy_tree(src: &Path, dst: &Path) -> Result<CopyStats> {
         source: e.into(),
     })?;
     let dst_fd = open_new_dir(dst_parent_fd.as_fd(), &dst_name, dst)?;
+    let dst_st = fstat(&dst_fd).map_err(|e| FsError::Stat {
+        path: dst.to_path_buf(),
+        source: e.into(),
+    })?;
+    copier.dst_root = (dst_st.st_dev, dst_st.st_ino);
     let root = copier.frame(src_fd, dst_fd, dst_name, st)?;
     copier.walk(root)?;
     Ok(copier.stats)
@@ -179,6 +185,9 @@ struct Parked {
 
 struct Copier {
     root_dev: u64,
+    /// (dev, ino) of the copy's root: met again in the source only if the
+    /// copy is inside it by a path canonicalize cannot see (a bind mount).
+    dst_root: (u64, u64),
     /// Paths of the directory being filled, for messages and hard links only:
     /// every operation goes through descriptors.
     src_dir: PathBuf,
@@ -296,6 +305,12 @@ impl Copier {
         if !is(&st, SFlag::S_IFDIR) {
             self.copy_entry(cur.src.as_fd(), &name, cur.dst.as_fd(), &name, &st)?;
             return Ok(None);
+        }
+        if (st.st_dev, st.st_ino) == self.dst_root {
+            return Err(FsError::CopyIntoItself {
+                src: join(&self.src_dir, &name),
+                dst: self.dst_dir.clone(),
+            });
         }
         let dst_path = join(&self.dst_dir, &name);
         // 0700 until its children are in: no one else can enter or race us

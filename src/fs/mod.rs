@@ -4,6 +4,7 @@
 //! directories holding their names) lives here, so the journal and the engine
 //! can state their crash guarantees in terms of these few functions.
 
+pub mod beneath;
 mod copy;
 mod dirfd;
 mod durable;
@@ -88,6 +89,13 @@ pub enum FsError {
     TreeChanged { path: PathBuf },
     #[error("{path} has no final name component (it is / or ends in ..)")]
     NoFileName { path: PathBuf },
+    /// A path below a jail-writable directory that would leave it or is unsafe to use.
+    #[error("refusing {path}: {why} (never followed out of a jail-writable tree)")]
+    Refused { path: PathBuf, why: String },
+    #[error("{path}: {what}; move it aside, then run `jailtx recover`")]
+    InTheWay { path: PathBuf, what: String },
+    #[error("rename {from} -> {to}: neither exists; something outside jailtx moved it")]
+    Vanished { from: PathBuf, to: PathBuf },
 }
 
 #[cfg(test)]

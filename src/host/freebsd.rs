@@ -1,13 +1,24 @@
-//! The FreeBSD backend: the same host operations as FreeBSD commands
-//! (`mount -t nullfs`, `umount`, `jail -c/-r`, `jls --libxo=json`), all run
-//! through one [`Runner`] seam so tests can record them.
+//! The FreeBSD backend: the host operations as FreeBSD commands
+//! (`mount -t nullfs`, `umount`, `jail -c/-r`, `jls --libxo=json -v`,
+//! `chflags`), all run through one [`Runner`] seam so tests can record them.
+//!
+//! Every argv is built by one of the `*_argv` functions below, which the
+//! transcript ([`super::transcript`]) calls too: what a dry run prints is what
+//! this backend runs. Each mutating command is preceded by a check of the
+//! current state (`mount -p`, `jls`), which is what makes it idempotent:
+//! FreeBSD stacks a second nullfs mount on the first, `umount` of what is not
+//! mounted fails, and so do `jail -c` of a running jail and `jail -r` of a
+//! stopped one.
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use super::{Host, HostError, JailSpec, Running};
+use crate::config::FreeBsd as FreeBsdConfig;
 
-/// Runs one command (argv) and returns its stdout; non-zero exit is an error.
+use super::{Host, HostError, JailSpec, Running, freebsd_conf};
+
+/// Runs one command (argv) and returns its stdout; non-zero exit is an error
+/// carrying the exit status and stderr.
 pub trait Runner: Send + Sync {
     fn run(&self, argv: &[String]) -> Result<String, String>;
 }
@@ -21,8 +32,9 @@ impl Runner for SystemRunner {
         let (prog, args) = argv.split_first().ok_or("empty command")?;
         let out = std::process::Command::new(prog)
             .args(args)
+            .stdin(std::process::Stdio::null())
             .output()
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| format!("{prog}: {e}"))?;
         if out.status.success() {
             Ok(String::from_utf8_lossy(&out.stdout).into_owned())
         } else {
@@ -32,7 +44,8 @@ impl Runner for SystemRunner {
     }
 }
 
-/// Records commands instead of running them (golden transcripts, dry runs).
+/// Records commands instead of running them; every command succeeds with
+/// empty output (so `jls` and `mount -p` report nothing up).
 #[derive(Debug, Default)]
 pub struct RecordingRunner {
     pub commands: Mutex<Vec<String>>,
@@ -48,68 +61,219 @@ impl Runner for RecordingRunner {
     }
 }
 
-pub struct FreeBsdHost {
-    runner: Box<dyn Runner>,
-    /// Where `NAME.conf` jail configs live (default `/etc/jail.conf.d`).
-    pub conf_dir: PathBuf,
-}
-
-impl FreeBsdHost {
-    pub fn new(runner: Box<dyn Runner>) -> Self {
-        FreeBsdHost {
-            runner,
-            conf_dir: "/etc/jail.conf.d".into(),
-        }
-    }
-
-    fn run(&self, argv: &[&str]) -> Result<String, String> {
-        let argv: Vec<String> = argv.iter().map(|s| (*s).to_owned()).collect();
-        self.runner.run(&argv)
-    }
-
-    fn conf(&self, name: &str) -> String {
-        self.conf_dir
-            .join(format!("{name}.conf"))
-            .display()
-            .to_string()
-    }
+fn argv(parts: &[&str]) -> Vec<String> {
+    parts.iter().map(|s| (*s).to_owned()).collect()
 }
 
 fn s(p: &Path) -> String {
     p.display().to_string()
 }
 
-/// The running jails in `jls --libxo=json` output.
-pub fn parse_jls(json: &str) -> Result<Vec<Running>, String> {
-    let v: serde_json::Value =
-        serde_json::from_str(json).map_err(|e| format!("jls output: {e}"))?;
-    let list = v
-        .get("jail-information")
-        .and_then(|j| j.get("jail"))
-        .and_then(|j| j.as_array())
-        .ok_or("jls output: no jail-information.jail list")?;
-    list.iter()
-        .map(|j| {
-            let jid = j
-                .get("jid")
-                .and_then(|x| x.as_u64())
-                .ok_or("jls output: jail without jid")?;
-            let name = j.get("name").and_then(|x| x.as_str()).unwrap_or_default();
-            let path = j.get("path").and_then(|x| x.as_str()).unwrap_or_default();
-            Ok(Running {
-                name: name.to_owned(),
-                jid: u32::try_from(jid).map_err(|_| "jls output: jid out of range")?,
-                path: path.into(),
+/// `mount -t nullfs -o ro|rw SRC DST`.
+pub fn mount_argv(src: &Path, dst: &Path, read_only: bool) -> Vec<String> {
+    let mode = if read_only { "ro" } else { "rw" };
+    argv(&["mount", "-t", "nullfs", "-o", mode, &s(src), &s(dst)])
+}
+
+/// `umount DST`: never `-f`, so a busy mount (a jail still in it) fails loudly.
+pub fn umount_argv(dst: &Path) -> Vec<String> {
+    argv(&["umount", &s(dst)])
+}
+
+/// `jail -f CONF -c NAME`.
+pub fn jail_create_argv(conf: &Path, name: &str) -> Vec<String> {
+    argv(&["jail", "-f", &s(conf), "-c", name])
+}
+
+/// `jail -f CONF -r NAME`: runs `exec.stop`, then ends the jail's processes.
+pub fn jail_remove_argv(conf: &Path, name: &str) -> Vec<String> {
+    argv(&["jail", "-f", &s(conf), "-r", name])
+}
+
+/// `jls --libxo=json -v`. Plain `jls` leaves out the jail's name, which is
+/// how jailtx knows its jails; `-v` adds it (and the state).
+pub fn jls_argv() -> Vec<String> {
+    argv(&["jls", "--libxo=json", "-v"])
+}
+
+/// `mount -p`: the mount table in fstab(5) form.
+pub fn mount_table_argv() -> Vec<String> {
+    argv(&["mount", "-p"])
+}
+
+/// `chflags -R noschg PATH` (symlinks are not followed: `-P` is the default).
+pub fn chflags_argv(path: &Path) -> Vec<String> {
+    argv(&["chflags", "-R", "noschg", &s(path)])
+}
+
+/// `[timeout SECS] [env K=V…] /bin/sh -c COMMAND`: a host command with its
+/// environment and time limit spelled out, as timeout(1) and env(1) give them.
+pub fn command_argv(
+    command: &str,
+    env: &[(String, String)],
+    timeout: Option<std::time::Duration>,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Some(t) = timeout {
+        out.push("timeout".to_owned());
+        out.push(t.as_secs().max(1).to_string());
+    }
+    if !env.is_empty() {
+        out.push("env".to_owned());
+        out.extend(env.iter().map(|(k, v)| format!("{k}={v}")));
+    }
+    out.extend(argv(&["/bin/sh", "-c", command]));
+    out
+}
+
+/// What `--dry-run --backend freebsd` says on a host that is not FreeBSD.
+pub const SIMULATED_NOTE: &str =
+    "this host is not FreeBSD: planned as if no jail ran and nothing was mounted";
+
+pub struct FreeBsdHost {
+    runner: Box<dyn Runner>,
+    /// Where `NAME.conf` and `fstab.NAME` live (`[freebsd]` in the config).
+    pub files: FreeBsdConfig,
+}
+
+impl FreeBsdHost {
+    /// The backend with the default places (`/etc/jail.conf.d`, `/etc`).
+    pub fn new(runner: Box<dyn Runner>) -> Self {
+        Self::with_config(runner, &FreeBsdConfig::default())
+    }
+
+    pub fn with_config(runner: Box<dyn Runner>, files: &FreeBsdConfig) -> Self {
+        FreeBsdHost {
+            runner,
+            files: files.clone(),
+        }
+    }
+
+    /// The backend the command line uses: real commands on FreeBSD; for a
+    /// `--dry-run` elsewhere, a simulated host with nothing mounted and no
+    /// jail running (which is the truth on a host without FreeBSD jails).
+    pub fn for_cli(files: &FreeBsdConfig, dry_run: bool) -> Self {
+        let runner: Box<dyn Runner> = if dry_run && super::native() != "freebsd" {
+            Box::new(super::freebsd_sim::SimFreeBsd::new())
+        } else {
+            Box::new(SystemRunner)
+        };
+        Self::with_config(runner, files)
+    }
+
+    fn run(&self, argv: Vec<String>) -> Result<String, String> {
+        self.runner.run(&argv)
+    }
+
+    fn conf(&self, name: &str) -> PathBuf {
+        freebsd_conf::conf_path(&self.files, name)
+    }
+
+    /// The mount table (`mount -p`).
+    pub fn mounts(&self) -> Result<Vec<MountEntry>, HostError> {
+        let out = self
+            .run(mount_table_argv())
+            .map_err(|e| HostError::MountTable {
+                path: "mount -p".into(),
+                source: std::io::Error::other(e),
+            })?;
+        Ok(parse_mount_p(&out))
+    }
+}
+
+/// One line of `mount -p`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MountEntry {
+    pub src: PathBuf,
+    pub dst: PathBuf,
+    pub fstype: String,
+    pub options: String,
+}
+
+/// Decodes fstab(5)'s octal escapes (`\040` for a space), as getfsent(3)
+/// and jail(8) do with strunvis(3).
+pub fn unvis(field: &str) -> String {
+    let b = field.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let octal = b
+            .get(i + 1..i + 4)
+            .filter(|d| d.iter().all(|c| (b'0'..=b'7').contains(c)));
+        match (b[i], octal) {
+            (b'\\', Some(d)) => {
+                let v = d.iter().fold(0u32, |a, c| a * 8 + u32::from(c - b'0'));
+                out.push(u8::try_from(v).unwrap_or(b'?'));
+                i += 4;
+            }
+            (c, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The mounts in `mount -p` output (fstab(5) format: device, mount point,
+/// type, options, dump, pass). Lines with fewer than three fields are skipped.
+pub fn parse_mount_p(text: &str) -> Vec<MountEntry> {
+    text.lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            if f.len() < 3 {
+                return None;
+            }
+            Some(MountEntry {
+                src: unvis(f[0]).into(),
+                dst: unvis(f[1]).into(),
+                fstype: f[2].to_owned(),
+                options: f.get(3).copied().unwrap_or_default().to_owned(),
             })
         })
         .collect()
 }
 
-/// The mount points in `mount -p` output (fstab format: the second field).
-pub fn parse_mount_p(text: &str) -> Vec<PathBuf> {
-    text.lines()
-        .filter_map(|l| l.split_whitespace().nth(1))
-        .map(PathBuf::from)
+/// The running jails in `jls --libxo=json [-v]` output:
+/// `{"__version": "2", "jail-information": {"jail": [{"jid": 1, "name": …, "path": …}]}}`.
+/// A jail without a `name` (plain `jls`) is named by its JID, as jail(8)
+/// names a jail created without one.
+pub fn parse_jls(json: &str) -> Result<Vec<Running>, String> {
+    let v: serde_json::Value =
+        serde_json::from_str(json).map_err(|e| format!("jls output: {e}"))?;
+    let info = v
+        .get("jail-information")
+        .ok_or("jls output: no jail-information")?;
+    let Some(list) = info.get("jail") else {
+        // libxo leaves out a list that got no instance.
+        return Ok(Vec::new());
+    };
+    let list = list.as_array().ok_or("jls output: jail is not a list")?;
+    list.iter()
+        .map(|j| {
+            let jid = match j.get("jid") {
+                Some(serde_json::Value::Number(n)) => n.as_u64(),
+                Some(serde_json::Value::String(s)) => s.parse().ok(),
+                _ => None,
+            }
+            .ok_or("jls output: jail without a jid")?;
+            let jid = u32::try_from(jid).map_err(|_| "jls output: jid out of range")?;
+            let name = j
+                .get("name")
+                .and_then(|x| x.as_str())
+                .map(str::to_owned)
+                .unwrap_or_else(|| jid.to_string());
+            let path = j
+                .get("path")
+                .and_then(|x| x.as_str())
+                .ok_or("jls output: jail without a path")?;
+            Ok(Running {
+                name,
+                jid,
+                path: path.into(),
+            })
+        })
         .collect()
 }
 
@@ -118,8 +282,10 @@ impl Host for FreeBsdHost {
         "freebsd"
     }
     fn mount(&self, src: &Path, dst: &Path, read_only: bool) -> Result<(), HostError> {
-        let mode = if read_only { "ro" } else { "rw" };
-        self.run(&["mount", "-t", "nullfs", "-o", mode, &s(src), &s(dst)])
+        if self.is_mounted(dst)? {
+            return Ok(());
+        }
+        self.run(mount_argv(src, dst, read_only))
             .map(|_| ())
             .map_err(|e| HostError::Mount {
                 src: src.to_owned(),
@@ -128,7 +294,10 @@ impl Host for FreeBsdHost {
             })
     }
     fn unmount(&self, dst: &Path) -> Result<(), HostError> {
-        self.run(&["umount", &s(dst)])
+        if !self.is_mounted(dst)? {
+            return Ok(());
+        }
+        self.run(umount_argv(dst))
             .map(|_| ())
             .map_err(|e| HostError::Unmount {
                 dst: dst.to_owned(),
@@ -136,24 +305,26 @@ impl Host for FreeBsdHost {
             })
     }
     fn is_mounted(&self, dst: &Path) -> Result<bool, HostError> {
-        let out = self
-            .run(&["mount", "-p"])
-            .map_err(|e| HostError::MountTable {
-                path: "mount -p".into(),
-                source: std::io::Error::other(e),
-            })?;
-        Ok(parse_mount_p(&out).iter().any(|p| p == dst))
+        Ok(self.mounts()?.iter().any(|m| m.dst == dst))
     }
     fn start_jail(&self, jail: &JailSpec) -> Result<u32, HostError> {
-        self.run(&["jail", "-f", &self.conf(&jail.name), "-c", &jail.name])
+        if let Some(jid) = super::running_jid(self, jail)? {
+            return Ok(jid);
+        }
+        self.run(jail_create_argv(&self.conf(&jail.name), &jail.name))
             .map_err(|why| HostError::Start {
                 name: jail.name.clone(),
                 why,
             })?;
+        // A jail whose exec.start left no process behind is gone again; the
+        // health check says so, here 0 stands for "no JID".
         Ok(super::running_jid(self, jail)?.unwrap_or(0))
     }
     fn stop_jail(&self, jail: &JailSpec) -> Result<(), HostError> {
-        self.run(&["jail", "-f", &self.conf(&jail.name), "-r", &jail.name])
+        if super::running_jid(self, jail)?.is_none() {
+            return Ok(());
+        }
+        self.run(jail_remove_argv(&self.conf(&jail.name), &jail.name))
             .map(|_| ())
             .map_err(|why| HostError::Stop {
                 name: jail.name.clone(),
@@ -161,27 +332,37 @@ impl Host for FreeBsdHost {
             })
     }
     fn running(&self) -> Result<Vec<Running>, HostError> {
-        let out = self
-            .run(&["jls", "--libxo=json"])
-            .map_err(HostError::List)?;
+        let out = self.run(jls_argv()).map_err(HostError::List)?;
         if out.trim().is_empty() {
             return Ok(Vec::new());
         }
         parse_jls(&out).map_err(HostError::List)
     }
+    fn clear_flags(&self, path: &Path) -> Result<(), HostError> {
+        match std::fs::symlink_metadata(path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => {
+                return Err(HostError::ClearFlags {
+                    path: path.to_owned(),
+                    why: e.to_string(),
+                });
+            }
+            Ok(_) => {}
+        }
+        self.run(chflags_argv(path))
+            .map(|_| ())
+            .map_err(|why| HostError::ClearFlags {
+                path: path.to_owned(),
+                why,
+            })
+    }
     fn run_command(
         &self,
         command: &str,
-        _env: &[(String, String)],
+        env: &[(String, String)],
         timeout: Option<std::time::Duration>,
     ) -> Result<(), HostError> {
-        let secs = timeout.map(|t| t.as_secs().max(1).to_string());
-        let mut argv: Vec<&str> = Vec::new();
-        if let Some(secs) = &secs {
-            argv.extend(["timeout", secs.as_str()]);
-        }
-        argv.extend(["/bin/sh", "-c", command]);
-        self.run(&argv)
+        self.run(command_argv(command, env, timeout))
             .map(|_| ())
             .map_err(|why| HostError::Command {
                 command: command.to_owned(),
@@ -195,20 +376,52 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parses_jls_libxo() {
+    fn parses_jls_libxo_with_and_without_names() {
         let j = r#"{"__version": "2", "jail-information": {"jail": [
-            {"jid": 1, "ipv4": "192.168.3.17", "hostname": "ns.example.org", "path": "/usr/home/j/ns", "name": "ns"}
+            {"jid": 1, "hostname": "ns.example.org", "path": "/usr/home/j/ns", "name": "ns", "state": "ACTIVE"},
+            {"jid": "7", "ipv4": "192.168.3.18", "hostname": "mail.example.org", "path": "/usr/home/j/mail"}
         ]}}"#;
         let r = parse_jls(j).unwrap();
-        assert_eq!(r[0].jid, 1);
+        assert_eq!((r[0].jid, r[0].name.as_str()), (1, "ns"));
         assert_eq!(r[0].path, PathBuf::from("/usr/home/j/ns"));
+        assert_eq!((r[1].jid, r[1].name.as_str()), (7, "7"));
         assert!(parse_jls("{}").is_err());
+        assert!(parse_jls("not json").is_err());
+        let empty = r#"{"__version": "2", "jail-information": {}}"#;
+        assert!(parse_jls(empty).unwrap().is_empty());
     }
 
     #[test]
-    fn parses_mount_p() {
-        let t =
-            "/dev/ada0p2\t/\tufs\trw\t1 1\n/usr/home/j/mroot\t/usr/home/j/ns\tnullfs\tro\t0 0\n";
-        assert_eq!(parse_mount_p(t)[1], PathBuf::from("/usr/home/j/ns"));
+    fn parses_mount_p_with_escapes() {
+        let t = "/dev/ada0p2\t\t/\t\tufs\trw\t\t1 1\n\
+                 /usr/home/j/mroot\t/usr/home/j/ns\tnullfs\tro\t\t0 0\n\
+                 /tmp/a\\040b\t/mnt/x\\134y\tnullfs\trw\t0 0\n";
+        let m = parse_mount_p(t);
+        assert_eq!(m[1].dst, PathBuf::from("/usr/home/j/ns"));
+        assert_eq!(
+            (m[1].fstype.as_str(), m[1].options.as_str()),
+            ("nullfs", "ro")
+        );
+        assert_eq!(m[2].src, PathBuf::from("/tmp/a b"));
+        assert_eq!(m[2].dst, PathBuf::from("/mnt/x\\y"));
+    }
+
+    #[test]
+    fn commands_spell_out_env_and_timeout() {
+        let env = [("JAIL_NAME".to_owned(), "ns".to_owned())];
+        let a = command_argv("true", &env, Some(std::time::Duration::from_secs(30)));
+        assert_eq!(
+            a,
+            [
+                "timeout",
+                "30",
+                "env",
+                "JAIL_NAME=ns",
+                "/bin/sh",
+                "-c",
+                "true"
+            ]
+        );
+        assert_eq!(command_argv("x", &[], None), ["/bin/sh", "-c", "x"]);
     }
 }

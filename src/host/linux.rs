@@ -326,6 +326,11 @@ impl Host for LinuxHost {
         Ok(out)
     }
 
+    /// Linux has no `schg`; the `chattr +i` flag is not part of a world.
+    fn clear_flags(&self, _path: &Path) -> Result<(), HostError> {
+        Ok(())
+    }
+
     fn run_command(
         &self,
         command: &str,

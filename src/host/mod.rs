@@ -2,10 +2,13 @@
 //! the `linux` (real), `freebsd` (commands) and recording (tests) backends.
 
 pub mod freebsd;
+pub mod freebsd_conf;
+pub mod freebsd_sim;
 pub mod linux;
 pub mod linux_init;
 pub mod mountinfo;
 pub mod recording;
+pub mod transcript;
 
 use std::path::{Path, PathBuf};
 
@@ -65,6 +68,8 @@ pub enum HostError {
     List(String),
     #[error("run `{command}`: {why}")]
     Command { command: String, why: String },
+    #[error("clear the file flags under {path}: {why}")]
+    ClearFlags { path: PathBuf, why: String },
     #[error("{0} (injected failure)")]
     Injected(String),
 }
@@ -86,6 +91,10 @@ pub trait Host: Send + Sync {
     fn stop_jail(&self, jail: &JailSpec) -> Result<(), HostError>;
     /// The jails running now.
     fn running(&self) -> Result<Vec<Running>, HostError>;
+    /// Clears the immutable flags (`schg`) on everything under `path`, so that
+    /// the tree can be removed; a missing `path` is a no-op. FreeBSD only:
+    /// elsewhere there is nothing to clear.
+    fn clear_flags(&self, path: &Path) -> Result<(), HostError>;
     /// Runs a shell command line on the host (`--from-cmd`, health checks),
     /// with extra environment variables; killed and failed after `timeout`.
     fn run_command(

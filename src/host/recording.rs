@@ -18,6 +18,7 @@ pub enum Call {
     StartJail(String),
     StopJail(String),
     RunCommand(String),
+    ClearFlags(PathBuf),
 }
 
 #[derive(Debug, Default)]
@@ -118,6 +119,10 @@ impl Host for RecordingHost {
         _timeout: Option<std::time::Duration>,
     ) -> Result<(), HostError> {
         drop(self.record(Call::RunCommand(command.to_owned()))?);
+        Ok(())
+    }
+    fn clear_flags(&self, path: &Path) -> Result<(), HostError> {
+        drop(self.record(Call::ClearFlags(path.to_owned()))?);
         Ok(())
     }
 }

@@ -107,6 +107,28 @@ impl std::fmt::Display for ScanError {
     }
 }
 
+/// Whether a whole frame with a good checksum and a known tag starts
+/// anywhere after the first byte of `rest`. Only run on damage, over at most
+/// one transaction's journal.
+fn valid_frame_after(rest: &[u8]) -> bool {
+    (1..rest.len()).any(|at| {
+        let r = &rest[at..];
+        if r.len() < FRAME_HEADER_LEN {
+            return false;
+        }
+        let plen = u32::from_le_bytes([r[0], r[1], r[2], r[3]]);
+        let extent = FRAME_HEADER_LEN + plen as usize;
+        if plen > MAX_PAYLOAD || extent > r.len() {
+            return false;
+        }
+        let mut sum = [0u8; 8];
+        sum.copy_from_slice(&r[5..13]);
+        let payload = &r[FRAME_HEADER_LEN..extent];
+        checksum(plen, r[4], payload) == u64::from_le_bytes(sum)
+            && matches!(Record::decode_payload(r[4], payload), Some(Ok(_)))
+    })
+}
+
 /// The records of a file, where they end, and the torn tail if there is one.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Scan {
@@ -169,7 +191,10 @@ pub fn scan(bytes: &[u8], magic: [u8; 8]) -> Result<Scan, ScanError> {
         };
         if let Some(why) = damage {
             let reaches_eof = plen <= MAX_PAYLOAD && extent >= rest.len() as u64;
-            if reaches_eof || zero_tail {
+            // A damaged length can make a frame in the middle look like it
+            // runs to the end of file; a whole, valid frame after it proves
+            // the damage is not the last write.
+            if (reaches_eof || zero_tail) && !valid_frame_after(rest) {
                 return Ok(Scan { records, ..torn() });
             }
             return Err(ScanError::Corrupt { offset, why });

@@ -16,7 +16,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 pub use frame::{HISTORY_MAGIC, JOURNAL_MAGIC, Scan, ScanError};
-pub use record::{Abort, Begin, Commit, End, Outcome, Record, StepMark, Summary, TxId};
+pub use record::{Abort, Begin, Commit, End, Outcome, Record, StepMark, StepRange, Summary, TxId};
 pub use state::TxState;
 pub use storage::{FileStorage, MemDiskHandle, MemStorage, Storage};
 
@@ -77,7 +77,12 @@ pub fn read_log<S: Storage>(
         path: path.to_owned(),
         source,
     })?;
-    if bytes.is_empty() {
+    // An empty file, or a header cut short (or zero-filled) by a crash while
+    // the file was first created, holds no records; open() writes it anew.
+    let header = frame::header(magic);
+    let short = (bytes.len() as u64) < frame::HEADER_LEN && header.starts_with(&bytes);
+    let zeros = bytes.len() as u64 <= frame::HEADER_LEN && bytes.iter().all(|b| *b == 0);
+    if short || zeros {
         return Ok(Scan {
             records: Vec::new(),
             valid_len: 0,
@@ -154,11 +159,20 @@ impl<S: Storage> Log<S> {
 
     /// Cuts the file back to a bare header, durably.
     pub fn reset(&mut self) -> Result<(), JournalError> {
-        let header = frame::header(self.magic);
-        self.storage
-            .set_len(0)
-            .and_then(|()| self.storage.write(0, &header))
-            .map_err(|source| self.write_err(source))?;
+        // A valid header stays where it is and only the records go: a crash
+        // during a truncate leaves either the old file or the bare header,
+        // never a half-written header. A new file gets its header written.
+        if self.end >= frame::HEADER_LEN {
+            self.storage
+                .set_len(frame::HEADER_LEN)
+                .map_err(|source| self.write_err(source))?;
+        } else {
+            let header = frame::header(self.magic);
+            self.storage
+                .set_len(0)
+                .and_then(|()| self.storage.write(0, &header))
+                .map_err(|source| self.write_err(source))?;
+        }
         self.sync()?;
         self.end = frame::HEADER_LEN;
         Ok(())

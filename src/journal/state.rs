@@ -135,6 +135,23 @@ pub fn fold(path: &Path, records: &[(u64, Record)]) -> Result<Vec<TxState>, Jour
                 }
                 tx.done[i] = true;
             }
+            Record::StepIntents(r) | Record::StepDones(r) => {
+                let (first, last) = (step(r.first)?, step(r.last)?);
+                if first > last {
+                    return Err(bad("a step range that runs backwards"));
+                }
+                if let Record::StepIntents(_) = record {
+                    if tx.abort.is_some() {
+                        return Err(bad("a step intent after the rollback began"));
+                    }
+                    tx.intent[first..=last].fill(true);
+                } else {
+                    if !tx.intent[first..=last].iter().all(|i| *i) {
+                        return Err(bad("a step done without its intent"));
+                    }
+                    tx.done[first..=last].fill(true);
+                }
+            }
             Record::Abort(a) => {
                 if tx.committed {
                     return Err(bad("a rollback after the commit"));

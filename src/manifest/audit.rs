@@ -52,7 +52,8 @@ fn cache_hit(m: &Manifest, i: usize, now: &Meta, size: u64) -> bool {
         && now.dev == m.stats.dev
         && now.mtime_ns == s.mtime_ns
         && now.ctime_ns == s.ctime_ns
-        && s.mtime_ns < racy
+        // Writing data always sets the ctime (an mtime can be set back with
+        // utimes, which itself sets the ctime), so the ctime alone decides.
         && s.ctime_ns < racy
 }
 
@@ -63,10 +64,20 @@ pub fn run(
     mode: Mode,
     progress: &dyn Progress,
 ) -> Result<Report, ManifestError> {
+    // Path -> entry, for the walk's per-file question below: a hash lookup
+    // costs a fraction of a binary search over ~20,000 paths that share
+    // long prefixes (SipHash: file names are chosen by whoever writes the
+    // template, so no collision-prone hasher).
+    let index: HashMap<&[u8], usize> = m
+        .entries
+        .iter()
+        .enumerate()
+        .map(|(i, e)| (e.path.as_slice(), i))
+        .collect();
     // Only files the manifest has as files are hashed: an added file is
     // reported as added whatever its data, and a type change needs no data.
     let wanted = |path: &[u8], now: &Meta| {
-        let Some(i) = m.find(path) else {
+        let Some(&i) = index.get(path) else {
             return false;
         };
         match m.resolve(i).kind {
@@ -90,7 +101,7 @@ pub fn run(
         hashed_bytes: walked.hashed_bytes,
         differences: Vec::new(),
     };
-    Compare::new(dir, m, &walked.nodes, &wanted).run(&mut report)?;
+    Compare::new(dir, m, &walked.nodes, &index, &wanted).run(&mut report)?;
     report.sort();
     Ok(report)
 }
@@ -135,7 +146,7 @@ struct Compare<'a> {
     /// Hard-link group (the entry a hard link names, or itself) -> its
     /// first member that is present now as a non-directory.
     first_present: HashMap<usize, usize>,
-    /// (dev, ino) of multiply-linked nodes -> the first node with it.
+    /// (dev, ino) of multiply-linked nodes -> the node with the least path.
     first_node: HashMap<(u64, u64), usize>,
 }
 
@@ -144,6 +155,7 @@ impl<'a> Compare<'a> {
         dir: &'a Path,
         m: &'a Manifest,
         nodes: &'a [Node],
+        index: &HashMap<&[u8], usize>,
         wanted: &'a dyn Fn(&[u8], &Meta) -> bool,
     ) -> Self {
         let mut c = Compare {
@@ -155,24 +167,23 @@ impl<'a> Compare<'a> {
             first_present: HashMap::new(),
             first_node: HashMap::new(),
         };
-        // Merge join: both sides are sorted by path bytes.
-        let (mut i, mut j) = (0, 0);
-        while i < m.entries.len() && j < nodes.len() {
-            match m.entries[i].path.cmp(&nodes[j].path) {
-                std::cmp::Ordering::Less => i += 1,
-                std::cmp::Ordering::Greater => j += 1,
-                std::cmp::Ordering::Equal => {
-                    c.node_of[i] = Some(j);
-                    i += 1;
-                    j += 1;
-                }
-            }
-        }
         for (j, n) in nodes.iter().enumerate() {
+            if let Some(&i) = index.get(n.path.as_slice()) {
+                c.node_of[i] = Some(j);
+            }
             if n.meta.nlink > 1 && !n.meta.is(SFlag::S_IFDIR) {
-                c.first_node.entry((n.meta.dev, n.meta.ino)).or_insert(j);
+                c.first_node
+                    .entry((n.meta.dev, n.meta.ino))
+                    .and_modify(|k| {
+                        if n.path < nodes[*k].path {
+                            *k = j;
+                        }
+                    })
+                    .or_insert(j);
             }
         }
+        // Entries are sorted, so the first present member of each group is
+        // the least path, as on the nodes' side.
         for i in 0..m.entries.len() {
             let present = c.node_of[i].is_some_and(|j| !nodes[j].meta.is(SFlag::S_IFDIR));
             if present {
@@ -240,10 +251,9 @@ impl<'a> Compare<'a> {
     fn run(&self, r: &mut Report) -> Result<(), ManifestError> {
         let mut seen = vec![false; self.nodes.len()];
         for i in 0..self.m.entries.len() {
-            let path = display_path(&self.m.entries[i].path);
             match self.node_of[i] {
                 None => r.differences.push(Difference {
-                    path,
+                    path: display_path(&self.m.entries[i].path),
                     kind: DiffKind::Removed,
                     new_setid: false,
                     expected: Some(self.describe_entry(i)),
@@ -252,7 +262,7 @@ impl<'a> Compare<'a> {
                 Some(j) => {
                     seen[j] = true;
                     let start = r.differences.len();
-                    self.pair(i, j, path, &mut r.differences)?;
+                    self.pair(i, j, &mut r.differences)?;
                     // Any difference at a setuid/setgid file makes it one the
                     // manifest does not vouch for: flag them all.
                     if self.nodes[j].meta.is_setid_file() {
@@ -282,20 +292,14 @@ impl<'a> Compare<'a> {
     }
 
     /// Differences between manifest entry `i` and node `j` at the same path.
-    fn pair(
-        &self,
-        i: usize,
-        j: usize,
-        path: String,
-        out: &mut Vec<Difference>,
-    ) -> Result<(), ManifestError> {
+    fn pair(&self, i: usize, j: usize, out: &mut Vec<Difference>) -> Result<(), ManifestError> {
         let e = &self.m.entries[i];
         let data = self.m.resolve(i);
         let n = &self.nodes[j];
         let now = &n.meta;
         let mut diff = |kind, expected: String, actual: String| {
             out.push(Difference {
-                path: path.clone(),
+                path: display_path(&e.path),
                 kind,
                 new_setid: false,
                 expected: Some(expected),

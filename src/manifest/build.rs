@@ -10,10 +10,10 @@ use nix::sys::stat::SFlag;
 use super::walk::{self, Meta, Node, Options};
 use super::{Entry, Kind, Manifest, ManifestError, Stat, StatCache, exclude_keys};
 
-/// How far before the build's start an mtime or ctime must lie for `--quick`
-/// to trust it: at least one tick of the coarsest timestamp clock in use
-/// (Linux's coarse clock ticks every 1-10 ms; some filesystems keep whole
-/// seconds). See [`StatCache::racy_ns`].
+/// How far before the instant a file is read its ctime must lie for
+/// `--quick` to trust the cached stat: at least one tick of the coarsest
+/// timestamp clock in use (Linux's coarse clock ticks every 1-10 ms; some
+/// filesystems keep whole seconds). See [`StatCache::racy_ns`].
 const RACY_SLACK_NS: i64 = 1_000_000_000;
 
 fn now_ns() -> i64 {
@@ -37,18 +37,62 @@ pub fn build_with(
     progress: &dyn walk::Progress,
 ) -> Result<Manifest, ManifestError> {
     let excluded = exclude_keys(exclude)?;
-    let racy_ns = now_ns().saturating_sub(RACY_SLACK_NS);
+    let start = now_ns();
     let all = |_: &[u8], _: &Meta| true;
-    let walked = walk::walk(
+    let mut nodes = walk::walk(
         dir,
         &Options {
             exclude: &excluded,
             hash: &all,
             progress,
         },
-    )?;
-    let dev = walked.nodes.first().map_or(0, |n| n.meta.dev);
-    from_nodes(dir, excluded, walked.nodes, dev, racy_ns)
+    )?
+    .nodes;
+    nodes.sort_unstable_by(|a, b| a.path.cmp(&b.path));
+    let racy_ns = settle(dir, &mut nodes, start.saturating_sub(RACY_SLACK_NS))?;
+    let dev = nodes.first().map_or(0, |n| n.meta.dev);
+    from_nodes(dir, excluded, nodes, dev, racy_ns)
+}
+
+/// Rounds of waiting out racily clean files, at most. A file still racy
+/// after them (someone keeps writing it) simply stays racy: `--quick`
+/// hashes it every time, which is slower, never wrong.
+const SETTLE_ROUNDS: usize = 3;
+
+/// Makes racily clean files clean, so that `--quick` does not re-hash them
+/// forever (a template's manifest is written once, right after the files
+/// were made). A file's cached stat vouches for its hash only if its ctime
+/// lies before the instant it was read, less one timestamp tick (see
+/// [`StatCache::racy_ns`]). For the few files changed within a tick of the
+/// walk (the last ones `populate` copied, typically), this waits until the
+/// clock is a tick past their ctime and reads them again: any later change
+/// then gives them a new ctime. Returns the threshold to store.
+fn settle(dir: &Path, nodes: &mut [Node], mut racy_ns: i64) -> Result<i64, ManifestError> {
+    // Only regular files: everything else is compared in full by every audit.
+    let is_racy = |n: &Node, t: i64| n.meta.is(SFlag::S_IFREG) && n.meta.ctime_ns >= t;
+    for _ in 0..SETTLE_ROUNDS {
+        let racy: Vec<usize> = (0..nodes.len())
+            .filter(|&i| is_racy(&nodes[i], racy_ns))
+            .collect();
+        let Some(newest) = racy.iter().map(|&i| nodes[i].meta.ctime_ns).max() else {
+            break;
+        };
+        // A ctime in the future (the clock was set back) is not waited for
+        // beyond one tick: those files stay racy.
+        let until = newest
+            .saturating_add(RACY_SLACK_NS + 1)
+            .min(now_ns().saturating_add(RACY_SLACK_NS + 1));
+        let wait = until.saturating_sub(now_ns());
+        if wait > 0 {
+            std::thread::sleep(std::time::Duration::from_nanos(wait as u64));
+        }
+        let reread = now_ns();
+        for &i in &racy {
+            walk::rehash(dir, &mut nodes[i])?;
+        }
+        racy_ns = reread.saturating_sub(RACY_SLACK_NS);
+    }
+    Ok(racy_ns)
 }
 
 fn from_nodes(

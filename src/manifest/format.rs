@@ -16,6 +16,8 @@
 //! decoded manifest is recomputed from its re-encoding, never taken from
 //! file bytes: two files that decode alike have one id.
 
+use std::collections::HashSet;
+
 use serde::{Deserialize, Serialize};
 
 use super::{Entry, Kind, Manifest, ManifestError, StatCache};
@@ -198,6 +200,7 @@ pub(super) fn check(m: &Manifest) -> Result<(), DecodeError> {
     if !root.path.is_empty() || root.kind != Kind::Dir {
         return Err(invalid(0, "the first entry is not the root directory"));
     }
+    let mut dirs: HashSet<&[u8]> = HashSet::from([&b""[..]]);
     for (i, e) in m.entries.iter().enumerate() {
         if e.mode & !0o7777 != 0 {
             return Err(invalid(
@@ -215,11 +218,12 @@ pub(super) fn check(m: &Manifest) -> Result<(), DecodeError> {
             return Err(invalid(i, "entries are not sorted and unique"));
         }
         // Sorted order puts a parent before its children (a prefix sorts
-        // first), so a lookup among the earlier entries suffices.
-        let p = parent(&e.path);
-        match m.entries[..i].binary_search_by(|x| x.path.as_slice().cmp(p)) {
-            Ok(j) if m.entries[j].kind == Kind::Dir => {}
-            _ => return Err(invalid(i, "its parent is not an earlier directory entry")),
+        // first), so the directories seen so far are the candidates.
+        if !dirs.contains(parent(&e.path)) {
+            return Err(invalid(i, "its parent is not an earlier directory entry"));
+        }
+        if e.kind == Kind::Dir {
+            dirs.insert(&e.path);
         }
         if let Kind::HardLink { to } = &e.kind {
             match m.entries[..i].binary_search_by(|x| x.path.as_slice().cmp(to)) {

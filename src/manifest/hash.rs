@@ -88,6 +88,12 @@ pub(super) fn feed(file: &File, size: u64, sink: &mut dyn Sink) -> io::Result<u6
                 Ok(n) => {
                     sink.update(&buf[..n]);
                     done += n as u64;
+                    // A short read that reaches the size fstat gave is the
+                    // end: this saves a zero-length read per small file. A
+                    // short read before it (FUSE, NFS may cut reads) goes on.
+                    if n < buf.len() && done >= size {
+                        return Ok(done);
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),

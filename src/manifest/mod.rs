@@ -94,13 +94,26 @@ pub enum ManifestError {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Kind {
     Dir,
-    File { size: u64, blake3: [u8; 32] },
-    Symlink { target: Vec<u8> },
-    HardLink { to: Vec<u8> },
+    File {
+        size: u64,
+        blake3: [u8; 32],
+    },
+    Symlink {
+        #[serde(with = "raw_bytes")]
+        target: Vec<u8>,
+    },
+    HardLink {
+        #[serde(with = "raw_bytes")]
+        to: Vec<u8>,
+    },
     Fifo,
     Socket,
-    CharDevice { rdev: u64 },
-    BlockDevice { rdev: u64 },
+    CharDevice {
+        rdev: u64,
+    },
+    BlockDevice {
+        rdev: u64,
+    },
 }
 
 impl Kind {
@@ -123,6 +136,7 @@ impl Kind {
 /// separated, raw bytes (file names need not be UTF-8); the root is `""`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Entry {
+    #[serde(with = "raw_bytes")]
     pub path: Vec<u8>,
     /// Permission bits including setuid, setgid and sticky (`& 0o7777`).
     pub mode: u32,
@@ -146,11 +160,11 @@ pub struct Stat {
 pub struct StatCache {
     /// st_dev of the template root when it was built.
     pub dev: u64,
-    /// Entries whose mtime or ctime is at or after this instant (ns since
-    /// the epoch) are "racily clean" (git's term): they may have changed
-    /// again within one timestamp tick of being read, so `--quick` always
-    /// hashes them. Set to the build's start less one second, which covers
-    /// filesystems with timestamps as coarse as one second.
+    /// Files whose ctime is at or after this instant (ns since the epoch)
+    /// are "racily clean" (git's term): they may have changed again within
+    /// one timestamp tick of being read, so `--quick` always hashes them.
+    /// Set to the instant the files were read less one second (the
+    /// coarsest timestamp granularity a template's filesystem may have).
     pub racy_ns: i64,
     pub stats: Vec<Stat>,
 }
@@ -209,6 +223,47 @@ impl Manifest {
                 _ => 0,
             })
             .sum()
+    }
+}
+
+/// Byte strings through serde as bytes rather than as a sequence of u8.
+/// Postcard writes both the same way (varint length, then the bytes), so
+/// the format is unchanged; decoding a path becomes one copy instead of a
+/// visitor call per byte, a third of the time it takes to read a manifest.
+mod raw_bytes {
+    use serde::de::{Error, SeqAccess, Visitor};
+    use serde::{Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(v)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        d.deserialize_byte_buf(BytesVisitor)
+    }
+
+    struct BytesVisitor;
+
+    impl<'de> Visitor<'de> for BytesVisitor {
+        type Value = Vec<u8>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a byte string")
+        }
+        fn visit_bytes<E: Error>(self, v: &[u8]) -> Result<Vec<u8>, E> {
+            Ok(v.to_vec())
+        }
+        fn visit_byte_buf<E: Error>(self, v: Vec<u8>) -> Result<Vec<u8>, E> {
+            Ok(v)
+        }
+        /// Self-describing formats (JSON) hand bytes over as a sequence.
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<u8>, A::Error> {
+            let mut v = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(4096));
+            while let Some(b) = seq.next_element()? {
+                v.push(b);
+            }
+            Ok(v)
+        }
     }
 }
 

@@ -112,7 +112,7 @@ pub struct Options<'a> {
 }
 
 pub struct Walked {
-    /// Sorted by path; the first is the root (`""`).
+    /// In no particular order; the root (`""`) is among them.
     pub nodes: Vec<Node>,
     pub hashed_files: u64,
     pub hashed_bytes: u64,
@@ -160,7 +160,6 @@ pub fn walk(root: &Path, opts: &Options<'_>) -> Result<Walked, ManifestError> {
         return Err(e);
     }
     let mut nodes = w.out.into_inner().unwrap_or_else(PoisonError::into_inner);
-    nodes.sort_unstable_by(|a, b| a.path.cmp(&b.path));
     share_hashes(&mut nodes, opts);
     Ok(Walked {
         nodes,
@@ -186,6 +185,38 @@ fn share_hashes(nodes: &mut [Node], opts: &Options<'_>) {
             n.blake3 = by_inode.get(&(n.meta.dev, n.meta.ino)).copied();
         }
     }
+}
+
+/// Stats and hashes again the regular file `node` names under `root`
+/// (after the build waited out a timestamp tick, see `build`). The final
+/// component is never followed, and the inode must be the one walked.
+pub fn rehash(root: &Path, node: &mut Node) -> Result<(), ManifestError> {
+    let path = root.join(OsStr::from_bytes(&node.path));
+    let flags = OFlag::O_RDONLY
+        | OFlag::O_NOFOLLOW
+        | OFlag::O_NOCTTY
+        | OFlag::O_NONBLOCK
+        | OFlag::O_CLOEXEC;
+    let file = File::from(open(&path, flags, Mode::empty()).map_err(|e| match e {
+        Errno::ENOENT | Errno::ELOOP => ManifestError::Changed { path: path.clone() },
+        e => ManifestError::Open {
+            path: path.clone(),
+            source: e.into(),
+        },
+    })?);
+    let st = fstat(&file).map_err(|e| ManifestError::Stat {
+        path: path.clone(),
+        source: e.into(),
+    })?;
+    let m = Meta::from(&st);
+    if m.ino != node.meta.ino || !m.is(SFlag::S_IFREG) {
+        return Err(ManifestError::Changed { path });
+    }
+    let (digest, _) =
+        hash::blake3_of(&file, m.size).map_err(|source| ManifestError::Hash { path, source })?;
+    node.meta = m;
+    node.blake3 = Some(digest);
+    Ok(())
 }
 
 struct Walker<'a> {

@@ -227,6 +227,13 @@ pub fn plan_create(
             mode: 0o600,
         },
     );
+    if w.host.name() == "freebsd" {
+        // jail.conf.d/NAME.conf (which `jail -c` reads) and fstab.NAME.
+        let files = crate::host::freebsd_conf::create_steps(l, &w.cfg.freebsd, &spec)?;
+        for (step, action) in files {
+            plan.push(step, action);
+        }
+    }
     if start {
         plan.push(format!("start-{name}"), Action::StartJail { jail: spec });
     }
@@ -257,6 +264,13 @@ pub fn plan_destroy(w: &World, name: &str, purge: bool) -> Result<Plan, String> 
     }
     if purge && exists(&data) {
         moves.push((format!("set-aside-data-{name}"), data.clone()));
+    }
+    if w.host.name() == "freebsd" {
+        // Set aside after the stop, which still reads NAME.conf.
+        moves.extend(crate::host::freebsd_conf::existing_files(
+            &w.cfg.freebsd,
+            name,
+        ));
     }
     for (_, p) in &moves {
         if exists(&aside(p)) {

@@ -215,17 +215,19 @@ fn switch(
             );
         }
     }
-    for (rec, spec, ran, ..) in &jails {
-        if *ran {
-            plan.push(
-                format!("health-{}", rec.name),
-                Action::HealthCheck {
-                    jail: spec.clone(),
-                    command: w.cfg.health.command_for(&rec.name),
-                    timeout_secs: w.cfg.health.timeout_secs,
-                },
-            );
-        }
+    let started: Vec<_> = jails
+        .iter()
+        .filter(|(_, _, ran, ..)| *ran)
+        .map(|(rec, spec, ..)| (spec.clone(), w.cfg.health.command_for(&rec.name)))
+        .collect();
+    if !started.is_empty() {
+        plan.push(
+            "health-check",
+            Action::HealthCheck {
+                jails: started,
+                timeout_secs: w.cfg.health.timeout_secs,
+            },
+        );
     }
     Ok((first, plan.steps.len().saturating_sub(1)))
 }
@@ -257,6 +259,12 @@ pub fn downtime_notes(
 /// current template), given the archives that will exist, newest first.
 fn prune_after_commit(w: &World, plan: &mut Plan, archives: &[String], keep: usize) {
     for name in archives.iter().skip(keep) {
+        clear_flags_after_commit(
+            w,
+            plan,
+            &format!("clear-flags-{name}"),
+            w.layout.j.join(name),
+        );
         plan.push_after_commit(
             format!("prune-{name}"),
             Action::RemoveTree {
@@ -285,8 +293,26 @@ fn check_carry_over_target(w: &World, target: &Path) -> Result<(), String> {
     Ok(())
 }
 
+/// FreeBSD: an installed world holds `schg` files (libc, ld-elf.so, the
+/// PRECIOUSPROG binaries, var/empty) that cannot be unlinked until
+/// `chflags -R noschg`; the step goes right before the tree's removal.
+fn clear_flags_after_commit(w: &World, plan: &mut Plan, step: &str, path: PathBuf) {
+    if w.host.name() == "freebsd" {
+        plan.push_after_commit(step, Action::ClearFlags { path });
+    }
+}
+
 /// Plans an upgrade. Returns the plan and its window's step indices.
 pub fn plan_upgrade(w: &World, source: Source) -> Result<(Plan, (usize, usize)), String> {
+    plan_upgrade_on(w, source, &today())
+}
+
+/// [`plan_upgrade`] with the archive's date (`YYYYMMDD`) given: reproducible plans.
+pub fn plan_upgrade_on(
+    w: &World,
+    source: Source,
+    today: &str,
+) -> Result<(Plan, (usize, usize)), String> {
     validate::source(&source)?;
     let l = w.layout;
     if !l.mroot.is_dir() {
@@ -313,7 +339,7 @@ pub fn plan_upgrade(w: &World, source: Source) -> Result<(Plan, (usize, usize)),
             l.j.display()
         ));
     }
-    let archive = new_archive_name(w, &today())?;
+    let archive = new_archive_name(w, today)?;
     let mut plan = Plan::new(
         "upgrade",
         format!("upgrade to a new template from {source}"),
@@ -327,6 +353,18 @@ pub fn plan_upgrade(w: &World, source: Source) -> Result<(Plan, (usize, usize)),
             to: l.mroot2.clone(),
         },
     );
+    if w.host.name() == "freebsd" {
+        // The Handbook's `chflags -R 0 var` before `rm -R etc var root usr/local tmp`.
+        let rels = crate::world::MOVES.iter().map(|m| PathBuf::from(m.0));
+        for rel in rels.chain(w.cfg.carry_over.iter().cloned()) {
+            plan.push(
+                format!("clear-flags-{}", rel.display()).replace('/', "-"),
+                Action::ClearFlags {
+                    path: l.mroot2.join(rel),
+                },
+            );
+        }
+    }
     plan.push(
         "shape",
         Action::Shape {
@@ -345,6 +383,15 @@ pub fn plan_upgrade(w: &World, source: Source) -> Result<(Plan, (usize, usize)),
 /// Plans a rollback to archive `to` (default: the newest); the template it
 /// leaves becomes an archive in turn, so a rollback can be undone the same way.
 pub fn plan_rollback(w: &World, to: Option<&str>) -> Result<(Plan, (usize, usize)), String> {
+    plan_rollback_on(w, to, &today())
+}
+
+/// [`plan_rollback`] with the date of the archive it makes (`YYYYMMDD`) given.
+pub fn plan_rollback_on(
+    w: &World,
+    to: Option<&str>,
+    today: &str,
+) -> Result<(Plan, (usize, usize)), String> {
     let l = w.layout;
     if !l.mroot.is_dir() {
         return Err(format!("no template at {}", l.mroot.display()));
@@ -376,7 +423,7 @@ pub fn plan_rollback(w: &World, to: Option<&str>) -> Result<(Plan, (usize, usize
     };
     let target_dir = l.j.join(&target);
     check_carry_over_target(w, &target_dir)?;
-    let archive = new_archive_name(w, &today())?;
+    let archive = new_archive_name(w, today)?;
     let mut plan = Plan::new("rollback", format!("roll back to {target}"));
     plan.notes.insert("to".into(), target.clone());
     plan.notes.insert("archive".into(), archive.clone());
@@ -409,6 +456,7 @@ pub fn plan_prune(w: &World, keep: usize) -> Result<Plan, String> {
                 to: aside.clone(),
             },
         );
+        clear_flags_after_commit(w, &mut plan, &format!("clear-flags-{name}"), aside.clone());
         plan.push_after_commit(format!("remove-{name}"), Action::RemoveTree { path: aside });
         let m = manifest_file(w, name);
         if exists(&m) {

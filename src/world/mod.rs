@@ -5,7 +5,7 @@ mod archive;
 mod shape;
 
 pub use archive::{ArchiveKind, extract};
-pub use shape::{LINKS, MOVES, shape, unshape};
+pub use shape::{LINKS, MAKE_CONF_LINE, MOVES, shape, unshape};
 
 use std::path::{Path, PathBuf};
 
@@ -82,7 +82,8 @@ pub fn populate(source: &Source, to: &Path, host: &dyn Host) -> Result<(), World
             )?;
         }
     }
-    fs::sync_filesystem(&partial)?;
+    // The parent, not `partial`: a world that is a lone symlink must not be followed.
+    fs::sync_filesystem(partial.parent().unwrap_or(Path::new("/")))?;
     fs::rename_durable(&partial, to)?;
     Ok(())
 }

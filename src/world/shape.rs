@@ -69,6 +69,8 @@ pub fn shape(
     skel: Option<&Path>,
     carry_over: &[PathBuf],
 ) -> Result<(), WorldError> {
+    // First, while the world's own `etc` is still in place.
+    keep_pristine_etc(template)?;
     if let Some(skel) = skel
         && lstat(skel)?.is_none()
     {
@@ -168,6 +170,31 @@ pub fn shape(
     Ok(())
 }
 
+/// Copies the world's own `etc` to [`crate::etcmerge::PRISTINE_ETC`] inside
+/// the template, the base and "theirs" of every later `/etc` merge. Inside
+/// the template, so it moves with each rename (mroot2, mroot, mroot.DATE),
+/// is covered by the manifest, and an archive keeps its own. Idempotent: the
+/// copy is built under a side name, made durable and renamed into place, so
+/// an existing copy is whole; a rerun after a crash rebuilds the side copy.
+/// It runs before `etc` moves to the skel or is dropped, so a rerun that finds
+/// no real `etc` has its copy already (or a world without `etc`: nothing to keep).
+fn keep_pristine_etc(template: &Path) -> Result<(), WorldError> {
+    let dst = template.join(crate::etcmerge::PRISTINE_ETC);
+    let src = template.join("etc");
+    if lstat(&dst)?.is_some() || !lstat(&src)?.is_some_and(|m| m.is_dir()) {
+        return Ok(());
+    }
+    if let Some(parent) = dst.parent() {
+        mkdirs(parent)?;
+    }
+    let partial = super::partial_path(&dst);
+    fs::remove_tree(&partial)?;
+    fs::copy_tree(&src, &partial)?;
+    fs::sync_filesystem(&partial)?;
+    fs::rename_durable(&partial, &dst)?;
+    Ok(())
+}
+
 /// Undoes [`shape`]: removes the skel it created. The shaped template itself
 /// goes with the compensation of the populate step that always precedes it.
 pub fn unshape(skel: Option<&Path>) -> Result<(), WorldError> {
@@ -249,6 +276,35 @@ mod tests {
             }
         }
         out
+    }
+
+    #[test]
+    fn the_worlds_own_etc_is_kept_inside_the_template() {
+        let d = tempfile::tempdir().unwrap();
+        let w = world(d.path());
+        // A crash left a half-built side copy: the rerun replaces it.
+        let pristine = w.join(crate::etcmerge::PRISTINE_ETC);
+        let partial = super::super::partial_path(&pristine);
+        std::fs::create_dir_all(partial.join("junk")).unwrap();
+        shape(&w, None, &[]).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(pristine.join("rc")).unwrap(),
+            "echo hi\n"
+        );
+        assert!(!partial.exists());
+        assert!(!w.join("s/etc").exists());
+        // Rerun after etc is gone: the copy stays as it was.
+        shape(&w, None, &[]).unwrap();
+        assert_eq!(std::fs::read_dir(&pristine).unwrap().count(), 1);
+        let skel_world = world(&d.path().join("b"));
+        let skel = d.path().join("skel");
+        shape(&skel_world, Some(&skel), &[]).unwrap();
+        let kept = skel_world.join(crate::etcmerge::PRISTINE_ETC);
+        assert!(kept.join("rc").is_file());
+        assert!(
+            !kept.join("make.conf").exists(),
+            "the skel's line is not the world's"
+        );
     }
 
     #[test]

@@ -1,0 +1,455 @@
+//! The engine's cost per step: a plan of N `MakeDir` (`WriteFile`,
+//! `Rename`) steps run through `Engine::run` over real journal files, against
+//! the same N operations done bare with the `jailtx::fs` primitives, side by
+//! side in one run. Prints figures and ratios; asserts only that the work was
+//! done, never a timing.
+//!
+//! `cargo bench --bench engine` (or `scripts/bench`) measures. Under
+//! `cargo test --all-targets` (no `--bench` argument) it runs a few steps
+//! once, as a smoke test. Knobs: `JAILTX_BENCH_DIR` (where the scratch
+//! directories go; default cargo's target/tmp), `JAILTX_BENCH_STEPS`,
+//! `JAILTX_BENCH_REPS`.
+
+use std::fs;
+use std::hint::black_box;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, ensure};
+use jailtx::engine::{Action, Engine, Plan};
+use jailtx::fs::{create_dir_durable, fsync_dir, rename_durable, sync_filesystem, write_atomic};
+use jailtx::host::recording::RecordingHost;
+use jailtx::journal::{FileStorage, Outcome, Storage};
+
+/// Bytes of each `WriteFile` step: a small config file (rc.conf, fstab.NAME).
+const FILE_BYTES: usize = 256;
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Op {
+    MakeDir,
+    WriteFile,
+    Rename,
+}
+
+impl Op {
+    const ALL: [Op; 3] = [Op::MakeDir, Op::WriteFile, Op::Rename];
+
+    fn name(self) -> &'static str {
+        match self {
+            Op::MakeDir => "MakeDir",
+            Op::WriteFile => "WriteFile",
+            Op::Rename => "Rename",
+        }
+    }
+
+    /// What the bare primitive does per call, for the reader of the table.
+    fn bare_syncs(self) -> &'static str {
+        match self {
+            Op::MakeDir => "fsync dir + fsync parent",
+            Op::WriteFile => "fsync file + fsync parent",
+            Op::Rename => "fsync parent (same dir)",
+        }
+    }
+}
+
+struct Config {
+    full: bool,
+    steps: usize,
+    reps: usize,
+    base: PathBuf,
+}
+
+fn env_usize(name: &str, default: usize) -> Result<usize> {
+    match std::env::var(name) {
+        Ok(v) => v
+            .parse()
+            .with_context(|| format!("{name}={v:?} is not a number")),
+        Err(_) => Ok(default),
+    }
+}
+
+fn config() -> Result<Config> {
+    // `cargo bench` passes `--bench`; `cargo test` runs bench targets bare.
+    let full = std::env::args().any(|a| a == "--bench");
+    let (steps, reps) = if full { (200, 5) } else { (8, 1) };
+    let base = std::env::var_os("JAILTX_BENCH_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_TARGET_TMPDIR")));
+    Ok(Config {
+        full,
+        steps: env_usize("JAILTX_BENCH_STEPS", steps)?.max(1),
+        reps: env_usize("JAILTX_BENCH_REPS", reps)?.max(1),
+        base,
+    })
+}
+
+/// The 1, 5 and 15 minute load averages: on a shared machine they say how
+/// much the other processes may have disturbed the figures.
+fn loadavg() -> String {
+    let s = fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    s.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+}
+
+fn fs_type(path: &Path) -> String {
+    use nix::sys::statfs::{
+        BTRFS_SUPER_MAGIC, EXT4_SUPER_MAGIC, OVERLAYFS_SUPER_MAGIC, TMPFS_MAGIC, XFS_SUPER_MAGIC,
+        statfs,
+    };
+    let Ok(st) = statfs(path) else {
+        return "unknown".into();
+    };
+    let t = st.filesystem_type();
+    let name = [
+        (EXT4_SUPER_MAGIC, "ext2/3/4"),
+        (XFS_SUPER_MAGIC, "xfs"),
+        (BTRFS_SUPER_MAGIC, "btrfs"),
+        (
+            TMPFS_MAGIC,
+            "tmpfs (fsync costs nothing: figures are not representative)",
+        ),
+        (OVERLAYFS_SUPER_MAGIC, "overlayfs"),
+    ]
+    .into_iter()
+    .find(|(m, _)| *m == t)
+    .map(|(_, n)| n.to_owned());
+    name.unwrap_or_else(|| format!("magic {:#x}", t.0))
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+/// `median (min–max)` of per-step figures.
+fn spread(v: &[f64]) -> String {
+    let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    format!("{:.0} ({lo:.0}–{hi:.0})", median(v.to_vec()))
+}
+
+fn us(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
+
+fn contents(i: usize) -> String {
+    let line = format!("# bench file {i}\nkey_{i}=\"value\"\n");
+    line.repeat(FILE_BYTES / line.len() + 1)[..FILE_BYTES].to_owned()
+}
+
+/// A fresh directory for one measurement: `data/` (what the operations
+/// touch) and `state/` (the journal and history). For `Rename`, the N
+/// sources are made beforehand. Everything is flushed before returning, so
+/// the timed fsyncs do not also write the setup's metadata.
+fn prepare(root: &Path, tag: &str, op: Op, steps: usize) -> Result<PathBuf> {
+    let dir = root.join(tag);
+    fs::create_dir_all(dir.join("data"))?;
+    fs::create_dir_all(dir.join("state"))?;
+    if op == Op::Rename {
+        for i in 0..steps {
+            fs::write(dir.join(format!("data/a{i}")), contents(i))?;
+        }
+    }
+    sync_filesystem(&dir)?;
+    Ok(dir)
+}
+
+fn action(op: Op, data: &Path, i: usize) -> Action {
+    match op {
+        Op::MakeDir => Action::MakeDir {
+            path: data.join(format!("d{i}")),
+            mode: 0o755,
+        },
+        Op::WriteFile => Action::WriteFile {
+            path: data.join(format!("f{i}")),
+            contents: contents(i),
+            mode: 0o644,
+        },
+        Op::Rename => Action::Rename {
+            from: data.join(format!("a{i}")),
+            to: data.join(format!("b{i}")),
+        },
+    }
+}
+
+fn bare(op: Op, data: &Path, steps: usize) -> Result<Duration> {
+    let paths: Vec<Action> = (0..steps).map(|i| action(op, data, i)).collect();
+    let t = Instant::now();
+    for a in &paths {
+        match a {
+            Action::MakeDir { path, mode } => create_dir_durable(path, *mode)?,
+            Action::WriteFile {
+                path,
+                contents,
+                mode,
+            } => write_atomic(path, contents.as_bytes(), *mode)?,
+            Action::Rename { from, to } => rename_durable(from, to)?,
+            _ => unreachable!("only the three benchmarked kinds are built"),
+        }
+    }
+    Ok(t.elapsed())
+}
+
+fn open_engine(state: &Path) -> Result<Engine<FileStorage>> {
+    let jpath = state.join("journal");
+    let hpath = state.join("history");
+    let engine = Engine::open(
+        FileStorage::open(&jpath)?,
+        &jpath,
+        FileStorage::open(&hpath)?,
+        &hpath,
+        0,
+        None,
+        Box::new(RecordingHost::new()),
+    )?;
+    Ok(engine)
+}
+
+/// Runs `steps` actions as one transaction; (time of `run`, journal+history
+/// fdatasyncs it made).
+fn engined(op: Op, dir: &Path, steps: usize) -> Result<(Duration, u64)> {
+    let data = dir.join("data");
+    let mut engine = open_engine(&dir.join("state"))?;
+    let mut plan = Plan::new("bench", format!("{steps} x {}", op.name()));
+    for i in 0..steps {
+        plan.push(format!("s{i}"), action(op, &data, i));
+    }
+    let syncs = engine.syncs();
+    let t = Instant::now();
+    let report = engine.run(plan)?;
+    let elapsed = t.elapsed();
+    ensure!(
+        report.outcome == Outcome::Committed && report.executed == steps,
+        "engine run did not commit all steps: {report:?}"
+    );
+    Ok((elapsed, engine.syncs() - syncs))
+}
+
+/// The work really happened, the same way in both arms.
+fn check(op: Op, data: &Path, steps: usize) -> Result<()> {
+    for i in 0..steps {
+        match op {
+            Op::MakeDir => ensure!(data.join(format!("d{i}")).is_dir(), "d{i} missing"),
+            Op::WriteFile => ensure!(
+                fs::read_to_string(data.join(format!("f{i}")))? == contents(i),
+                "f{i} wrong"
+            ),
+            Op::Rename => ensure!(
+                data.join(format!("b{i}")).is_file() && !data.join(format!("a{i}")).exists(),
+                "a{i} -> b{i} not renamed"
+            ),
+        }
+    }
+    Ok(())
+}
+
+/// An empty plan: the fixed cost of a transaction (begin, commit, end,
+/// history summary, journal reset).
+fn empty_tx(dir: &Path) -> Result<(Duration, u64)> {
+    let mut engine = open_engine(&dir.join("state"))?;
+    let syncs = engine.syncs();
+    let t = Instant::now();
+    engine.run(Plan::new("bench", "empty"))?;
+    Ok((t.elapsed(), engine.syncs() - syncs))
+}
+
+/// µs per fdatasync of a 64-byte append (what a journal record costs), of a
+/// 64-byte overwrite, and per fsync of a directory holding one new entry
+/// (what the bare ops pay).
+fn raw_syncs(root: &Path, n: usize) -> Result<(f64, f64, f64)> {
+    let dir = root.join("raw");
+    fs::create_dir_all(&dir)?;
+    let mut file = FileStorage::open(&dir.join("appends"))?;
+    file.sync_data()?;
+    sync_filesystem(&dir)?;
+    let record = [0x5au8; 64];
+    let t = Instant::now();
+    for i in 0..n {
+        file.write(i as u64 * 64, &record)?;
+        file.sync_data()?;
+    }
+    let fdatasync = us(t.elapsed()) / n as f64;
+
+    // The same records written over blocks that already hold data, so the
+    // file's size and block map never change: fdatasync has no metadata to
+    // commit. What a pre-sized journal would pay per record.
+    let mut over = FileStorage::open(&dir.join("overwrites"))?;
+    over.write(0, &vec![0u8; n * 64])?;
+    over.sync_data()?;
+    sync_filesystem(&dir)?;
+    let t = Instant::now();
+    for i in 0..n {
+        over.write(i as u64 * 64, &record)?;
+        over.sync_data()?;
+    }
+    let overwrite = us(t.elapsed()) / n as f64;
+
+    let mut dir_sync = Duration::ZERO;
+    for i in 0..n {
+        fs::create_dir(dir.join(format!("e{i}")))?;
+        let t = Instant::now();
+        fsync_dir(&dir)?;
+        dir_sync += t.elapsed();
+    }
+    fs::remove_dir_all(&dir)?;
+    Ok((fdatasync, overwrite, us(dir_sync) / n as f64))
+}
+
+struct Row {
+    op: Op,
+    bare_us: f64,
+    engine_us: f64,
+    bare_samples: Vec<f64>,
+    engine_samples: Vec<f64>,
+    syncs_per_step: f64,
+}
+
+fn main() -> Result<()> {
+    let cfg = config()?;
+    fs::create_dir_all(&cfg.base).with_context(|| format!("create {}", cfg.base.display()))?;
+    let scratch = tempfile::Builder::new()
+        .prefix("jailtx-bench-engine.")
+        .tempdir_in(&cfg.base)?;
+    let root = scratch.path();
+    let n = cfg.steps;
+
+    println!("== engine: journal overhead per step");
+    println!(
+        "mode: {}; {} steps per plan, median of {} runs; {} cores, kernel {}",
+        if cfg.full {
+            "bench"
+        } else {
+            "smoke (cargo test): figures mean nothing"
+        },
+        n,
+        cfg.reps,
+        std::thread::available_parallelism().map_or(0, |p| p.get()),
+        fs::read_to_string("/proc/sys/kernel/osrelease")
+            .unwrap_or_default()
+            .trim(),
+    );
+    println!("load average at start: {}", loadavg());
+    println!("scratch: {} ({})", root.display(), fs_type(root));
+
+    let mut fdatasyncs = Vec::new();
+    let mut overwrites = Vec::new();
+    let mut dirsyncs = Vec::new();
+    for _ in 0..cfg.reps {
+        let (a, o, d) = raw_syncs(root, n)?;
+        fdatasyncs.push(a);
+        overwrites.push(o);
+        dirsyncs.push(d);
+    }
+    let fdatasync_us = median(fdatasyncs.clone());
+
+    let mut empty_us = Vec::new();
+    let mut empty_syncs = 0;
+    for r in 0..cfg.reps.max(5) {
+        let dir = prepare(root, &format!("empty{r}"), Op::MakeDir, 0)?;
+        let (t, s) = empty_tx(&dir)?;
+        empty_us.push(us(t));
+        empty_syncs = s;
+        fs::remove_dir_all(&dir)?;
+    }
+    let empty_spread = spread(&empty_us);
+    let empty_us = median(empty_us);
+
+    let mut rows = Vec::new();
+    for op in Op::ALL {
+        let mut bare_t = Vec::new();
+        let mut engine_t = Vec::new();
+        let mut syncs = 0;
+        for r in 0..cfg.reps {
+            // Alternate which arm goes first, so drift favours neither.
+            for engine_first in [r % 2 == 1, r % 2 == 0] {
+                let tag = format!("{}-{r}-{}", op.name(), u8::from(engine_first));
+                let dir = prepare(root, &tag, op, n)?;
+                if engine_first {
+                    let (t, s) = engined(op, &dir, n)?;
+                    engine_t.push(us(t));
+                    syncs = s;
+                } else {
+                    bare_t.push(us(bare(op, &dir.join("data"), n)?));
+                }
+                check(op, &dir.join("data"), n)?;
+                fs::remove_dir_all(&dir)?;
+            }
+        }
+        let per_step = |v: Vec<f64>| v.into_iter().map(|t| t / n as f64).collect::<Vec<_>>();
+        let (bare_t, engine_t) = (per_step(bare_t), per_step(engine_t));
+        rows.push(Row {
+            op,
+            bare_us: median(bare_t.clone()),
+            engine_us: median(engine_t.clone()),
+            bare_samples: bare_t,
+            engine_samples: engine_t,
+            syncs_per_step: syncs.saturating_sub(empty_syncs) as f64 / n as f64,
+        });
+    }
+
+    println!();
+    println!(
+        "raw disk, µs per call, median (min–max) of {} runs of {n}:",
+        cfg.reps
+    );
+    println!("| what | µs |");
+    println!("| --- | ---: |");
+    println!(
+        "| fdatasync after a 64-byte append (one journal record) | {} |",
+        spread(&fdatasyncs)
+    );
+    println!(
+        "| fdatasync after a 64-byte overwrite (size and blocks unchanged) | {} |",
+        spread(&overwrites)
+    );
+    println!(
+        "| fsync of a directory holding one new entry | {} |",
+        spread(&dirsyncs)
+    );
+    println!();
+    println!(
+        "per transaction (empty plan: begin, commit, end, history summary, journal reset): \
+         {empty_syncs} fdatasyncs, {empty_spread} µs"
+    );
+    println!();
+    println!(
+        "per step, {n} steps per plan: median (min–max) of {} runs; engine µs/step includes \
+         the per-transaction constant spread over the steps:",
+        cfg.reps
+    );
+    println!(
+        "| operation | steps | bare µs/step | engine µs/step | overhead µs/step | \
+         per-step overhead µs (less per-tx constant) | journal fdatasyncs/step (target ≤ 2) | \
+         engine/bare | per-step overhead / fdatasync | bare op does |"
+    );
+    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |");
+    for row in &rows {
+        let overhead = row.engine_us - row.bare_us;
+        let per_step = overhead - empty_us / n as f64;
+        println!(
+            "| {} | {n} | {} | {} | {:.0} | {:.0} | {:.2}{} | {:.2} | {:.2} | {} |",
+            row.op.name(),
+            spread(&row.bare_samples),
+            spread(&row.engine_samples),
+            overhead,
+            per_step,
+            row.syncs_per_step,
+            if row.syncs_per_step <= 2.0 {
+                ""
+            } else {
+                " (over target)"
+            },
+            row.engine_us / row.bare_us,
+            per_step / fdatasync_us,
+            row.op.bare_syncs(),
+        );
+    }
+    black_box(&rows);
+    println!();
+    println!("load average at end: {}", loadavg());
+    Ok(())
+}

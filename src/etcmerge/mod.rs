@@ -1,0 +1,27 @@
+//! `etc-merge`: the unattended three-way merge of each jail's (and skel's) `/etc` to the current template.
+//!
+//! Base and theirs are pristine copies of worlds' own `etc`, which every
+//! template keeps at [`PRISTINE_ETC`] (made by `world::shape`); ours is the
+//! target's `etc`, read and changed only through `fs::beneath` because a
+//! jail's root can write it. Which world a target was last merged to is
+//! recorded in the state dir (see [`record`]). See `docs/etc-merge.md`.
+
+mod blob;
+pub mod diff3;
+mod planner;
+pub mod record;
+mod report;
+pub mod tree;
+
+pub use blob::Blob;
+pub use planner::{WorldEtc, load_world, plan};
+pub use report::{Conflict, MergeReport, Refusal, TargetReport};
+
+/// Where each template keeps its world's own `etc`, relative to the template.
+pub const PRISTINE_ETC: &str = "usr/share/jailtx/pristine/etc";
+
+/// The suffix of a merge proposal with conflict markers, beside the file.
+pub const PROPOSAL: &str = ".jailtx-merge";
+
+/// The suffix a replaced or removed file is moved aside under until the commit.
+pub const ASIDE: &str = ".jailtx-old";

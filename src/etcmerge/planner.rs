@@ -1,0 +1,779 @@
+//! The planner: reads the three trees, decides per file, and turns the decisions into journaled steps.
+//!
+//! Per file, with base B (the old world's pristine `etc`), theirs T (the
+//! current template's) and ours O (the target's `etc`):
+//!
+//! | case | action |
+//! | --- | --- |
+//! | T = B (the world did not change it) | nothing, whatever O is |
+//! | O = T | nothing (already there) |
+//! | O = B (the admin never touched it) | follow T: update, add or remove |
+//! | all three files, O ≠ B ≠ T | line-wise diff3: merged, or a proposal `NAME.jailtx-merge` beside O |
+//! | T removed it, O changed; O removed it, T changed | conflict, O kept |
+//!
+//! O is read only through `fs::beneath`; a symlink or special file where a
+//! world has a file, or a directory that cannot be entered without following
+//! a link, is refused and reported. A file with a proposal waiting beside it
+//! (unresolved) is left alone.
+//!
+//! Every change is a pair of steps around the commit point: the admin's
+//! file is renamed aside (`NAME.jailtx-old`, checked against its BLAKE3 at
+//! plan time) and the new one written before it; the aside copy is removed
+//! after it. So a rollback puts back exactly the admin's bytes (the very same
+//! inode), and the forward-only removals come after the point of no return.
+
+use std::collections::BTreeSet;
+use std::ffi::{OsStr, OsString};
+use std::path::{Path, PathBuf};
+
+use crate::config::Layout;
+use crate::engine::{Action, Plan};
+use crate::fs::FsError;
+use crate::fs::beneath::{self, DirFd, Kind};
+use crate::ops::jail::World;
+use crate::ops::{records, upgrade, validate};
+
+use super::diff3::{self, Labels, Merged};
+use super::record::{self, MergeRecord};
+use super::report::{Conflict, MergeReport, Refusal, TargetReport};
+use super::tree::{self, Node, Tree};
+use super::{ASIDE, Blob, PRISTINE_ETC, PROPOSAL};
+
+/// File contents one plan may carry: a journal record holds at most 16 MiB.
+const MAX_PLAN_BYTES: usize = 12 << 20;
+
+/// A template's pristine `etc`, loaded.
+pub struct WorldEtc {
+    pub name: String,
+    pub tree: Tree,
+    pub id: String,
+}
+
+/// The pristine `etc` of template directory `name` in `j/`, if it has one.
+pub fn load_world(layout: &Layout, name: &str) -> Result<Option<WorldEtc>, String> {
+    let dir = layout.j.join(name).join(PRISTINE_ETC);
+    match std::fs::symlink_metadata(&dir) {
+        Ok(m) if m.is_dir() => {}
+        _ => return Ok(None),
+    }
+    let tree = tree::load(&dir).map_err(|e| format!("read {}: {e}", dir.display()))?;
+    let id = tree::id(&tree);
+    Ok(Some(WorldEtc {
+        name: name.to_owned(),
+        tree,
+        id,
+    }))
+}
+
+/// A `/etc` to merge: a jail's `js/NAME`, or `j/skel`.
+struct Target {
+    name: String,
+    root: PathBuf,
+}
+
+fn targets(w: &World, names: &[String]) -> Result<Vec<Target>, String> {
+    let l = w.layout;
+    let jails = records::load_all(l)?;
+    let skel = || Target {
+        name: "skel".into(),
+        root: l.skel.clone(),
+    };
+    let jail = |n: &str| Target {
+        name: n.to_owned(),
+        root: l.js.join(n),
+    };
+    if names.is_empty() {
+        let mut out = Vec::new();
+        if l.skel.is_dir() {
+            out.push(skel());
+        }
+        out.extend(jails.iter().map(|r| jail(&r.name)));
+        return Ok(out);
+    }
+    let mut out: Vec<Target> = Vec::new();
+    for n in names {
+        if out.iter().any(|t| &t.name == n) {
+            continue;
+        }
+        if n == "skel" {
+            out.push(skel());
+            continue;
+        }
+        validate::jail_name(n)?;
+        if !jails.iter().any(|r| &r.name == n) {
+            return Err(format!(
+                "no jail named {n:?}; `jailtx status` lists the jails"
+            ));
+        }
+        out.push(jail(n));
+    }
+    Ok(out)
+}
+
+/// Plans the merge of `names` (all jails and skel when empty) to the
+/// current template. Returns the plan (empty when nothing is to change) and
+/// what it does, per target and file.
+pub fn plan(w: &World, names: &[String]) -> Result<(Plan, MergeReport), String> {
+    let l = w.layout;
+    if !l.mroot.is_dir() {
+        return Err(format!(
+            "no template at {}; run `jailtx template build` first",
+            l.mroot.display()
+        ));
+    }
+    let current = load_world(l, "mroot")?.ok_or_else(|| {
+        format!(
+            "{} has no pristine etc ({PRISTINE_ETC}: it was built by a jailtx that kept none); \
+             nothing to merge to until the next upgrade",
+            l.mroot.display()
+        )
+    })?;
+    let archives = upgrade::archives(w)?;
+    let mut worlds = Vec::new();
+    for a in &archives {
+        if let Some(x) = load_world(l, a)? {
+            worlds.push(x);
+        }
+    }
+    let targets = targets(w, names)?;
+    let skel_record = record::load(l, "skel")?;
+    let list: Vec<&str> = targets.iter().map(|t| t.name.as_str()).collect();
+    let mut plan = Plan::new(
+        "etc-merge",
+        format!("merge /etc of {} to mroot", list.join(", ")),
+    );
+    let mut report = MergeReport::default();
+    let mut new_records = Vec::new();
+    for t in &targets {
+        let own = record::load(l, &t.name)?;
+        let inherited = (t.name != "skel").then_some(skel_record.as_ref()).flatten();
+        let choice = Choice {
+            current: &current,
+            worlds: &worlds,
+            newest_archive: archives.first().map(String::as_str),
+            own: own.as_ref(),
+            inherited,
+        };
+        let (tr, rec) = plan_target(&mut plan, t, &choice)?;
+        report.targets.push(tr);
+        if let Some(rec) = rec
+            && own.as_ref() != Some(&rec)
+        {
+            new_records.push((t.name.clone(), rec));
+        }
+    }
+    write_records(l, &mut plan, &new_records)?;
+    let bytes: usize = plan
+        .steps
+        .iter()
+        .map(|s| match &s.action {
+            Action::WriteFileIn { contents, .. } => contents.len(),
+            _ => 0,
+        })
+        .sum();
+    if bytes > MAX_PLAN_BYTES {
+        return Err(format!(
+            "the merge would write {bytes} bytes, more than one transaction holds; \
+             merge fewer jails at a time (`jailtx etc-merge NAME`)"
+        ));
+    }
+    plan.notes.insert("targets".into(), list.join(" "));
+    plan.notes.insert("result".into(), report.summary());
+    Ok((plan, report))
+}
+
+fn write_records(
+    l: &Layout,
+    plan: &mut Plan,
+    recs: &[(String, MergeRecord)],
+) -> Result<(), String> {
+    let dir = record::dir(l);
+    if !recs.is_empty() && std::fs::symlink_metadata(&dir).is_err() {
+        plan.push(
+            "mkdir-etc-merge-records",
+            Action::MakeDir {
+                path: dir,
+                mode: 0o700,
+            },
+        );
+    }
+    for (name, rec) in recs {
+        let path = record::path(l, name);
+        if std::fs::symlink_metadata(&path).is_ok() {
+            let mut n = path.as_os_str().to_owned();
+            n.push(ASIDE);
+            let old = PathBuf::from(n);
+            if std::fs::symlink_metadata(&old).is_ok() {
+                return Err(format!(
+                    "{} is left from an earlier run; remove it, then merge again",
+                    old.display()
+                ));
+            }
+            plan.push(
+                format!("aside-record-{name}"),
+                Action::Rename {
+                    from: path.clone(),
+                    to: old.clone(),
+                },
+            );
+            plan.push_after_commit(
+                format!("drop-record-{name}"),
+                Action::RemoveTree { path: old },
+            );
+        }
+        plan.push(
+            format!("record-{name}"),
+            Action::WriteFile {
+                path,
+                contents: rec.to_toml(),
+                mode: 0o600,
+            },
+        );
+    }
+    Ok(())
+}
+
+/// What the base of one target is chosen from.
+struct Choice<'a> {
+    current: &'a WorldEtc,
+    /// Archived templates with a pristine `etc`.
+    worlds: &'a [WorldEtc],
+    newest_archive: Option<&'a str>,
+    /// The target's own record, and (jails) the skel's, which a jail without
+    /// a record of its own was copied from.
+    own: Option<&'a MergeRecord>,
+    inherited: Option<&'a MergeRecord>,
+}
+
+impl<'a> Choice<'a> {
+    fn by_id(&self, id: &str) -> Option<&'a WorldEtc> {
+        std::iter::once(self.current)
+            .chain(self.worlds.iter())
+            .find(|w| w.id == id)
+    }
+
+    /// The base and, when it is not the recorded one, why.
+    fn base(&self, etc_ino: u64) -> (Option<&'a WorldEtc>, Option<String>) {
+        let mut note = None;
+        let recorded = self.own.filter(|r| r.etc_ino == etc_ino).or(self.inherited);
+        if let Some(r) = recorded {
+            match self.by_id(&r.base) {
+                Some(w) => return (Some(w), None),
+                None => {
+                    note = Some(format!(
+                        "the world last merged to ({}) is no longer kept",
+                        r.template
+                    ))
+                }
+            }
+        }
+        // Never merged: the template in use before the newest switch (an
+        // upgrade's archive), or the current one on a system never upgraded.
+        match self.newest_archive {
+            None => (Some(self.current), note),
+            Some(a) => (self.worlds.iter().find(|w| w.name == a), note),
+        }
+    }
+}
+
+fn plan_target(
+    plan: &mut Plan,
+    t: &Target,
+    choice: &Choice,
+) -> Result<(TargetReport, Option<MergeRecord>), String> {
+    let mut tr = TargetReport {
+        target: t.name.clone(),
+        etc: t.root.join("etc"),
+        to: choice.current.name.clone(),
+        ..Default::default()
+    };
+    let top = match beneath::open_root(&t.root) {
+        Ok(d) => d,
+        Err(FsError::Open { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            tr.note = Some(format!("no {}: nothing to merge", t.root.display()));
+            return Ok((tr, None));
+        }
+        Err(e) => return Err(e.to_string()),
+    };
+    let etc_name = OsStr::new("etc");
+    let etc = match top.subdir(etc_name) {
+        Ok(Some(d)) => d,
+        Ok(None) => {
+            tr.note = Some("no etc: nothing to merge".into());
+            return Ok((tr, None));
+        }
+        Err(FsError::Refused { why, .. }) => {
+            tr.refused.push(Refusal {
+                path: "etc".into(),
+                why: format!("{why}; nothing merged"),
+            });
+            return Ok((tr, None));
+        }
+        Err(e) => return Err(e.to_string()),
+    };
+    let etc_ino = top
+        .stat(etc_name)
+        .map_err(|e| e.to_string())?
+        .map(|s| s.ino)
+        .unwrap_or(0);
+    let record = MergeRecord {
+        base: choice.current.id.clone(),
+        template: choice.current.name.clone(),
+        etc_ino,
+    };
+    let (base, note) = choice.base(etc_ino);
+    tr.note = note;
+    let Some(base) = base else {
+        tr.note = Some(format!(
+            "{} has no pristine etc (built before jailtx kept one): nothing merged; \
+             later merges start from {}",
+            choice.newest_archive.unwrap_or("the old template"),
+            choice.current.name
+        ));
+        return Ok((tr, Some(record)));
+    };
+    tr.from = Some(base.name.clone());
+    tr.unresolved = tree::proposals(&etc, PROPOSAL)
+        .into_iter()
+        .map(|p| format!("etc/{}", p.display()))
+        .collect();
+    let ours_label = format!("{} (yours)", t.name);
+    let base_label = format!("{} (old world)", base.name);
+    let theirs_label = format!("{} (new world)", choice.current.name);
+    let mut m = Merger {
+        target: &t.name,
+        root: &t.root,
+        top: &top,
+        labels: Labels {
+            ours: &ours_label,
+            base: &base_label,
+            theirs: &theirs_label,
+        },
+        plan,
+        tr: &mut tr,
+        made: BTreeSet::new(),
+        skip: Vec::new(),
+    };
+    m.run(&base.tree, &choice.current.tree)?;
+    Ok((tr, Some(record)))
+}
+
+/// Where a file's directory stands in the target.
+enum Parent {
+    Dir(DirFd),
+    /// Made by an earlier step of this plan: empty.
+    ToBeMade,
+    Missing,
+    Refused(String),
+}
+
+struct Merger<'a> {
+    target: &'a str,
+    root: &'a Path,
+    top: &'a DirFd,
+    labels: Labels<'a>,
+    plan: &'a mut Plan,
+    tr: &'a mut TargetReport,
+    /// Directories (relative to etc) this plan makes.
+    made: BTreeSet<PathBuf>,
+    /// Subtrees (relative to etc) left alone.
+    skip: Vec<PathBuf>,
+}
+
+fn with_suffix(name: &OsStr, suffix: &str) -> OsString {
+    let mut n = name.to_owned();
+    n.push(suffix);
+    n
+}
+
+fn io(e: FsError) -> String {
+    e.to_string()
+}
+
+impl Merger<'_> {
+    fn run(&mut self, base: &Tree, theirs: &Tree) -> Result<(), String> {
+        let keys: BTreeSet<&PathBuf> = base.keys().chain(theirs.keys()).collect();
+        for k in keys {
+            if self.skip.iter().any(|s| k.starts_with(s)) {
+                continue;
+            }
+            let (b, t) = (base.get(k), theirs.get(k));
+            if Node::is_dir(b) || Node::is_dir(t) {
+                self.dir(k, b, t)?;
+            } else {
+                self.file(k, b, t)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// `etc/k`, as reported and as the steps name it below the root.
+    fn rel(k: &Path) -> PathBuf {
+        Path::new("etc").join(k)
+    }
+
+    fn shown(k: &Path) -> String {
+        Self::rel(k).display().to_string()
+    }
+
+    fn step(&self, verb: &str, k: &Path) -> String {
+        format!("{verb}-{}-{}", self.target, Self::shown(k))
+    }
+
+    fn refuse(&mut self, k: &Path, why: impl Into<String>) {
+        self.tr.refused.push(Refusal {
+            path: Self::shown(k),
+            why: why.into(),
+        });
+        self.skip.push(k.to_owned());
+    }
+
+    fn conflict(&mut self, k: &Path, why: impl Into<String>) {
+        self.tr.conflicts.push(Conflict {
+            path: Self::shown(k),
+            proposal: None,
+            why: why.into(),
+        });
+    }
+
+    fn parent(&self, k: &Path) -> Result<Parent, String> {
+        let p = k.parent().unwrap_or(Path::new(""));
+        if self.made.contains(p) {
+            return Ok(Parent::ToBeMade);
+        }
+        match self.top.walk(&Self::rel(p)) {
+            Ok(Some(d)) => Ok(Parent::Dir(d)),
+            Ok(None) => Ok(Parent::Missing),
+            Err(FsError::Refused { why, .. }) => Ok(Parent::Refused(why)),
+            Err(e) => Err(io(e)),
+        }
+    }
+
+    /// A file's directory that is not there to merge into: report it once
+    /// and leave its subtree alone. `true` when `d` is usable.
+    fn usable(&mut self, k: &Path, parent: &Parent) -> bool {
+        let p = k.parent().unwrap_or(Path::new("")).to_owned();
+        match parent {
+            Parent::Dir(_) | Parent::ToBeMade => true,
+            Parent::Missing => {
+                self.conflict(
+                    &p,
+                    "removed here; the new world changed files in it: left alone",
+                );
+                self.skip.push(p);
+                false
+            }
+            Parent::Refused(why) => {
+                let why = why.clone();
+                self.refuse(&p, why);
+                false
+            }
+        }
+    }
+
+    fn dir(&mut self, k: &Path, b: Option<&Node>, t: Option<&Node>) -> Result<(), String> {
+        let name = k.file_name().unwrap_or_default();
+        match (Node::is_dir(b), t) {
+            (false, Some(Node::Dir { mode, uid, gid })) => {
+                let parent = self.parent(k)?;
+                if !self.usable(k, &parent) {
+                    return Ok(());
+                }
+                let there = match &parent {
+                    Parent::Dir(d) => d.stat(name).map_err(io)?.map(|s| s.kind),
+                    _ => None,
+                };
+                match there {
+                    None => {
+                        self.plan.push(
+                            self.step("mkdir", k),
+                            Action::MakeDirIn {
+                                root: self.root.to_owned(),
+                                rel: Self::rel(k),
+                                mode: *mode,
+                                uid: *uid,
+                                gid: *gid,
+                            },
+                        );
+                        self.made.insert(k.to_owned());
+                        self.tr.added.push(format!("{}/", Self::shown(k)));
+                    }
+                    Some(Kind::Dir) => {}
+                    Some(Kind::Symlink) => {
+                        self.refuse(k, "a symlink where the new world has a directory")
+                    }
+                    Some(_) => {
+                        self.conflict(k, "the new world has a directory here: left alone");
+                        self.skip.push(k.to_owned());
+                    }
+                }
+            }
+            (true, Some(n)) if !Node::is_dir(Some(n)) => {
+                let what = Node::what(Some(n));
+                self.conflict(
+                    k,
+                    format!("the new world replaced this directory with {what}: left alone"),
+                );
+            }
+            // Both directories, or one the new world dropped: their files
+            // are merged one by one; directories themselves are never removed.
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn file(&mut self, k: &Path, b: Option<&Node>, t: Option<&Node>) -> Result<(), String> {
+        if Node::same(b, t) {
+            return Ok(());
+        }
+        let parent = self.parent(k)?;
+        if !self.usable(k, &parent) {
+            return Ok(());
+        }
+        let Parent::Dir(d) = parent else {
+            // Its directory is made by this plan: a new file of the new world.
+            return self.follow(k, None, None, b, t);
+        };
+        let name = k.file_name().unwrap_or_default();
+        if d.stat(&with_suffix(name, PROPOSAL)).map_err(io)?.is_some() {
+            // Listed as unresolved; a new proposal waits until that one goes.
+            return Ok(());
+        }
+        let ours = match tree::read_ours(&d, name) {
+            Ok(o) => o.map(|(n, _)| n),
+            Err(FsError::Refused { why, .. }) => {
+                self.refuse(k, why);
+                return Ok(());
+            }
+            Err(e) => return Err(io(e)),
+        };
+        let o = ours.as_ref();
+        let file = |n: Option<&Node>| matches!(n, Some(Node::File { .. }));
+        match o {
+            Some(Node::Special) => {
+                self.refuse(k, "a special file where the world has a file");
+                return Ok(());
+            }
+            Some(Node::Dir { .. }) => {
+                let what = Node::what(t);
+                self.conflict(
+                    k,
+                    format!("a directory here, the new world has {what}: left alone"),
+                );
+                self.skip.push(k.to_owned());
+                return Ok(());
+            }
+            Some(Node::Link(_)) if file(b) || file(t) => {
+                self.refuse(
+                    k,
+                    "a symlink where the world has a regular file: never followed, left alone",
+                );
+                return Ok(());
+            }
+            _ => {}
+        }
+        if Node::same(o, t) {
+            return Ok(());
+        }
+        if Node::same(o, b) {
+            return self.follow(k, Some(&d), o, b, t);
+        }
+        self.both(k, &d, o, b, t)
+    }
+
+    /// Moves ours aside before the commit point and removes the aside copy
+    /// after it; `false` (and a refusal) when the aside name is taken.
+    fn aside(&mut self, k: &Path, d: &DirFd, o: &Node) -> Result<bool, String> {
+        let name = k.file_name().unwrap_or_default();
+        if d.stat(&with_suffix(name, ASIDE)).map_err(io)?.is_some() {
+            self.refuse(
+                k,
+                format!("{}{ASIDE} is in the way; remove it", Self::shown(k)),
+            );
+            return Ok(false);
+        }
+        let rel = Self::rel(k);
+        let aside = PathBuf::from(with_suffix(rel.as_os_str(), ASIDE));
+        let expect = match o {
+            Node::File { bytes, .. } => Some(blake3::hash(bytes).to_hex().to_string()),
+            _ => None,
+        };
+        self.plan.push(
+            self.step("aside", k),
+            Action::RenameIn {
+                root: self.root.to_owned(),
+                from: rel,
+                to: aside.clone(),
+                expect,
+            },
+        );
+        self.plan.push_after_commit(
+            self.step("drop", k),
+            Action::RemoveFileIn {
+                root: self.root.to_owned(),
+                rel: aside,
+            },
+        );
+        Ok(true)
+    }
+
+    /// Writes `n` at `k` (the name is free by then): a file with the mode
+    /// the three-way rule gives and ours' owner when ours was a file, or a link.
+    fn put(&mut self, verb: &str, k: &Path, n: &Node, o: Option<&Node>, b: Option<&Node>) {
+        let action = match n {
+            Node::File {
+                bytes,
+                mode,
+                uid,
+                gid,
+            } => {
+                let (mode, uid, gid) = match (o, b) {
+                    (
+                        Some(Node::File {
+                            mode: om, uid, gid, ..
+                        }),
+                        b,
+                    ) => {
+                        let bm = match b {
+                            Some(Node::File { mode, .. }) => Some(*mode),
+                            _ => None,
+                        };
+                        (if bm == Some(*om) { *mode } else { *om }, *uid, *gid)
+                    }
+                    _ => (*mode, *uid, *gid),
+                };
+                Action::WriteFileIn {
+                    root: self.root.to_owned(),
+                    rel: Self::rel(k),
+                    contents: Blob(bytes.clone()),
+                    mode,
+                    uid,
+                    gid,
+                }
+            }
+            Node::Link(target) => Action::SymlinkIn {
+                root: self.root.to_owned(),
+                rel: Self::rel(k),
+                target: target.clone(),
+            },
+            Node::Dir { .. } | Node::Special => return,
+        };
+        self.plan.push(self.step(verb, k), action);
+    }
+
+    /// Ours is as the old world had it: becomes what the new world has.
+    fn follow(
+        &mut self,
+        k: &Path,
+        d: Option<&DirFd>,
+        o: Option<&Node>,
+        b: Option<&Node>,
+        t: Option<&Node>,
+    ) -> Result<(), String> {
+        if matches!(t, Some(Node::Special)) {
+            return Ok(());
+        }
+        match (o, t, d) {
+            (Some(on), None, Some(d)) => {
+                let moved = self.aside(k, d, on)?;
+                if moved {
+                    self.tr.removed.push(Self::shown(k));
+                }
+            }
+            (None, Some(tn), _) => {
+                self.put("add", k, tn, None, b);
+                self.tr.added.push(Self::shown(k));
+            }
+            (Some(on), Some(tn), Some(d)) => {
+                let moved = self.aside(k, d, on)?;
+                if moved {
+                    self.put("update", k, tn, o, b);
+                    self.tr.updated.push(Self::shown(k));
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Both sides changed the file.
+    fn both(
+        &mut self,
+        k: &Path,
+        d: &DirFd,
+        o: Option<&Node>,
+        b: Option<&Node>,
+        t: Option<&Node>,
+    ) -> Result<(), String> {
+        let empty = Vec::new();
+        match (o, b, t) {
+            (
+                Some(
+                    on @ Node::File {
+                        bytes: ob,
+                        mode,
+                        uid,
+                        gid,
+                    },
+                ),
+                None | Some(Node::File { .. }),
+                Some(Node::File { bytes: tb, .. }),
+            ) => {
+                let bb = match b {
+                    Some(Node::File { bytes, .. }) => bytes,
+                    _ => &empty,
+                };
+                match diff3::merge(bb, ob, tb, self.labels) {
+                    Merged::Clean(m) if m == *ob => {}
+                    Merged::Clean(m) => {
+                        if self.aside(k, d, on)? {
+                            let merged = Node::File {
+                                bytes: m,
+                                mode: match t {
+                                    Some(Node::File { mode, .. }) => *mode,
+                                    _ => *mode,
+                                },
+                                uid: *uid,
+                                gid: *gid,
+                            };
+                            self.put("merge", k, &merged, o, b);
+                            self.tr.merged.push(Self::shown(k));
+                        }
+                    }
+                    Merged::Conflict { text, .. } => {
+                        let rel = PathBuf::from(with_suffix(Self::rel(k).as_os_str(), PROPOSAL));
+                        self.plan.push(
+                            self.step("propose", k),
+                            Action::WriteFileIn {
+                                root: self.root.to_owned(),
+                                rel: rel.clone(),
+                                contents: Blob(text),
+                                // Never executable: an rc.d or periodic
+                                // directory must not run a proposal.
+                                mode: mode & 0o666,
+                                uid: *uid,
+                                gid: *gid,
+                            },
+                        );
+                        let why = if b.is_none() {
+                            "added here and by the new world, differently"
+                        } else {
+                            "changed here and by the new world"
+                        };
+                        self.tr.conflicts.push(Conflict {
+                            path: Self::shown(k),
+                            proposal: Some(rel.display().to_string()),
+                            why: why.into(),
+                        });
+                    }
+                }
+            }
+            (Some(_), _, None) => self.conflict(k, "removed by the new world, changed here: kept"),
+            (None, _, Some(_)) => {
+                self.conflict(k, "removed here, changed by the new world: not restored")
+            }
+            _ => self.conflict(k, "changed here and by the new world: kept"),
+        }
+        Ok(())
+    }
+}
