@@ -39,7 +39,11 @@ fn seal(data: &[u8]) -> Vec<u8> {
 /// hard links resolve, and encoding it again decodes to the same manifest.
 fn check(m: &Manifest) {
     for (i, e) in m.entries.iter().enumerate() {
-        assert_eq!(m.find(&e.path), Some(i), "entry {i} is not found by its path");
+        assert_eq!(
+            m.find(&e.path),
+            Some(i),
+            "entry {i} is not found by its path"
+        );
         let _ = m.resolve(i);
     }
     let _ = (m.id(), m.file_bytes());

@@ -386,7 +386,10 @@ fn plan_window_and_run(
     let mut state = open_state(ctx)?;
     let (plan, window) = planner(ctx, host.as_ref()).map_err(Error::Usage)?;
     plan.validate().map_err(EngineError::from)?;
-    let notes = ops::upgrade::downtime_notes(window);
+    let notes = ops::upgrade::downtime_notes(
+        window,
+        crate::manifest::path_for(&ctx.layout.manifests, "mroot"),
+    );
     let report = state.engine.run_noted(plan, &notes)?;
     if !merge_etc {
         output::report(ctx.global.json, &report);
@@ -456,7 +459,9 @@ fn status(ctx: &Ctx) -> Result<(), Error> {
         return Err(statedir::StateError::Missing(ctx.layout.state.clone()).into());
     }
     let host = ctx.host();
-    let rows = ops::jail::status(&ctx.world(host.as_ref()), None).map_err(Error::Usage)?;
+    let world = ctx.world(host.as_ref());
+    let template = ops::upgrade::current_id(&world);
+    let rows = ops::jail::status(&world, template).map_err(Error::Usage)?;
     output::status(ctx.global.json, &rows);
     Ok(())
 }

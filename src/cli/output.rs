@@ -158,12 +158,12 @@ pub fn status(json: bool, rows: &[crate::ops::jail::StatusRow]) {
         return;
     }
     println!(
-        "{:<16} {:>7}  {:<15}  {:<24} {:<8} {:<8} {:<10} PATH",
+        "{:<16} {:>7}  {:<15}  {:<24} {:<8} {:<8} {:<12} PATH",
         "NAME", "JID", "IP", "HOSTNAME", "RUNNING", "MOUNTED", "TEMPLATE"
     );
     for r in rows {
         println!(
-            "{:<16} {:>7}  {:<15}  {:<24} {:<8} {:<8} {:<10} {}",
+            "{:<16} {:>7}  {:<15}  {:<24} {:<8} {:<8} {:<12} {}",
             r.name,
             r.jid.map(|j| j.to_string()).unwrap_or_else(|| "-".into()),
             r.ip,

@@ -26,6 +26,13 @@ pub enum ActionError {
     Host(#[from] HostError),
     #[error(transparent)]
     World(#[from] WorldError),
+    #[error(
+        "{template} changed after its manifest was written ({differences} differences); remove it and start again"
+    )]
+    Drifted {
+        template: PathBuf,
+        differences: usize,
+    },
     #[error("health check of jail {jail} failed: {why}")]
     Unhealthy { jail: String, why: String },
     #[error("rename {from} -> {to}: neither exists; something outside jailtx moved it")]
@@ -209,6 +216,18 @@ pub fn apply(action: &Action, host: &dyn Host) -> Result<()> {
             gid,
         } => Ok(beneath::make_dir(root, rel, *mode, *uid, *gid)?),
         Action::SymlinkIn { root, rel, target } => Ok(beneath::symlink(root, rel, target)?),
+        Action::VerifyManifest { template, manifest } => {
+            let m = manifest::read(manifest)?;
+            let report = manifest::audit::quick(template, &m)?;
+            if report.is_clean() {
+                Ok(())
+            } else {
+                Err(ActionError::Drifted {
+                    template: template.clone(),
+                    differences: report.differences.len(),
+                })
+            }
+        }
     }
 }
 
@@ -342,5 +361,6 @@ pub fn undo(action: &Action, host: &dyn Host) -> Result<()> {
         Action::RemoveFileIn { .. } => Ok(()),
         Action::MakeDirIn { root, rel, .. } => Ok(beneath::unmake_dir(root, rel)?),
         Action::SymlinkIn { root, rel, target } => Ok(beneath::unsymlink(root, rel, target)?),
+        Action::VerifyManifest { .. } => Ok(()),
     }
 }

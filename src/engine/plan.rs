@@ -132,6 +132,13 @@ pub enum Action {
         rel: PathBuf,
         target: PathBuf,
     },
+    /// Quick-audit `template` against its manifest and fail on any drift:
+    /// an upgrade never switches to a staged template that changed after it
+    /// was built. Changes nothing, so its undo does nothing.
+    VerifyManifest {
+        template: PathBuf,
+        manifest: PathBuf,
+    },
 }
 
 impl Action {
@@ -178,6 +185,7 @@ impl Action {
             Action::RemoveFileIn { .. } => "remove-in",
             Action::MakeDirIn { .. } => "mkdir-in",
             Action::SymlinkIn { .. } => "symlink-in",
+            Action::VerifyManifest { .. } => "verify-manifest",
         }
     }
 }
@@ -278,6 +286,12 @@ impl fmt::Display for Action {
                 f,
                 "mkdir -m {mode:04o} {} (owner {uid}:{gid})",
                 root.join(rel).display()
+            ),
+            Action::VerifyManifest { template, manifest } => write!(
+                f,
+                "audit --quick {} against {}",
+                template.display(),
+                manifest.display()
             ),
             Action::SymlinkIn { root, rel, target } => {
                 write!(f, "ln -s {} {}", target.display(), root.join(rel).display())

@@ -340,8 +340,12 @@ pub fn write_new(
     let (dir, name) = parent(root, rel)?;
     let dir = dir.ok_or_else(|| refused(&root.join(rel), "its directory is missing"))?;
     let path = dir.path.join(&name);
+    let tmp = temp_name(&name);
     if dir.stat(&name)?.is_some() {
         if holds(&dir, &name, contents)? {
+            // Published by an earlier run that may have died before
+            // removing its temporary.
+            dir.unlink(&tmp)?;
             return dir.sync();
         }
         return Err(FsError::InTheWay {
@@ -349,7 +353,6 @@ pub fn write_new(
             what: "exists and is not the file this step writes".into(),
         });
     }
-    let tmp = temp_name(&name);
     let tmp_path = dir.path.join(&tmp);
     dir.unlink(&tmp)?;
     let ctmp = cname(&tmp_path, &tmp)?;

@@ -19,10 +19,11 @@
 //! caller's compensation removes it with [`super::remove_tree`].
 
 use std::collections::HashMap;
-use std::ffi::{CStr, CString};
+use std::ffi::{CStr, CString, OsStr};
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use nix::dir::Dir;
@@ -152,7 +153,7 @@ pub fn copy_tree(src: &Path, dst: &Path) -> Result<CopyStats> {
         path: src.to_path_buf(),
         source: e.into(),
     })?;
-    let dst_fd = open_new_dir(dst_parent_fd.as_fd(), &dst_name, dst)?;
+    let dst_fd = open_new_dir(dst_parent_fd.as_fd(), &dst_name, &|| dst.to_path_buf())?;
     let dst_st = fstat(&dst_fd).map_err(|e| FsError::Stat {
         path: dst.to_path_buf(),
         source: e.into(),
@@ -248,7 +249,7 @@ impl Copier {
             // Last: the children's creation changed the mtime, and a 0555
             // directory must stay writable until they are all in. chown
             // before chmod, since chown may clear setuid/setgid.
-            set_meta_fd(cur.dst.as_fd(), &cur.stat, &self.dst_dir)?;
+            set_meta_fd(cur.dst.as_fd(), &cur.stat, &|| self.dst_dir.clone())?;
             let Some(parent) = parents.pop() else {
                 return Ok(());
             };
@@ -269,20 +270,20 @@ impl Copier {
     }
 
     fn reopen_parent(&self, cur: &Frame, parent: &Parked) -> Result<(Dir, OwnedFd)> {
-        let src_parent = parent_of(&self.src_dir).to_path_buf();
+        let src_parent = || parent_of(&self.src_dir).to_path_buf();
         let src = open_dotdot(cur.src.as_fd()).map_err(|e| FsError::Open {
-            path: src_parent.clone(),
+            path: src_parent(),
             source: e.into(),
         })?;
         let st = fstat(&src).map_err(|e| FsError::Stat {
-            path: src_parent.clone(),
+            path: src_parent(),
             source: e.into(),
         })?;
         if (st.st_dev, st.st_ino) != (parent.stat.st_dev, parent.stat.st_ino) {
-            return Err(FsError::TreeChanged { path: src_parent });
+            return Err(FsError::TreeChanged { path: src_parent() });
         }
         let src = Dir::from_fd(src).map_err(|e| FsError::Open {
-            path: src_parent,
+            path: src_parent(),
             source: e.into(),
         })?;
         // The copy is ours and mode 0700 until finished, so its `..` is not
@@ -312,11 +313,13 @@ impl Copier {
                 dst: self.dst_dir.clone(),
             });
         }
-        let dst_path = join(&self.dst_dir, &name);
+        // Paths are built only for messages: joining one per entry would
+        // cost time quadratic in the depth of a deep tree.
+        let dst_path = || join(&self.dst_dir, &name);
         // 0700 until its children are in: no one else can enter or race us
         // inside the copy while it is incomplete.
         mkdirat(&cur.dst, name.as_c_str(), Mode::S_IRWXU).map_err(|e| FsError::Mkdir {
-            path: dst_path.clone(),
+            path: dst_path(),
             source: e.into(),
         })?;
         self.stats.dirs += 1;
@@ -340,8 +343,9 @@ impl Copier {
             set_meta_fd(dst.as_fd(), &st, &dst_path)?;
             return Ok(None);
         };
-        self.src_dir = join(&self.src_dir, &name);
-        self.dst_dir = dst_path;
+        let component = OsStr::from_bytes(name.to_bytes());
+        self.src_dir.push(component);
+        self.dst_dir.push(component);
         self.frame(src, dst, name, st).map(Some)
     }
 
@@ -427,7 +431,7 @@ impl Copier {
         st: &FileStat,
     ) -> Result<()> {
         let src_path = || join(&self.src_dir, src_name);
-        let dst_path = join(&self.dst_dir, dst_name);
+        let dst_path = || join(&self.dst_dir, dst_name);
         let base = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NOCTTY | OFlag::O_CLOEXEC;
         let opened = if self.noatime {
             match openat(src_dir, src_name, base | OFlag::O_NOATIME, Mode::empty()) {
@@ -453,14 +457,14 @@ impl Copier {
             Mode::S_IRUSR | Mode::S_IWUSR,
         )
         .map_err(|e| FsError::Open {
-            path: dst_path.clone(),
+            path: dst_path(),
             source: e.into(),
         })?;
         let dst = File::from(dst);
         let size = u64::try_from(st.st_size).unwrap_or(0);
         let copied = copy_data(&src, &dst, size).map_err(|source| FsError::CopyData {
             from: src_path(),
-            to: dst_path.clone(),
+            to: dst_path(),
             source,
         })?;
         set_meta_fd(dst.as_fd(), st, &dst_path)?;
@@ -474,7 +478,11 @@ fn is(st: &FileStat, kind: SFlag) -> bool {
     st.st_mode & SFlag::S_IFMT.bits() == kind.bits()
 }
 
-fn open_new_dir(parent: BorrowedFd<'_>, name: &CStr, path: &Path) -> Result<OwnedFd> {
+fn open_new_dir(
+    parent: BorrowedFd<'_>,
+    name: &CStr,
+    path: &dyn Fn() -> PathBuf,
+) -> Result<OwnedFd> {
     openat(
         parent,
         name,
@@ -482,7 +490,7 @@ fn open_new_dir(parent: BorrowedFd<'_>, name: &CStr, path: &Path) -> Result<Owne
         Mode::empty(),
     )
     .map_err(|e| FsError::Open {
-        path: path.to_path_buf(),
+        path: path(),
         source: e.into(),
     })
 }
@@ -532,23 +540,23 @@ fn times(st: &FileStat) -> (TimeSpec, TimeSpec) {
 }
 
 /// Owner, then mode, then times, on an open copy (file or directory).
-fn set_meta_fd(fd: BorrowedFd<'_>, st: &FileStat, path: &Path) -> Result<()> {
+fn set_meta_fd(fd: BorrowedFd<'_>, st: &FileStat, path: &dyn Fn() -> PathBuf) -> Result<()> {
     fchown(
         fd,
         Some(Uid::from_raw(st.st_uid)),
         Some(Gid::from_raw(st.st_gid)),
     )
     .map_err(|e| FsError::Chown {
-        path: path.to_path_buf(),
+        path: path(),
         source: e.into(),
     })?;
     fchmod(fd, perm(st.st_mode)).map_err(|e| FsError::Chmod {
-        path: path.to_path_buf(),
+        path: path(),
         source: e.into(),
     })?;
     let (atime, mtime) = times(st);
     futimens(fd, &atime, &mtime).map_err(|e| FsError::SetTimes {
-        path: path.to_path_buf(),
+        path: path(),
         source: e.into(),
     })
 }

@@ -3,6 +3,10 @@
 //! Everything that makes a change on disk durable (fsync of files and of the
 //! directories holding their names) lives here, so the journal and the engine
 //! can state their crash guarantees in terms of these few functions.
+//!
+//! `durable` holds the single-step primitives, `copy` and `remove` the two
+//! tree walks, `dirfd` the descriptor helpers those walks share (no-follow,
+//! no-mount-crossing opens), `test_support` the fixtures of their tests.
 
 pub mod beneath;
 mod copy;

@@ -15,8 +15,9 @@
 //! Out of scope: Linux immutable/append-only attributes (chattr +i); removal
 //! of such an entry fails with EPERM and names it.
 
-use std::ffi::{CStr, CString};
+use std::ffi::{CStr, CString, OsStr};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use nix::dir::{Dir, Type};
@@ -144,10 +145,9 @@ impl Remover {
                 continue;
             }
             // `cur` is empty: remove it through its parent's descriptor.
-            let here = self.dir.clone();
             self.dir.pop();
             let Some(parent) = parents.pop() else {
-                rmdir(top_parent, &cur.name, &here)?;
+                rmdir(top_parent, &cur.name, &self.dir)?;
                 self.removed += 1;
                 return Ok(());
             };
@@ -155,7 +155,7 @@ impl Remover {
                 Some(dir) => dir,
                 None => self.reopen_parent(&cur, &parent.stat)?,
             };
-            rmdir(dir.as_fd(), &cur.name, &here)?;
+            rmdir(dir.as_fd(), &cur.name, &self.dir)?;
             self.removed += 1;
             cur = Frame {
                 dir,
@@ -243,15 +243,18 @@ impl Remover {
 
     /// Checks an opened directory, makes it writable for us, and lists it.
     fn enter(&mut self, fd: OwnedFd, name: CString) -> Result<Frame> {
-        let path = join(&self.dir, &name);
+        // Pushed in place, and cloned only for a message: a fresh path per
+        // directory would make a hostile, very deep tree cost quadratic time.
+        self.dir.push(OsStr::from_bytes(name.to_bytes()));
+        let path = || self.dir.clone();
         let st = fstat(&fd).map_err(|e| FsError::Stat {
-            path: path.clone(),
+            path: path(),
             source: e.into(),
         })?;
         // openat2 already refused mount points; this also covers kernels
         // without it (any mount of another filesystem changes st_dev).
         if st.st_dev != self.root_dev {
-            return Err(FsError::MountInside { path });
+            return Err(FsError::MountInside { path: path() });
         }
         if st.st_mode & 0o700 != 0o700 {
             // Emptying needs write and search permission; root has them
@@ -262,21 +265,20 @@ impl Remover {
                 Ok(()) | Err(Errno::EPERM) => {}
                 Err(e) => {
                     return Err(FsError::Chmod {
-                        path,
+                        path: path(),
                         source: e.into(),
                     });
                 }
             }
         }
         let mut dir = Dir::from_fd(fd).map_err(|e| FsError::Open {
-            path: path.clone(),
+            path: path(),
             source: e.into(),
         })?;
         let entries = list(&mut dir).map_err(|e| FsError::ReadDir {
-            path: path.clone(),
+            path: path(),
             source: e.into(),
         })?;
-        self.dir = path;
         Ok(Frame {
             dir,
             name,
@@ -290,20 +292,20 @@ impl Remover {
     /// names exactly that inode, never a swapped-in symlink), then reopen it
     /// readable the same way.
     fn open_unreadable(&self, dir: BorrowedFd<'_>, name: &CStr) -> Result<OwnedFd> {
-        let path = join(&self.dir, name);
+        let path = || join(&self.dir, name);
         let pinned = open_subdir(dir, name, OFlag::O_PATH).map_err(|e| match e {
-            Errno::EXDEV => FsError::MountInside { path: path.clone() },
+            Errno::EXDEV => FsError::MountInside { path: path() },
             e => FsError::Open {
-                path: path.clone(),
+                path: path(),
                 source: e.into(),
             },
         })?;
         let st = fstat(&pinned).map_err(|e| FsError::Stat {
-            path: path.clone(),
+            path: path(),
             source: e.into(),
         })?;
         if st.st_dev != self.root_dev {
-            return Err(FsError::MountInside { path });
+            return Err(FsError::MountInside { path: path() });
         }
         let proc_path = PathBuf::from(format!("/proc/self/fd/{}", pinned.as_raw_fd()));
         fchmodat(
@@ -313,7 +315,7 @@ impl Remover {
             FchmodatFlags::FollowSymlink,
         )
         .map_err(|e| FsError::Chmod {
-            path: path.clone(),
+            path: path(),
             source: e.into(),
         })?;
         open(
@@ -322,20 +324,21 @@ impl Remover {
             Mode::empty(),
         )
         .map_err(|e| FsError::Open {
-            path,
+            path: path(),
             source: e.into(),
         })
     }
 }
 
-fn rmdir(parent: BorrowedFd<'_>, name: &CStr, path: &Path) -> Result<()> {
+/// rmdir of `parent_path/name` through the parent's descriptor.
+fn rmdir(parent: BorrowedFd<'_>, name: &CStr, parent_path: &Path) -> Result<()> {
     match unlinkat(parent, name, UnlinkatFlags::RemoveDir) {
         Ok(()) => Ok(()),
         Err(Errno::EBUSY) => Err(FsError::MountInside {
-            path: path.to_path_buf(),
+            path: join(parent_path, name),
         }),
         Err(e) => Err(FsError::RemoveDir {
-            path: path.to_path_buf(),
+            path: join(parent_path, name),
             source: e.into(),
         }),
     }

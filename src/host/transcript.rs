@@ -228,6 +228,11 @@ impl Builder<'_> {
                 self.own(line).note =
                     Some("BLAKE3 of every entry; `jailtx manifest export` gives mtree(5)".into());
             }
+            Action::VerifyManifest { template, manifest } => {
+                self.own(format!("audit --quick {} {}", p(template), p(manifest)))
+                    .note =
+                    Some("refuses a staged template that changed since it was hashed".into());
+            }
             Action::ClearFlags { path } => {
                 self.run(freebsd::chflags_argv(path)).note =
                     Some(format!("only if {} exists", path.display()));

@@ -234,11 +234,16 @@ fn switch(
 
 /// The downtime window: from the start of its first step to the end of its
 /// last, both run in this run (a resumed transaction has no such figure).
+/// Also records `to`: the id of the template now current (its manifest).
 pub fn downtime_notes(
     window: (usize, usize),
+    current_manifest: PathBuf,
 ) -> impl Fn(&[StepTiming]) -> BTreeMap<String, String> {
     move |timings: &[StepTiming]| {
         let mut notes = BTreeMap::new();
+        if let Ok(id) = crate::manifest::template_id(&current_manifest) {
+            notes.insert("to".into(), short_id(&id));
+        }
         let start = timings
             .iter()
             .find(|t| t.index == window.0)
@@ -253,6 +258,18 @@ pub fn downtime_notes(
         }
         notes
     }
+}
+
+/// The first 12 hex digits of a template id, as `status` and `history` show it.
+pub fn short_id(id: &str) -> String {
+    id.chars().take(12).collect()
+}
+
+/// The id of the current template, when it has a manifest.
+pub fn current_id(w: &World) -> Option<String> {
+    crate::manifest::template_id(&manifest_file(w, "mroot"))
+        .ok()
+        .map(|id| short_id(&id))
 }
 
 /// Post-commit removal of the archives beyond the newest `keep` (never the
@@ -346,6 +363,9 @@ pub fn plan_upgrade_on(
     );
     plan.notes.insert("source".into(), source.to_string());
     plan.notes.insert("archive".into(), archive.clone());
+    if let Some(id) = current_id(w) {
+        plan.notes.insert("from".into(), id);
+    }
     plan.push(
         "populate",
         Action::Populate {
@@ -373,7 +393,30 @@ pub fn plan_upgrade_on(
             carry_over: w.cfg.carry_over.clone(),
         },
     );
-    let window = switch(w, &mut plan, &l.mroot2, "mroot2", false, &archive)?;
+    let staged_manifest = manifest_file(w, "mroot2");
+    if exists(&staged_manifest) {
+        return Err(format!(
+            "{} is left from an earlier build; remove it, then upgrade again",
+            staged_manifest.display()
+        ));
+    }
+    plan.push(
+        "manifest",
+        Action::WriteManifest {
+            template: l.mroot2.clone(),
+            to: staged_manifest.clone(),
+            exclude: w.cfg.carry_over.clone(),
+        },
+    );
+    // Right before the window: the staged tree is still what was hashed.
+    plan.push(
+        "verify-staged",
+        Action::VerifyManifest {
+            template: l.mroot2.clone(),
+            manifest: staged_manifest,
+        },
+    );
+    let window = switch(w, &mut plan, &l.mroot2, "mroot2", true, &archive)?;
     let mut all = vec![archive];
     all.extend(archives(w)?);
     prune_after_commit(w, &mut plan, &all, w.cfg.keep_archives as usize);
@@ -425,8 +468,11 @@ pub fn plan_rollback_on(
     check_carry_over_target(w, &target_dir)?;
     let archive = new_archive_name(w, today)?;
     let mut plan = Plan::new("rollback", format!("roll back to {target}"));
-    plan.notes.insert("to".into(), target.clone());
+    plan.notes.insert("target".into(), target.clone());
     plan.notes.insert("archive".into(), archive.clone());
+    if let Some(id) = current_id(w) {
+        plan.notes.insert("from".into(), id);
+    }
     let has_manifest = exists(&manifest_file(w, &target));
     let window = switch(w, &mut plan, &target_dir, &target, has_manifest, &archive)?;
     Ok((plan, window))
