@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, ensure};
 use jailtx::engine::{Action, Engine, Plan};
 use jailtx::fs::{create_dir_durable, fsync_dir, rename_durable, sync_filesystem, write_atomic};
+use jailtx::host::Host;
 use jailtx::host::recording::RecordingHost;
 use jailtx::journal::{FileStorage, Outcome, Storage};
 
@@ -29,16 +30,21 @@ enum Op {
     MakeDir,
     WriteFile,
     Rename,
+    /// A volatile step, through the in-memory `RecordingHost`: no disk work
+    /// of its own, so the row shows the journal's cost alone, and the engine
+    /// batches a run of such steps under one intent and one done record.
+    Mount,
 }
 
 impl Op {
-    const ALL: [Op; 3] = [Op::MakeDir, Op::WriteFile, Op::Rename];
+    const ALL: [Op; 4] = [Op::MakeDir, Op::WriteFile, Op::Rename, Op::Mount];
 
     fn name(self) -> &'static str {
         match self {
             Op::MakeDir => "MakeDir",
             Op::WriteFile => "WriteFile",
             Op::Rename => "Rename",
+            Op::Mount => "Mount (RecordingHost)",
         }
     }
 
@@ -48,6 +54,7 @@ impl Op {
             Op::MakeDir => "fsync dir + fsync parent",
             Op::WriteFile => "fsync file + fsync parent",
             Op::Rename => "fsync parent (same dir)",
+            Op::Mount => "nothing on disk (in-memory host)",
         }
     }
 }
@@ -129,7 +136,8 @@ fn median(mut v: Vec<f64>) -> f64 {
 fn spread(v: &[f64]) -> String {
     let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
     let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    format!("{:.0} ({lo:.0}–{hi:.0})", median(v.to_vec()))
+    let p = if median(v.to_vec()) < 10.0 { 2 } else { 0 };
+    format!("{:.p$} ({lo:.p$}–{hi:.p$})", median(v.to_vec()))
 }
 
 fn us(d: Duration) -> f64 {
@@ -173,11 +181,17 @@ fn action(op: Op, data: &Path, i: usize) -> Action {
             from: data.join(format!("a{i}")),
             to: data.join(format!("b{i}")),
         },
+        Op::Mount => Action::Mount {
+            src: data.join("template"),
+            dst: data.join(format!("j{i}")),
+            read_only: true,
+        },
     }
 }
 
 fn bare(op: Op, data: &Path, steps: usize) -> Result<Duration> {
     let paths: Vec<Action> = (0..steps).map(|i| action(op, data, i)).collect();
+    let host = RecordingHost::new();
     let t = Instant::now();
     for a in &paths {
         match a {
@@ -188,6 +202,11 @@ fn bare(op: Op, data: &Path, steps: usize) -> Result<Duration> {
                 mode,
             } => write_atomic(path, contents.as_bytes(), *mode)?,
             Action::Rename { from, to } => rename_durable(from, to)?,
+            Action::Mount {
+                src,
+                dst,
+                read_only,
+            } => host.mount(src, dst, *read_only)?,
             _ => unreachable!("only the three benchmarked kinds are built"),
         }
     }
@@ -242,6 +261,9 @@ fn check(op: Op, data: &Path, steps: usize) -> Result<()> {
                 data.join(format!("b{i}")).is_file() && !data.join(format!("a{i}")).exists(),
                 "a{i} -> b{i} not renamed"
             ),
+            // The host is in memory: `executed == steps` (checked by the
+            // engine arm) is all there is to see.
+            Op::Mount => {}
         }
     }
     Ok(())
@@ -257,22 +279,33 @@ fn empty_tx(dir: &Path) -> Result<(Duration, u64)> {
     Ok((t.elapsed(), engine.syncs() - syncs))
 }
 
-/// µs per fdatasync of a 64-byte append (what a journal record costs), of a
-/// 64-byte overwrite, and per fsync of a directory holding one new entry
-/// (what the bare ops pay).
-fn raw_syncs(root: &Path, n: usize) -> Result<(f64, f64, f64)> {
-    let dir = root.join("raw");
-    fs::create_dir_all(&dir)?;
-    let mut file = FileStorage::open(&dir.join("appends"))?;
+/// µs per fdatasync of a 64-byte append to a new file in `dir`: what a
+/// journal record costs.
+fn append_syncs(dir: &Path, n: usize) -> Result<f64> {
+    let path = dir.join("appends");
+    let mut file = FileStorage::open(&path)?;
     file.sync_data()?;
-    sync_filesystem(&dir)?;
+    sync_filesystem(dir)?;
     let record = [0x5au8; 64];
     let t = Instant::now();
     for i in 0..n {
         file.write(i as u64 * 64, &record)?;
         file.sync_data()?;
     }
-    let fdatasync = us(t.elapsed()) / n as f64;
+    let per_call = us(t.elapsed()) / n as f64;
+    drop(file);
+    fs::remove_file(&path)?;
+    Ok(per_call)
+}
+
+/// µs per fdatasync of a 64-byte append (what a journal record costs), of a
+/// 64-byte overwrite, and per fsync of a directory holding one new entry
+/// (what the bare ops pay).
+fn raw_syncs(root: &Path, n: usize) -> Result<(f64, f64, f64)> {
+    let dir = root.join("raw");
+    fs::create_dir_all(&dir)?;
+    let fdatasync = append_syncs(&dir, n)?;
+    let record = [0x5au8; 64];
 
     // The same records written over blocks that already hold data, so the
     // file's size and block map never change: fdatasync has no metadata to
@@ -306,6 +339,10 @@ struct Row {
     bare_samples: Vec<f64>,
     engine_samples: Vec<f64>,
     syncs_per_step: f64,
+    /// µs per journal-like fdatasync, measured beside this row's runs.
+    fdatasync_samples: Vec<f64>,
+    /// µs of an empty transaction, measured beside this row's runs.
+    empty_us: f64,
 }
 
 fn main() -> Result<()> {
@@ -344,43 +381,46 @@ fn main() -> Result<()> {
         overwrites.push(o);
         dirsyncs.push(d);
     }
-    let fdatasync_us = median(fdatasyncs.clone());
 
-    let mut empty_us = Vec::new();
+    let mut empty_all = Vec::new();
     let mut empty_syncs = 0;
-    for r in 0..cfg.reps.max(5) {
-        let dir = prepare(root, &format!("empty{r}"), Op::MakeDir, 0)?;
-        let (t, s) = empty_tx(&dir)?;
-        empty_us.push(us(t));
-        empty_syncs = s;
-        fs::remove_dir_all(&dir)?;
-    }
-    let empty_spread = spread(&empty_us);
-    let empty_us = median(empty_us);
-
     let mut rows = Vec::new();
     for op in Op::ALL {
         let mut bare_t = Vec::new();
         let mut engine_t = Vec::new();
+        let mut sync_t = Vec::new();
+        let mut empty_t = Vec::new();
         let mut syncs = 0;
         for r in 0..cfg.reps {
-            // Alternate which arm goes first, so drift favours neither.
-            for engine_first in [r % 2 == 1, r % 2 == 0] {
-                let tag = format!("{}-{r}-{}", op.name(), u8::from(engine_first));
-                let dir = prepare(root, &tag, op, n)?;
-                if engine_first {
-                    let (t, s) = engined(op, &dir, n)?;
-                    engine_t.push(us(t));
-                    syncs = s;
-                } else {
-                    bare_t.push(us(bare(op, &dir.join("data"), n)?));
+            // Four arms, rotated every run so that drift favours none: the
+            // bare loop, the engine, and right beside them the disk's
+            // fdatasync cost and an empty transaction, since this disk's
+            // latency moves by several times within minutes.
+            for k in 0..4 {
+                let arm = (k + r) % 4;
+                let dir = prepare(root, &format!("{}-{r}-{arm}", op.name()), op, n)?;
+                match arm {
+                    0 => {
+                        bare_t.push(us(bare(op, &dir.join("data"), n)?) / n as f64);
+                        check(op, &dir.join("data"), n)?;
+                    }
+                    1 => {
+                        let (t, s) = engined(op, &dir, n)?;
+                        engine_t.push(us(t) / n as f64);
+                        syncs = s;
+                        check(op, &dir.join("data"), n)?;
+                    }
+                    2 => sync_t.push(append_syncs(&dir, n)?),
+                    _ => {
+                        let (t, s) = empty_tx(&dir)?;
+                        empty_t.push(us(t));
+                        empty_syncs = s;
+                    }
                 }
-                check(op, &dir.join("data"), n)?;
                 fs::remove_dir_all(&dir)?;
             }
         }
-        let per_step = |v: Vec<f64>| v.into_iter().map(|t| t / n as f64).collect::<Vec<_>>();
-        let (bare_t, engine_t) = (per_step(bare_t), per_step(engine_t));
+        empty_all.extend(&empty_t);
         rows.push(Row {
             op,
             bare_us: median(bare_t.clone()),
@@ -388,6 +428,8 @@ fn main() -> Result<()> {
             bare_samples: bare_t,
             engine_samples: engine_t,
             syncs_per_step: syncs.saturating_sub(empty_syncs) as f64 / n as f64,
+            fdatasync_samples: sync_t,
+            empty_us: median(empty_t),
         });
     }
 
@@ -413,7 +455,8 @@ fn main() -> Result<()> {
     println!();
     println!(
         "per transaction (empty plan: begin, commit, end, history summary, journal reset): \
-         {empty_syncs} fdatasyncs, {empty_spread} µs"
+         {empty_syncs} fdatasyncs, {} µs",
+        spread(&empty_all)
     );
     println!();
     println!(
@@ -423,28 +466,36 @@ fn main() -> Result<()> {
     );
     println!(
         "| operation | steps | bare µs/step | engine µs/step | overhead µs/step | \
-         per-step overhead µs (less per-tx constant) | journal fdatasyncs/step (target ≤ 2) | \
-         engine/bare | per-step overhead / fdatasync | bare op does |"
+         per-step overhead µs (less per-tx constant) | fdatasync µs (beside) | \
+         per-step overhead / fdatasync | journal fdatasyncs/step (target ≤ 2) | engine/bare | \
+         bare op does |"
     );
-    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |");
+    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |");
     for row in &rows {
         let overhead = row.engine_us - row.bare_us;
-        let per_step = overhead - empty_us / n as f64;
+        let per_step = overhead - row.empty_us / n as f64;
+        let fdatasync_us = median(row.fdatasync_samples.clone());
         println!(
-            "| {} | {n} | {} | {} | {:.0} | {:.0} | {:.2}{} | {:.2} | {:.2} | {} |",
+            "| {} | {n} | {} | {} | {:.0} | {:.0} | {} | {:.2} | {:.3}{} | {} | {} |",
             row.op.name(),
             spread(&row.bare_samples),
             spread(&row.engine_samples),
             overhead,
             per_step,
+            spread(&row.fdatasync_samples),
+            per_step / fdatasync_us,
             row.syncs_per_step,
             if row.syncs_per_step <= 2.0 {
                 ""
             } else {
                 " (over target)"
             },
-            row.engine_us / row.bare_us,
-            per_step / fdatasync_us,
+            // A bare in-memory call has nothing to compare with.
+            if row.op != Op::Mount {
+                format!("{:.2}", row.engine_us / row.bare_us)
+            } else {
+                "—".to_owned()
+            },
             row.op.bare_syncs(),
         );
     }

@@ -101,6 +101,7 @@ impl State {
         let lock = StateLock::acquire(&layout.lock)?;
         rotate_history(layout)?;
         let filed = last_tx_in(&layout.history_rotated(1))?;
+        let new_files = !layout.journal.exists() || !layout.history.exists();
         let engine = Engine::open(
             open_file(&layout.journal)?,
             &layout.journal,
@@ -110,6 +111,10 @@ impl State {
             fault,
             host,
         )?;
+        if new_files {
+            // A file's name is durable only once its directory is synced.
+            fs::fsync_dir(&layout.state)?;
+        }
         Ok(State {
             engine,
             _lock: lock,

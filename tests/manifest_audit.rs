@@ -479,3 +479,33 @@ fn the_manifest_step_rolls_back_and_resumes_with_the_build() {
         "{line}"
     );
 }
+
+#[test]
+fn a_filesystem_mounted_inside_the_template_is_reported_not_entered() {
+    let (r, m) = built();
+    std::fs::write(m.join("s/hidden"), b"under the mount").unwrap();
+    // The mount lives only in a private mount namespace that `unshare`
+    // makes for this one command line: nothing leaks onto the host.
+    let script = format!(
+        "mount -t tmpfs -o mode=0755 jailtx-test {s} && echo planted > {s}/evil && \
+         exec {bin} --root {root} audit --json",
+        s = m.join("s").display(),
+        bin = common::BIN,
+        root = r.root.display()
+    );
+    let out = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+        .env_remove("JAILTX_ROOT")
+        .output()
+        .expect("run unshare (util-linux)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(3), "{stdout}");
+    let doc: Value = serde_json::from_str(&stdout).unwrap();
+    // The mount is reported; what it hides is not read (the file written
+    // under it before the mount is invisible, the one on tmpfs never entered).
+    assert_eq!(
+        diffs(&doc),
+        [("/s".to_owned(), "mount".to_owned())],
+        "{stdout}"
+    );
+}

@@ -25,9 +25,9 @@ fuzz_target!(|data: &[u8]| {
     let mut log = Log::open(disk.file(NAME), path, JOURNAL_MAGIC)
         .ok()
         .map(|(log, _)| log);
-    // The record whose append was cut short: the power loss may have come
-    // after all of it reached the disk, so it may or may not be recovered.
-    let mut in_flight: Option<Record> = None;
+    // The write that the power loss interrupted: it may or may not have
+    // reached the disk.
+    let mut in_flight = InFlight::Nothing;
     let mut tx = 0u64;
     for op in ops.chunks(2) {
         let Some(current) = log.as_mut() else { break };
@@ -36,13 +36,19 @@ fuzz_target!(|data: &[u8]| {
             0 | 1 => {
                 tx += 1;
                 let record = make_record(kind, arg, tx);
-                in_flight = Some(record.clone());
+                in_flight = InFlight::Append(record.clone());
                 current.append(&record).map(|()| {
                     model.push(record);
-                    in_flight = None;
+                    in_flight = InFlight::Nothing;
                 })
             }
-            2 => current.reset().map(|()| model.clear()),
+            2 => {
+                in_flight = InFlight::Reset;
+                current.reset().map(|()| {
+                    model.clear();
+                    in_flight = InFlight::Nothing;
+                })
+            }
             _ => {
                 // A restart (no power loss): every write is visible, and the
                 // log reopens on exactly the acknowledged records.
@@ -65,6 +71,15 @@ fuzz_target!(|data: &[u8]| {
     reboot(&disk, &model, in_flight, *tear);
 });
 
+/// The write in progress when the power went.
+enum InFlight {
+    Nothing,
+    /// This record may have landed whole (then it is recovered), or in part.
+    Append(Record),
+    /// The truncation may have landed (then the journal is empty).
+    Reset,
+}
+
 fn make_record(kind: u8, arg: u8, tx: u64) -> Record {
     if kind == 0 {
         Record::Commit(Commit { tx })
@@ -83,18 +98,30 @@ fn records(scan: &Scan) -> Vec<Record> {
 }
 
 /// What the disk may hold after the power loss: the durable image plus part of
-/// the append that was in flight, written front to back, with the rest of its
-/// extent either missing or zero-filled (the size landed, the data did not).
-/// Not modelled (section 15 of journal-format/README.md, gaps 2 and 3): an
-/// append whose later blocks landed before its earlier ones, and a torn header.
+/// the write that was in flight (the header of a new file, or an append),
+/// written front to back, with the rest of its extent either missing or
+/// zero-filled (the size landed, the data did not); or, for a truncation in
+/// flight, either size. Not modelled (section 15 of journal-format/README.md,
+/// gaps 1 and 3): an append whose later blocks landed before its earlier ones,
+/// and a new file's header landing in part with the rest of it zero-filled.
 fn reboot_image(disk: &MemDiskHandle, tear: u8) -> Vec<u8> {
     let durable = disk.durable(NAME);
     let live = disk.live(NAME);
-    if durable.len() < 16 || live.len() <= durable.len() || !live.starts_with(&durable) {
+    if live.len() < durable.len() && durable.starts_with(&live) && tear % 2 == 1 {
+        return live;
+    }
+    if live.len() <= durable.len() || !live.starts_with(&durable) {
         return durable;
     }
     let extra = &live[durable.len()..];
     let landed = extra.len() * usize::from(tear % 64) / 63;
+    if durable.is_empty() {
+        // The header of a new file: a prefix of it, or zeros.
+        return match tear / 64 {
+            0 => extra[..landed].to_vec(),
+            _ => vec![0; landed],
+        };
+    }
     let mut image = durable.clone();
     image.extend_from_slice(&extra[..landed]);
     match tear / 64 {
@@ -106,7 +133,7 @@ fn reboot_image(disk: &MemDiskHandle, tear: u8) -> Vec<u8> {
     image
 }
 
-fn reboot(disk: &MemDiskHandle, model: &[Record], in_flight: Option<Record>, tear: u8) {
+fn reboot(disk: &MemDiskHandle, model: &[Record], in_flight: InFlight, tear: u8) {
     let image = reboot_image(disk, tear);
     let after = MemDiskHandle::from_images(&[(NAME, image.clone())]);
     let path = Path::new(NAME);
@@ -116,9 +143,11 @@ fn reboot(disk: &MemDiskHandle, model: &[Record], in_flight: Option<Record>, tea
     };
     let mut model = model.to_vec();
     let got = records(&scan);
-    if got.len() == model.len() + 1 {
+    match in_flight {
         // Only the interrupted append may show up, and only whole.
-        model.extend(in_flight);
+        InFlight::Append(record) if got.len() == model.len() + 1 => model.push(record),
+        InFlight::Reset if got.is_empty() => model.clear(),
+        _ => {}
     }
     assert_eq!(got, model, "recovered records differ from the durable ones");
     // The next append after recovery lands after the durable records.

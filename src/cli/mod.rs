@@ -397,8 +397,33 @@ fn plan_window_and_run(
     }
     // A clash or a failure here never undoes the committed upgrade.
     let merged = merge_etc_after_commit(ctx, &mut state, host.as_ref());
+    // Pruning last, as its own transaction: the merge needs the old template
+    // (now the newest archive) as its base, even with keep_archives = 0.
+    prune_after_upgrade(ctx, &mut state, host.as_ref());
     output::upgrade_and_merge(ctx.global.json, &report, &merged);
     merged.outcome()
+}
+
+/// `prune --keep keep_archives` after an upgrade; a failure is reported, never
+/// turned into the upgrade's failure (the upgrade is committed).
+fn prune_after_upgrade(ctx: &Ctx, state: &mut State, host: &dyn Host) {
+    let keep = ctx.cfg.keep_archives as usize;
+    let result = ops::upgrade::plan_prune(&ctx.world(host), keep)
+        .map_err(|e| e.to_string())
+        .and_then(|plan| {
+            if plan.is_empty() {
+                return Ok(None);
+            }
+            state.engine.run(plan).map(Some).map_err(|e| e.to_string())
+        });
+    match result {
+        Ok(Some(r)) => output::note(ctx.global.json, &output::report_line(&r)),
+        Ok(None) => {}
+        Err(e) => output::note(
+            ctx.global.json,
+            &format!("pruning after the upgrade failed: {e}; run `jailtx prune` later"),
+        ),
+    }
 }
 
 /// The `/etc` merge as its own transaction: planned against the state the

@@ -260,14 +260,13 @@ impl<S: Storage> Engine<S> {
                 warn!("transaction is past its commit point: finishing it forwards instead");
                 self.reconcile(&st).and_then(|()| self.forward(&mut st))
             }
-            (TxStatus::InFlight, RecoverMode::Rollback) => {
-                self.abort(
+            (TxStatus::InFlight, RecoverMode::Rollback) => self
+                .abort(
                     &mut st,
                     None,
                     "rolled back by `jailtx recover --rollback`".into(),
-                )?;
-                self.backward(&mut st)
-            }
+                )
+                .and_then(|()| self.backward(&mut st)),
             (TxStatus::RollingBack, _) => self.backward(&mut st),
             _ => self.reconcile(&st).and_then(|()| self.forward(&mut st)),
         };
@@ -444,8 +443,8 @@ impl<S: Storage> Engine<S> {
             // and a window over N jails costs a constant number of syncs.
             let limit = if i < commit { commit } else { n };
             let mut last = i;
-            if plan.steps[i].action.volatile() {
-                while last + 1 < limit && plan.steps[last + 1].action.volatile() {
+            if plan.steps[i].action.batchable() {
+                while last + 1 < limit && plan.steps[last + 1].action.batchable() {
                     last += 1;
                 }
             }

@@ -154,6 +154,13 @@ impl Action {
         )
     }
 
+    /// Whether the executor may journal it in a batch with its neighbours:
+    /// kernel-state steps and the health check, each correct to apply or undo
+    /// whether or not it ran.
+    pub fn batchable(&self) -> bool {
+        self.volatile() || matches!(self, Action::HealthCheck { .. })
+    }
+
     /// Whether the action has a compensation (may stand before the commit point).
     pub fn reversible(&self) -> bool {
         !matches!(
@@ -322,8 +329,8 @@ pub struct Plan {
     pub notes: BTreeMap<String, String>,
     /// Mounts and jails that are up when the plan is made and that no step
     /// touches, as the actions that bring them up. A reboot takes them down
-    /// with the rest; `recover` runs these (idempotent) once it has finished,
-    /// so every jail ends in its prior run-state.
+    /// with the rest; `recover` runs these (idempotent) before it resumes or
+    /// rolls back, so every jail ends in its prior run-state.
     #[serde(default)]
     pub bystanders: Vec<Action>,
 }

@@ -107,11 +107,11 @@ impl std::fmt::Display for ScanError {
     }
 }
 
-/// Whether a whole frame with a good checksum and a known tag starts
-/// anywhere after the first byte of `rest`. Only run on damage, over at most
-/// one transaction's journal.
-fn valid_frame_after(rest: &[u8]) -> bool {
-    (1..rest.len()).any(|at| {
+/// Whether a whole frame with a good checksum and a known tag starts at or
+/// after offset `from` of `rest`. Only run on damage, over at most one
+/// transaction's journal.
+fn valid_frame_from(rest: &[u8], from: usize) -> bool {
+    (from..rest.len()).any(|at| {
         let r = &rest[at..];
         if r.len() < FRAME_HEADER_LEN {
             return false;
@@ -194,7 +194,12 @@ pub fn scan(bytes: &[u8], magic: [u8; 8]) -> Result<Scan, ScanError> {
             // A damaged length can make a frame in the middle look like it
             // runs to the end of file; a whole, valid frame after it proves
             // the damage is not the last write.
-            if (reaches_eof || zero_tail) && !valid_frame_after(rest) {
+            // Searched from the next byte, not past the declared extent: the
+            // length itself may be the damaged field. A torn frame whose own
+            // payload embeds a valid frame is then refused, not trimmed; that
+            // errs towards asking the operator, never towards silently
+            // dropping a pending transaction (journal-format, known gaps).
+            if (reaches_eof || zero_tail) && !valid_frame_from(rest, 1) {
                 return Ok(Scan { records, ..torn() });
             }
             return Err(ScanError::Corrupt { offset, why });

@@ -80,9 +80,16 @@ pub fn read_log<S: Storage>(
     // An empty file, or a header cut short (or zero-filled) by a crash while
     // the file was first created, holds no records; open() writes it anew.
     let header = frame::header(magic);
-    let short = (bytes.len() as u64) < frame::HEADER_LEN && header.starts_with(&bytes);
-    let zeros = bytes.len() as u64 <= frame::HEADER_LEN && bytes.iter().all(|b| *b == 0);
-    if short || zeros {
+    // A header prefix followed by zeros: the size landed before the data did.
+    let agree = bytes
+        .iter()
+        .zip(&header)
+        .take_while(|(a, b)| a == b)
+        .count();
+    let unfinished_header = bytes.len() as u64 <= frame::HEADER_LEN
+        && bytes[agree..].iter().all(|b| *b == 0)
+        && bytes.as_slice() != header.as_slice();
+    if unfinished_header {
         return Ok(Scan {
             records: Vec::new(),
             valid_len: 0,

@@ -1,4 +1,4 @@
-//! The parallel template walk: one rayon task per directory and per file to hash, never following a symlink or leaving the root's filesystem.
+//! The parallel template walk: rayon tasks per directory and per batch of files to hash, never following a symlink or leaving the root's filesystem.
 //!
 //! Every name is reached through its parent's descriptor (`*at` calls with
 //! no-follow flags), so a symlink swapped into the tree while it is walked
@@ -219,6 +219,10 @@ pub fn rehash(root: &Path, node: &mut Node) -> Result<(), ManifestError> {
     Ok(())
 }
 
+/// A hashing task takes files until it holds this many bytes or files.
+const BATCH_BYTES: u64 = 1 << 20;
+const BATCH_FILES: usize = 64;
+
 struct Walker<'a> {
     root: &'a Path,
     root_dev: u64,
@@ -333,6 +337,8 @@ impl<'a> Walker<'a> {
             blake3: None,
             foreign: false,
         });
+        let mut batch = Vec::new();
+        let mut batch_bytes = 0;
         for name in names {
             let cpath = child(&path, &name);
             if self.opts.exclude.binary_search(&cpath).is_ok() {
@@ -368,17 +374,15 @@ impl<'a> Walker<'a> {
                     s.spawn(move |s| self.subdir(s, &fd, &name, node));
                 }
                 SFlag::S_IFREG if (self.opts.hash)(&node.path, &m) && self.claim(&m) => {
-                    let fd = Arc::clone(&fd);
-                    s.spawn(move |_| {
-                        if self.failed.load(Ordering::Relaxed) {
-                            return;
-                        }
-                        match self.hash_file(&fd, &name, node) {
-                            Ok(Some(node)) => lock(&self.out).push(node),
-                            Ok(None) => {}
-                            Err(e) => self.fail(e),
-                        }
-                    });
+                    batch_bytes += m.size;
+                    batch.push((name, node));
+                    // One task per batch of small files (or per large file):
+                    // a task per file costs more in rayon wake-ups than
+                    // hashing a small file, one per directory balances badly.
+                    if batch_bytes >= BATCH_BYTES || batch.len() >= BATCH_FILES {
+                        self.spawn_hashing(s, &fd, std::mem::take(&mut batch));
+                        batch_bytes = 0;
+                    }
                 }
                 SFlag::S_IFLNK => {
                     let target =
@@ -392,8 +396,35 @@ impl<'a> Walker<'a> {
                 _ => local.push(node),
             }
         }
+        if !batch.is_empty() {
+            self.spawn_hashing(s, &fd, batch);
+        }
         lock(&self.out).append(&mut local);
         Ok(())
+    }
+
+    /// Hashes the files `batch` names in directory `dir`, as one rayon task.
+    fn spawn_hashing<'s>(
+        &'s self,
+        s: &rayon::Scope<'s>,
+        dir: &Arc<OwnedFd>,
+        batch: Vec<(CString, Node)>,
+    ) {
+        let dir = Arc::clone(dir);
+        s.spawn(move |_| {
+            let mut done = Vec::with_capacity(batch.len());
+            for (name, node) in batch {
+                if self.failed.load(Ordering::Relaxed) {
+                    return;
+                }
+                match self.hash_file(&dir, &name, node) {
+                    Ok(Some(node)) => done.push(node),
+                    Ok(None) => {}
+                    Err(e) => return self.fail(e),
+                }
+            }
+            lock(&self.out).append(&mut done);
+        });
     }
 
     /// Opens and walks a subdirectory found in `parent`, or records it as a

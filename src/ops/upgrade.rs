@@ -272,31 +272,6 @@ pub fn current_id(w: &World) -> Option<String> {
         .map(|id| short_id(&id))
 }
 
-/// Post-commit removal of the archives beyond the newest `keep` (never the
-/// current template), given the archives that will exist, newest first.
-fn prune_after_commit(w: &World, plan: &mut Plan, archives: &[String], keep: usize) {
-    for name in archives.iter().skip(keep) {
-        clear_flags_after_commit(
-            w,
-            plan,
-            &format!("clear-flags-{name}"),
-            w.layout.j.join(name),
-        );
-        plan.push_after_commit(
-            format!("prune-{name}"),
-            Action::RemoveTree {
-                path: w.layout.j.join(name),
-            },
-        );
-        plan.push_after_commit(
-            format!("prune-manifest-{name}"),
-            Action::RemoveTree {
-                path: manifest_file(w, name),
-            },
-        );
-    }
-}
-
 fn check_carry_over_target(w: &World, target: &Path) -> Result<(), String> {
     for rel in &w.cfg.carry_over {
         if exists(&w.layout.mroot.join(rel)) && exists(&target.join(rel)) {
@@ -417,9 +392,6 @@ pub fn plan_upgrade_on(
         },
     );
     let window = switch(w, &mut plan, &l.mroot2, "mroot2", true, &archive)?;
-    let mut all = vec![archive];
-    all.extend(archives(w)?);
-    prune_after_commit(w, &mut plan, &all, w.cfg.keep_archives as usize);
     Ok((plan, window))
 }
 
