@@ -83,7 +83,8 @@ fn targets(ctx: &Ctx, names: &[String], all: bool) -> Result<Vec<Target>, Error>
     } else {
         names.to_vec()
     };
-    wanted.dedup();
+    let mut seen = std::collections::HashSet::new();
+    wanted.retain(|n| seen.insert(n.clone()));
     wanted.iter().map(|n| resolve(ctx, n)).collect()
 }
 
@@ -127,10 +128,11 @@ impl Bar {
 }
 
 fn report_json(t: &Target, r: &Report) -> serde_json::Value {
+    // Paths as display strings: `json!` panics on a path that is not UTF-8.
     json!({
         "template": t.name,
-        "path": t.dir,
-        "manifest": t.manifest_path,
+        "path": t.dir.display().to_string(),
+        "manifest": t.manifest_path.display().to_string(),
         "id": t.manifest.id(),
         "clean": r.is_clean(),
         "counts": r.counts(),

@@ -169,9 +169,14 @@ pub fn apply(action: &Action, host: &dyn Host) -> Result<()> {
         Action::HealthCheck {
             jails,
             timeout_secs,
-        } => jails.iter().try_for_each(|(jail, command)| {
-            health_check(host, jail, command.as_deref(), *timeout_secs)
-        }),
+        } => {
+            // One listing for all jails: a scan per jail is quadratic in the
+            // number of jails, inside the downtime window.
+            let running = host.running()?;
+            jails.iter().try_for_each(|(jail, command)| {
+                health_check(host, &running, jail, command.as_deref(), *timeout_secs)
+            })
+        }
         Action::WriteManifest {
             template,
             to,
@@ -233,14 +238,19 @@ pub fn apply(action: &Action, host: &dyn Host) -> Result<()> {
 
 fn health_check(
     host: &dyn Host,
+    running: &[crate::host::Running],
     jail: &crate::host::JailSpec,
     command: Option<&str>,
     timeout_secs: u64,
 ) -> Result<()> {
-    let jid = crate::host::running_jid(host, jail)?.ok_or_else(|| ActionError::Unhealthy {
-        jail: jail.name.clone(),
-        why: "its init is not running".into(),
-    })?;
+    let jid = running
+        .iter()
+        .find(|r| r.name == jail.name && r.path == jail.path)
+        .map(|r| r.jid)
+        .ok_or_else(|| ActionError::Unhealthy {
+            jail: jail.name.clone(),
+            why: "its init is not running".into(),
+        })?;
     if let Some(cmd) = command {
         let env = [
             ("JAIL_NAME".to_owned(), jail.name.clone()),

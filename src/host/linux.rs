@@ -212,7 +212,15 @@ impl Host for LinuxHost {
         let deadline = Instant::now() + self.start_timeout;
         let mut pid = None;
         let mut verdict = None;
-        while verdict.is_none() {
+        // The two lines come from two processes (the forking parent writes the
+        // pid, the init the verdict) and may arrive in either order: read
+        // until both are in, or the verdict is a failure, or the pipe closes.
+        let done = |pid: &Option<u32>, verdict: &Option<String>| match verdict {
+            Some(v) if v == "ready" => pid.is_some(),
+            Some(_) => true,
+            None => false,
+        };
+        while !done(&pid, &verdict) {
             let left = deadline.saturating_duration_since(Instant::now());
             match rx.recv_timeout(left) {
                 Ok(line) => {
@@ -229,7 +237,10 @@ impl Host for LinuxHost {
                     ));
                 }
                 Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
-                    verdict = Some("failed: the jail's init exited before it was ready".into());
+                    if verdict.is_none() {
+                        verdict = Some("failed: the jail's init exited before it was ready".into());
+                    }
+                    break;
                 }
             }
         }

@@ -413,3 +413,93 @@ fn lossy(b: &[u8]) -> String {
     super::escape_into(&mut s, b);
     s
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::build;
+
+    fn kinds(r: &Report) -> Vec<(&str, DiffKind)> {
+        r.differences
+            .iter()
+            .map(|d| (d.path.as_str(), d.kind))
+            .collect()
+    }
+
+    fn tree() -> (tempfile::TempDir, std::path::PathBuf) {
+        let d = tempfile::tempdir().unwrap();
+        let t = d.path().join("t");
+        std::fs::create_dir_all(t.join("sub/deep")).unwrap();
+        std::fs::create_dir_all(t.join("ports/x")).unwrap();
+        std::fs::write(t.join("a"), b"aaa").unwrap();
+        std::fs::hard_link(t.join("a"), t.join("b")).unwrap();
+        std::fs::write(t.join("sub/deep/c"), b"ccc").unwrap();
+        std::os::unix::fs::symlink("a", t.join("link")).unwrap();
+        (d, t)
+    }
+
+    #[test]
+    fn hard_link_groups_compare_by_their_first_present_name() {
+        let (_d, t) = tree();
+        let m = build(&t, &[]).unwrap();
+        assert!(full(&t, &m).unwrap().is_clean());
+        // The group's first name goes: the rest of the group is still one
+        // inode, so only the removal is reported.
+        std::fs::remove_file(t.join("a")).unwrap();
+        assert_eq!(kinds(&full(&t, &m).unwrap()), [("/a", DiffKind::Removed)]);
+        // A new name for an existing inode is an addition that says so.
+        std::fs::hard_link(t.join("b"), t.join("c")).unwrap();
+        let r = quick(&t, &m).unwrap();
+        assert_eq!(
+            kinds(&r),
+            [("/a", DiffKind::Removed), ("/c", DiffKind::Added)]
+        );
+        assert_eq!(
+            r.differences[1].actual.as_deref(),
+            Some("hard link to /b (0644 0:0)")
+        );
+    }
+
+    #[test]
+    fn a_removed_directory_lists_everything_below_it_and_excludes_stay_out() {
+        let (_d, t) = tree();
+        let m = build(&t, &["ports".into()]).unwrap();
+        std::fs::write(t.join("ports/x/new"), b"moved in").unwrap();
+        std::fs::remove_dir_all(t.join("sub")).unwrap();
+        assert_eq!(
+            kinds(&full(&t, &m).unwrap()),
+            [
+                ("/sub", DiffKind::Removed),
+                ("/sub/deep", DiffKind::Removed),
+                ("/sub/deep/c", DiffKind::Removed)
+            ]
+        );
+    }
+
+    #[test]
+    fn quick_trusts_the_stat_cache_and_full_does_not() {
+        let (_d, t) = tree();
+        let m = build(&t, &[]).unwrap();
+        let q = quick(&t, &m).unwrap();
+        assert_eq!((q.hashed_files, q.is_clean()), (0, true));
+        let f = full(&t, &m).unwrap();
+        assert_eq!(
+            (f.hashed_files, f.is_clean()),
+            (2, true),
+            "a/b once, c once"
+        );
+        // A forged stat cache entry (as if the file had been swapped for one
+        // with other data and identical times) is what --quick cannot see.
+        let mut forged = m.clone();
+        let i = forged.find(b"sub/deep/c").unwrap();
+        forged.entries[i].kind = Kind::File {
+            size: 3,
+            blake3: *blake3::hash(b"xxx").as_bytes(),
+        };
+        assert!(quick(&t, &forged).unwrap().is_clean());
+        assert_eq!(
+            kinds(&full(&t, &forged).unwrap()),
+            [("/sub/deep/c", DiffKind::Content)]
+        );
+    }
+}
