@@ -689,58 +689,94 @@ struct Measured {
     s: Samples,
 }
 
+/// Copies first, removals after: every copy of a tree is kept until all of
+/// them are made. Removing a copy and copying again at once would make the
+/// next copy pay for the removal: ext4 without a journal (this machine's
+/// root) skips inodes freed within the last minute when it allocates, and
+/// scanning past 18,000 of them costs seconds of CPU in whichever tool
+/// happens to copy next (`recently_deleted` in fs/ext4/ialloc.c).
 fn measure(name: &'static str, src: &Path, work: &Path, reps: usize) -> Result<Measured> {
     let want = snapshot(src)?;
     let size = tree_size(&want);
-    let a = work.join(format!("{name}.a"));
-    let b = work.join(format!("{name}.b"));
+    let cp_copy = |r: usize| work.join(format!("{name}.cp{r}"));
+    let jt_copy = |r: usize| work.join(format!("{name}.jt{r}"));
 
     // Warm-up (untimed): brings the source into the page cache and checks
-    // that both tools made the same tree as the source.
-    cp_a(src, &a)?;
-    let (_, stats) = jail_copy(src, &b)?;
-    compare(&format!("{name}: cp -a vs source"), &want, &snapshot(&a)?)?;
+    // that both tools made the same tree as the source. Run "reps" is the
+    // warm-up's pair.
+    cp_a(src, &cp_copy(reps))?;
+    let (_, stats) = jail_copy(src, &jt_copy(reps))?;
+    compare(
+        &format!("{name}: cp -a vs source"),
+        &want,
+        &snapshot(&cp_copy(reps))?,
+    )?;
     compare(
         &format!("{name}: copy_tree vs source"),
         &want,
-        &snapshot(&b)?,
+        &snapshot(&jt_copy(reps))?,
     )?;
-    rm_rf(&a)?;
-    remove_tree(&b)?;
-    ensure!(!a.exists() && !b.exists(), "{name}: removal left something");
     settle(work)?;
 
     let mut s = Samples::default();
+    // Alternate who goes first, so that drift favours neither.
     for r in 0..reps {
-        // Alternate who goes first, and which copy each remover gets: drift
-        // and the two tools' inode layouts favour neither.
         let cp_first = r % 2 == 0;
         for cp in [cp_first, !cp_first] {
             if cp {
-                s.cp.push(cp_a(src, &a)?);
+                s.cp.push(cp_a(src, &cp_copy(r))?);
                 s.syncfs_after_cp.push(ms(settle(work)?));
             } else {
-                s.copy_tree.push(jail_copy(src, &b)?.0);
+                s.copy_tree.push(jail_copy(src, &jt_copy(r))?.0);
                 s.syncfs_after_copy_tree.push(ms(settle(work)?));
             }
         }
-        let (rm_gets, rt_gets) = if cp_first { (&a, &b) } else { (&b, &a) };
-        for rm in [cp_first, !cp_first] {
+    }
+    // Each remover gets cp's copy in one run and copy_tree's in the next, so
+    // the two tools' inode layouts favour neither.
+    for r in 0..reps {
+        let (rm_gets, rt_gets) = if r % 2 == 0 {
+            (cp_copy(r), jt_copy(r))
+        } else {
+            (jt_copy(r), cp_copy(r))
+        };
+        for rm in [r % 2 == 0, r % 2 == 1] {
             if rm {
-                s.rm.push(rm_rf(rm_gets)?);
+                s.rm.push(rm_rf(&rm_gets)?);
             } else {
-                s.remove_tree.push(jail_remove(rt_gets)?);
+                s.remove_tree.push(jail_remove(&rt_gets)?);
             }
             settle(work)?;
         }
-        ensure!(!a.exists() && !b.exists(), "{name}: removal left something");
+        ensure!(
+            !rm_gets.exists() && !rt_gets.exists(),
+            "{name}: removal left something"
+        );
     }
+    remove_tree(&cp_copy(reps))?;
+    remove_tree(&jt_copy(reps))?;
     Ok(Measured {
         name,
         size,
         stats,
         s,
     })
+}
+
+/// Refuses to start when the copies kept side by side would not fit.
+fn check_space(work: &Path, bytes: u64, reps: usize) -> Result<()> {
+    let st = nix::sys::statvfs::statvfs(work)?;
+    let free = st.blocks_available() as u64 * st.fragment_size() as u64;
+    // Two copies per run plus the warm-up's, with room for metadata.
+    let need = bytes * 2 * (reps as u64 + 1) * 11 / 10;
+    ensure!(
+        free > need,
+        "{}: {} MB free, the copies need {} MB; set JAILTX_BENCH_DIR or lower JAILTX_BENCH_REPS",
+        work.display(),
+        free >> 20,
+        need >> 20
+    );
+    Ok(())
 }
 
 /// The world is generated once and kept (it takes a while); a marker beside
@@ -822,6 +858,7 @@ fn main() -> Result<()> {
         .map(|_| run(&mut Command::new("true")).map(|c| ms(c.wall)))
         .collect::<Result<_>>()?;
 
+    check_space(work, tree_size(&snapshot(&world)?).bytes, cfg.reps)?;
     let results = [
         measure("skel", &skel, work, cfg.reps)?,
         measure("world", &world, work, cfg.reps)?,

@@ -1,8 +1,9 @@
 //! The engine's cost per step: a plan of N `MakeDir` (`WriteFile`,
-//! `Rename`) steps run through `Engine::run` over real journal files, against
-//! the same N operations done bare with the `jailtx::fs` primitives, side by
-//! side in one run. Prints figures and ratios; asserts only that the work was
-//! done, never a timing.
+//! `Rename`, `Mount` through the in-memory host) steps run through
+//! `Engine::run` over real journal files, against the same N operations done
+//! bare with the `jailtx::fs` primitives, side by side in one run, with the
+//! disk's fdatasync cost measured beside each. Prints figures and ratios;
+//! asserts only that the work was done, never a timing.
 //!
 //! `cargo bench --bench engine` (or `scripts/bench`) measures. Under
 //! `cargo test --all-targets` (no `--bench` argument) it runs a few steps
