@@ -61,6 +61,61 @@ fn last_tx(r: &Root) -> Value {
         .unwrap_or(Value::Null)
 }
 
+/// How long an upgrade takes (D), and where its downtime window lies.
+struct Timing {
+    d: Duration,
+    window: (Duration, Duration),
+}
+
+impl Timing {
+    /// Half the kills uniform in [0, 1.1·D] (OSTree's way); the other half
+    /// uniform over the downtime window (with a margin), which otherwise
+    /// gets few of them: staging (copy, manifest) is most of D.
+    fn delay(&self, rng: &mut Rng) -> Duration {
+        let us = |d: Duration| d.as_micros() as u64;
+        if rng.coin() {
+            let max = (us(self.d) * 11 / 10).max(1);
+            return Duration::from_micros(rng.below(max + 1));
+        }
+        let (a, b) = (us(self.window.0), us(self.window.1));
+        let margin = (b - a) / 5 + 1;
+        let lo = a.saturating_sub(margin);
+        let hi = (b + margin).min(us(self.d) * 11 / 10);
+        Duration::from_micros(lo + rng.below(hi.saturating_sub(lo) + 1))
+    }
+}
+
+/// Where the window (first stop to last health check) fell in a run of
+/// `took` from process start, from its `--json` report: the engine's times
+/// count from the upgrade's start, which came after the process started by
+/// most of what the run took outside the upgrade and its /etc merge (the
+/// rest is the prune and the exit).
+fn window_in(report: &Value, took: Duration) -> (Duration, Duration) {
+    let timings = report["report"]["timings"].as_array().unwrap();
+    let name = |t: &&Value| t["name"].as_str().unwrap_or("").to_owned();
+    let first = timings
+        .iter()
+        .find(|t| {
+            let n = name(t);
+            n.starts_with("stop-") || n.starts_with("unmount-")
+        })
+        .expect("a window");
+    let last = timings
+        .iter()
+        .rev()
+        .find(|t| {
+            let n = name(t);
+            n.starts_with("health") || n.starts_with("start-")
+        })
+        .expect("a window");
+    let ms = |v: &Value| v.as_u64().unwrap_or(0);
+    let engine =
+        ms(&report["report"]["elapsed_ms"]) + ms(&report["etc_merge"]["report"]["elapsed_ms"]);
+    let offset = took.saturating_sub(Duration::from_millis(engine)) * 3 / 4;
+    let at = |v: &Value| offset + Duration::from_micros(v.as_u64().unwrap_or(0));
+    (at(&first["start_us"]), at(&last["end_us"]))
+}
+
 struct Iteration {
     delay: Duration,
     exit: String,
@@ -68,6 +123,13 @@ struct Iteration {
     rollback: bool,
     pending: Value,
     outcome: &'static str,
+    /// The iteration hit a known bug that the soak worked around.
+    known_bug: bool,
+}
+
+/// `JAILTX_SOAK_STRICT=1`: no workaround for known bugs.
+fn strict() -> bool {
+    std::env::var("JAILTX_SOAK_STRICT").is_ok_and(|v| v == "1")
 }
 
 /// One kill-recover-check round from version `cur` to `cur + 1`; the
@@ -77,7 +139,7 @@ fn iterate(
     jails: &[JailDef],
     worlds: &Worlds,
     cur: u32,
-    d: Duration,
+    timing: &Timing,
     rng: &mut Rng,
 ) -> Result<(u32, Iteration), Vec<String>> {
     let next = cur + 1;
@@ -88,8 +150,7 @@ fn iterate(
     let plan = r.dry_run_plan(&["upgrade", "--from-dir", w]);
     let archive = plan["notes"]["archive"].as_str().unwrap().to_owned();
 
-    let max = (d.as_micros() as u64 * 11 / 10).max(1);
-    let delay = Duration::from_micros(rng.below(max + 1));
+    let delay = timing.delay(rng);
     let mut child = r.command(&["upgrade", "--from-dir", w]).spawn().unwrap();
     std::thread::sleep(delay);
     let _ = child.kill();
@@ -115,42 +176,74 @@ fn iterate(
         bad.push(format!("{args:?}: {}", describe(&out)));
         return Err(bad);
     }
-    // Which way it had to go, from what was pending before the recovery.
-    let tx = last_tx(r);
-    let filed = tx["tx"].as_u64().unwrap_or(0) > before_tx && tx["op"] == "upgrade";
-    let forwards = if !pending.is_null() {
+    // Which way it had to go. `upgrade` runs up to three transactions: the
+    // upgrade, then the /etc merge and the prune (each its own).
+    let h = r.json(&["history"]);
+    let ours: Vec<&Value> = h["transactions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["tx"].as_u64().unwrap_or(0) > before_tx)
+        .collect();
+    let upgrade = ours.iter().find(|t| t["op"] == "upgrade");
+    let tx = upgrade.map(|t| (*t).clone()).unwrap_or(Value::Null);
+    let committed = tx["outcome"] == "committed";
+    let pending_op = pending["op"].as_str().unwrap_or("");
+    let forwards = if pending_op == "upgrade" {
         pending["committed"] == true || (pending["will"] == "resume" && !rollback)
     } else {
-        // Nothing pending: the run finished, or died before it began (or
-        // after its end record, which the next open files).
-        filed && tx["outcome"] == "committed"
+        // Nothing pending (the run finished, or died before its upgrade
+        // began or after its end record), or a pending merge or prune
+        // (the upgrade had committed).
+        committed
     };
+    if forwards != committed {
+        bad.push(format!("history says {tx}, want committed = {forwards}"));
+    }
     if status.success() && !forwards {
         bad.push("the upgrade exited 0 but the result is the old template".into());
     }
-    if filed && (tx["outcome"] == "committed") != forwards {
-        bad.push(format!("history says {tx}, want committed = {forwards}"));
+    if !pending.is_null() && !ours.iter().any(|t| t["tx"] == pending["tx"]) {
+        bad.push(format!("the recovered transaction is not in history: {h}"));
     }
-    if !pending.is_null() && !filed {
-        bad.push(format!("the recovered transaction is not in history: {tx}"));
-    }
+    let mut known_bug = false;
     if reboot && pending.is_null() {
         // The reboot fell before the upgrade began or after it ended: no
         // transaction to finish, and on Linux nothing starts jails at boot.
         // Boot them as the host's rc would, then check the same invariants.
         boot(r, jails);
+    } else if reboot && (pending_op == "etc-merge" || pending_op == "prune") && !strict() {
+        // Known bug (tests/upgrade.rs upgrade_followup_crash_matrix_reboot):
+        // these plans record no bystanders, so their recovery after a reboot
+        // brings no jail back. Boot them, count it, check the rest.
+        known_bug = true;
+        boot(r, jails);
     }
-
     let want = if forwards {
+        // A finished command pruned to keep_archives (2); a recovered one
+        // may not have got to its prune.
+        let archives = BTreeMap::from([(archive.clone(), world(cur))]);
+        let prunable = if status.success() {
+            BTreeMap::new()
+        } else {
+            base.archives.clone()
+        };
+        let archives = if status.success() {
+            archives_after(&base.archives, &archive, &world(cur), 2)
+        } else {
+            archives
+        };
         Expect {
             version: world(next),
-            archives: archives_after(&base.archives, &archive, &world(cur), 2),
+            archives,
+            prunable,
             mroot_ino: None,
         }
     } else {
         Expect {
             version: world(cur),
             archives: base.archives.clone(),
+            prunable: BTreeMap::new(),
             mroot_ino: Some(base.mroot_ino),
         }
     };
@@ -168,7 +261,7 @@ fn iterate(
         bad.insert(
             0,
             format!(
-                "delay {delay:?}, upgrade {exit}, reboot {reboot}, recover{}, pending {pending}, last in history {tx}",
+                "delay {delay:?}, upgrade {exit}, reboot {reboot}, recover{}, pending {pending}, the upgrade in history {tx}",
                 if rollback { " --rollback" } else { "" }
             ),
         );
@@ -186,6 +279,7 @@ fn iterate(
             rollback,
             pending,
             outcome: if forwards { "new" } else { "old" },
+            known_bug,
         },
     ))
 }
@@ -218,28 +312,35 @@ fn soak(iterations: usize) {
     let worlds = Worlds::new();
 
     // D: a whole upgrade, process start to exit (the median of three, so a
-    // cold first run does not stretch it).
+    // cold first run does not stretch it), and where in it the downtime
+    // window falls (from the engine's step timings).
     let (mut r, mut jails) = fresh(&worlds, 1);
     let mut runs = Vec::new();
     for v in 2..=4 {
         let w = worlds.get(v);
         let t = Instant::now();
-        let out = r.run(&["upgrade", "--from-dir", w.to_str().unwrap()]);
-        runs.push(t.elapsed());
+        let out = r.run(&["upgrade", "--from-dir", w.to_str().unwrap(), "--json"]);
+        let took = t.elapsed();
         assert!(out.status.success(), "{}", describe(&out));
+        let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+        runs.push((took, window_in(&report, took)));
     }
-    runs.sort();
-    let d = runs[1];
+    runs.sort_by_key(|r| r.0);
+    let (d, window) = runs[1];
+    let timing = Timing { d, window };
     println!(
-        "soak: one upgrade takes D = {:.1} ms (runs {:?})",
+        "soak: one upgrade takes D = {:.1} ms (runs {:?}); its window is about {:.1}..{:.1} ms in",
         d.as_secs_f64() * 1e3,
-        runs
+        runs.iter().map(|r| r.0).collect::<Vec<_>>(),
+        window.0.as_secs_f64() * 1e3,
+        window.1.as_secs_f64() * 1e3,
     );
     let mut cur = 4;
 
     let mut failures = Vec::new();
     let mut killed_runs = 0;
     let mut reboots = 0;
+    let mut known_bugs = 0;
     let mut outcomes: BTreeMap<&str, usize> = BTreeMap::new();
     for k in 1..=iterations {
         if k % FRESH_EVERY == 0 {
@@ -247,18 +348,31 @@ fn soak(iterations: usize) {
             cur += 1;
             (r, jails) = fresh(&worlds, cur);
         }
-        match iterate(&r, &jails, &worlds, cur, d, &mut rng) {
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            iterate(&r, &jails, &worlds, cur, &timing, &mut rng)
+        }))
+        .unwrap_or_else(|e| {
+            let why = e
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            Err(vec![format!("panicked: {why}")])
+        });
+        match result {
             Ok((now, it)) => {
                 if it.exit == "killed" {
                     killed_runs += 1;
                 }
                 reboots += usize::from(it.reboot);
+                known_bugs += usize::from(it.known_bug);
                 *outcomes.entry(it.outcome).or_default() += 1;
                 let at = if it.pending.is_null() {
                     "nothing pending".to_owned()
                 } else {
                     format!(
-                        "{} of {} steps done{}",
+                        "{} {} of {} steps done{}",
+                        it.pending["op"].as_str().unwrap_or("?"),
                         it.pending["steps_done"],
                         it.pending["steps"],
                         if it.pending["committed"] == true {
@@ -269,7 +383,8 @@ fn soak(iterations: usize) {
                     )
                 };
                 println!(
-                    "ok   {k:4}: kill after {:7.1} ms: {}, {at}; {}recover{} -> {} (world {now})",
+                    "{} {k:4}: kill after {:7.1} ms: {}, {at}; {}recover{} -> {} (world {now})",
+                    if it.known_bug { "bug " } else { "ok  " },
                     it.delay.as_secs_f64() * 1e3,
                     it.exit,
                     if it.reboot { "reboot, " } else { "" },
@@ -289,7 +404,7 @@ fn soak(iterations: usize) {
         }
     }
     println!(
-        "soak: {iterations} iterations in {:.1} s, seed {seed}: {killed_runs} upgrades killed, {reboots} reboots, outcomes {outcomes:?}, {} failed",
+        "soak: {iterations} iterations in {:.1} s, seed {seed}: {killed_runs} upgrades killed, {reboots} reboots, outcomes {outcomes:?}, {known_bugs} known-bug workarounds, {} failed",
         started.elapsed().as_secs_f64(),
         failures.len()
     );

@@ -358,7 +358,9 @@ impl<S: Storage> Engine<S> {
             .collect();
         for &i in first_off.iter().rev() {
             let step = &steps[i];
-            action::undo(&step.action, self.host.as_ref()).map_err(|source| {
+            // Turn it back on without touching what is already on: a stop's
+            // full undo (stop, then start) would restart a healthy jail.
+            action::reapply_undo_effect(&step.action, self.host.as_ref()).map_err(|source| {
                 EngineError::CompensationFailed {
                     tx: st.tx(),
                     step: i,

@@ -179,6 +179,7 @@ pub fn plan(w: &World, names: &[String]) -> Result<(Plan, MergeReport), String> 
     }
     plan.notes.insert("targets".into(), list.join(" "));
     plan.notes.insert("result".into(), report.summary());
+    w.add_bystanders(&mut plan)?;
     Ok((plan, report))
 }
 

@@ -484,6 +484,7 @@ pub fn plan_prune(w: &World, keep: usize) -> Result<Plan, String> {
             );
         }
     }
+    w.add_bystanders(&mut plan)?;
     Ok(plan)
 }
 
