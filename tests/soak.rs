@@ -123,13 +123,6 @@ struct Iteration {
     rollback: bool,
     pending: Value,
     outcome: &'static str,
-    /// The iteration hit a known bug that the soak worked around.
-    known_bug: bool,
-}
-
-/// `JAILTX_SOAK_STRICT=1`: no workaround for known bugs.
-fn strict() -> bool {
-    std::env::var("JAILTX_SOAK_STRICT").is_ok_and(|v| v == "1")
 }
 
 /// One kill-recover-check round from version `cur` to `cur + 1`; the
@@ -206,17 +199,10 @@ fn iterate(
     if !pending.is_null() && !ours.iter().any(|t| t["tx"] == pending["tx"]) {
         bad.push(format!("the recovered transaction is not in history: {h}"));
     }
-    let mut known_bug = false;
     if reboot && pending.is_null() {
         // The reboot fell before the upgrade began or after it ended: no
         // transaction to finish, and on Linux nothing starts jails at boot.
         // Boot them as the host's rc would, then check the same invariants.
-        boot(r, jails);
-    } else if reboot && (pending_op == "etc-merge" || pending_op == "prune") && !strict() {
-        // Known bug (tests/upgrade.rs upgrade_followup_crash_matrix_reboot):
-        // these plans record no bystanders, so their recovery after a reboot
-        // brings no jail back. Boot them, count it, check the rest.
-        known_bug = true;
         boot(r, jails);
     }
     let want = if forwards {
@@ -279,7 +265,6 @@ fn iterate(
             rollback,
             pending,
             outcome: if forwards { "new" } else { "old" },
-            known_bug,
         },
     ))
 }
@@ -340,7 +325,6 @@ fn soak(iterations: usize) {
     let mut failures = Vec::new();
     let mut killed_runs = 0;
     let mut reboots = 0;
-    let mut known_bugs = 0;
     let mut outcomes: BTreeMap<&str, usize> = BTreeMap::new();
     for k in 1..=iterations {
         if k % FRESH_EVERY == 0 {
@@ -365,7 +349,6 @@ fn soak(iterations: usize) {
                     killed_runs += 1;
                 }
                 reboots += usize::from(it.reboot);
-                known_bugs += usize::from(it.known_bug);
                 *outcomes.entry(it.outcome).or_default() += 1;
                 let at = if it.pending.is_null() {
                     "nothing pending".to_owned()
@@ -383,8 +366,7 @@ fn soak(iterations: usize) {
                     )
                 };
                 println!(
-                    "{} {k:4}: kill after {:7.1} ms: {}, {at}; {}recover{} -> {} (world {now})",
-                    if it.known_bug { "bug " } else { "ok  " },
+                    "ok   {k:4}: kill after {:7.1} ms: {}, {at}; {}recover{} -> {} (world {now})",
                     it.delay.as_secs_f64() * 1e3,
                     it.exit,
                     if it.reboot { "reboot, " } else { "" },
@@ -404,7 +386,7 @@ fn soak(iterations: usize) {
         }
     }
     println!(
-        "soak: {iterations} iterations in {:.1} s, seed {seed}: {killed_runs} upgrades killed, {reboots} reboots, outcomes {outcomes:?}, {known_bugs} known-bug workarounds, {} failed",
+        "soak: {iterations} iterations in {:.1} s, seed {seed}: {killed_runs} upgrades killed, {reboots} reboots, outcomes {outcomes:?}, {} failed",
         started.elapsed().as_secs_f64(),
         failures.len()
     );

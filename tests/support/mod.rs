@@ -384,6 +384,9 @@ pub fn boot(root: &Root, jails: &[JailDef]) {
             continue;
         }
         let dst = root.j().join(&j.name);
+        if is_mounted(&dst) {
+            continue;
+        }
         let none = None::<&str>;
         mount(
             Some(&root.j().join("mroot")),
