@@ -144,7 +144,12 @@ fn iterate(
     let archive = plan["notes"]["archive"].as_str().unwrap().to_owned();
 
     let delay = timing.delay(rng);
-    let mut child = r.command(&["upgrade", "--from-dir", w]).spawn().unwrap();
+    let mut child = r
+        .command(&["upgrade", "--from-dir", w])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
     std::thread::sleep(delay);
     let _ = child.kill();
     let status = child.wait().unwrap();
