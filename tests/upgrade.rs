@@ -416,7 +416,6 @@ fn rollback_before_the_window_leaves_jails_running() {
 /// jail. An upgrade that a crash interrupted and `recover` finished is an
 /// upgrade too: its new /etc files must reach the jails as a clean run's do.
 #[test]
-#[ignore = "bug: `recover` finishes only the interrupted upgrade transaction; the /etc merge (and prune) that `upgrade` runs after its commit never happen, silently (src/cli/mod.rs recover)"]
 fn recovered_upgrade_also_merges_etc() {
     if !in_private_ns("recovered_upgrade_also_merges_etc") {
         return;
@@ -447,6 +446,28 @@ fn recovered_upgrade_also_merges_etc() {
     assert!(
         r.js().join("ns/etc/motd").is_file(),
         "after `recover` of the upgrade, ns's /etc was never merged"
+    );
+    drop(r);
+    // The same under `--auto-recover` of an unrelated command, and the prune
+    // follows too: with keep_archives = 0 no archive of world 1 is left.
+    let jails = fleet(&[("ns", RunState::Running)]);
+    let r = Root::with_jails(Some("keep_archives = 0\n"), &worlds.get(1), &jails);
+    let out = r.run_env(&args, &[("JAILTX_FAULT", &format!("after-done:{last}"))]);
+    assert!(killed(&out), "{}", describe(&out));
+    r.ok(&["--auto-recover", "start", "ns"]);
+    assert_eq!(serving(&jails), expect_serving(&jails, &world(2)));
+    assert!(
+        r.js().join("ns/etc/motd").is_file(),
+        "after `--auto-recover` of the upgrade, ns's /etc was never merged"
+    );
+    let archives: Vec<_> = std::fs::read_dir(r.j())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("mroot."))
+        .collect();
+    assert!(
+        archives.is_empty(),
+        "keep_archives = 0, yet after the recovered upgrade: {archives:?}"
     );
 }
 

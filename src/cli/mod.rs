@@ -9,7 +9,8 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use crate::config::{Config, Layout, Sources};
-use crate::engine::{EngineError, Fault, Plan, RecoverMode};
+use crate::engine::{EngineError, Fault, Plan, RecoverMode, Report};
+use crate::journal::Outcome;
 use crate::error::Error;
 use crate::host::{self, Host, linux::LinuxHost};
 use crate::ops;
@@ -242,9 +243,44 @@ fn open_state(ctx: &Ctx) -> Result<State, Error> {
                 ctx.global.json,
                 &format!("recovered: {}", output::report_line(&report)),
             );
+            if let Some(merged) = after_recovered_upgrade(ctx, &mut state, &report) {
+                // The command asked for still runs; a clash is reported
+                // here and left for `jailtx etc-merge`, as after `upgrade`.
+                if let Some(r) = &merged.report
+                    && r.needs_operator()
+                {
+                    output::note(
+                        ctx.global.json,
+                        &format!(
+                            "/etc needs the operator after the recovered upgrade: {}; run `jailtx etc-merge`",
+                            r.summary()
+                        ),
+                    );
+                }
+            }
         }
     }
     Ok(state)
+}
+
+/// What `upgrade` does after its commit, for an upgrade that a crash
+/// interrupted and recovery carried to its commit: the `/etc` merge and the
+/// prune, each its own transaction (SPEC section 3). None for any other
+/// transaction, or one that was rolled back (the jails keep their old `/etc`).
+/// An interrupted merge or prune is recovered as itself and not continued:
+/// the next `upgrade` prunes, and `jailtx etc-merge` re-plans a merge.
+fn after_recovered_upgrade(
+    ctx: &Ctx,
+    state: &mut State,
+    report: &Report,
+) -> Option<output::EtcMerged> {
+    if report.op != "upgrade" || report.outcome != Outcome::Committed {
+        return None;
+    }
+    let host = ctx.host();
+    let merged = merge_etc_after_commit(ctx, state, host.as_ref());
+    prune_after_upgrade(ctx, state, host.as_ref());
+    Some(merged)
 }
 
 /// Prints the plan under `--dry-run`, otherwise runs it as one transaction.
@@ -309,8 +345,11 @@ fn recover(ctx: &Ctx, rollback: bool) -> Result<(), Error> {
         RecoverMode::Resume
     };
     let report = state.engine.recover(mode)?;
-    output::recovered(ctx.global.json, report.as_ref());
-    Ok(())
+    let merged = report
+        .as_ref()
+        .and_then(|r| after_recovered_upgrade(ctx, &mut state, r));
+    output::recovered(ctx.global.json, report.as_ref(), merged.as_ref());
+    merged.map_or(Ok(()), |m| m.outcome())
 }
 
 fn history(ctx: &Ctx) -> Result<(), Error> {

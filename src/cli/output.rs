@@ -63,10 +63,19 @@ pub fn report(json: bool, r: &Report) {
     }
 }
 
-pub fn recovered(json: bool, r: Option<&Report>) {
+/// `recover`; `m` is the `/etc` merge that follows a recovered upgrade.
+pub fn recovered(json: bool, r: Option<&Report>, m: Option<&EtcMerged>) {
     match (json, r) {
-        (true, r) => print_json(&json!({ "recovered": r })),
-        (false, Some(r)) => println!("recovered {}", report_line(r)),
+        (true, r) => match m {
+            Some(m) => print_json(&json!({ "recovered": r, "etc_merge": m.json() })),
+            None => print_json(&json!({ "recovered": r })),
+        },
+        (false, Some(r)) => {
+            println!("recovered {}", report_line(r));
+            if let Some(m) = m {
+                m.print();
+            }
+        }
         (false, None) => println!("nothing to recover"),
     }
 }

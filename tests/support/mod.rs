@@ -13,7 +13,6 @@ use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_jailtx");
@@ -126,26 +125,46 @@ pub struct JailDef {
     pub state: RunState,
 }
 
-static NEXT_IP: AtomicU32 = AtomicU32::new(1);
+/// Where the next loopback address to hand out is kept, shared by every test
+/// process on the machine (cargo runs a binary's tests in parallel, each in
+/// its own re-executed process, so a per-process counter is not enough).
+const IP_COUNTER: &str = "/tmp/jailtx-test-ip-counter";
 
-/// A loopback address nobody else uses: the second octet from the pid
-/// (2..=99, apart from tests/jails.rs's 100..=199 and the 127.0.x.x of
-/// others), the last two from a counter, and port 8080 on it checked free,
-/// so sequential cases and parallel test processes never share one.
+/// A loopback address nobody else uses: 127.2-99.x.y (tests/jails.rs keeps
+/// 127.100-199.x.y), taken from a counter file under an exclusive lock so two
+/// concurrent test processes never get the same one, and with port 8080 on
+/// it checked free in case a jail of an earlier run still holds it.
 pub fn fresh_ip() -> String {
-    let pid = std::process::id();
-    loop {
-        let n = NEXT_IP.fetch_add(1, Ordering::Relaxed);
+    use std::fs::OpenOptions;
+    use std::io::Seek;
+    let mut f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(IP_COUNTER)
+        .unwrap();
+    f.lock().unwrap();
+    let mut text = String::new();
+    f.read_to_string(&mut text).unwrap();
+    let mut n: u32 = text.trim().parse().unwrap_or(0);
+    let ip = loop {
+        n = (n + 1) % (98 * 250 * 250);
         let ip = format!(
             "127.{}.{}.{}",
-            2 + (pid ^ (pid >> 7)) % 98,
+            2 + n / (250 * 250),
             1 + (n / 250) % 250,
             1 + n % 250
         );
         if std::net::TcpListener::bind((ip.as_str(), 8080)).is_ok() {
-            return ip;
+            break ip;
         }
-    }
+    };
+    f.set_len(0).unwrap();
+    f.rewind().unwrap();
+    write!(f, "{n}").unwrap();
+    f.sync_data().unwrap();
+    ip
 }
 
 /// Jails of the given names and states, each on a fresh loopback address.
