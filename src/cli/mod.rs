@@ -10,9 +10,9 @@ use clap::Parser;
 
 use crate::config::{Config, Layout, Sources};
 use crate::engine::{EngineError, Fault, Plan, RecoverMode, Report};
-use crate::journal::Outcome;
 use crate::error::Error;
 use crate::host::{self, Host, linux::LinuxHost};
+use crate::journal::Outcome;
 use crate::ops;
 use crate::statedir::{self, State};
 use args::{Cli, Command, Global, JailCmd, TemplateCmd};

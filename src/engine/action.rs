@@ -268,16 +268,25 @@ fn health_check(
     Ok(())
 }
 
-/// Puts back what the finished compensation of `action` had turned on (a
-/// mount, a running jail), after a reboot took it away; a no-op otherwise.
-pub fn reapply_undo_effect(action: &Action, host: &dyn Host) -> Result<()> {
+/// Turns on the mount or jail a volatile action is about, whichever way the
+/// action goes (a `Mount`/`Unmount` mounts, a `StartJail`/`StopJail` starts):
+/// what recovery needs to put back what a reboot took away. A no-op when it
+/// is already on, and for every other action.
+pub fn turn_on(action: &Action, host: &dyn Host) -> Result<()> {
     match action {
-        Action::Unmount {
+        Action::Mount {
+            src,
+            dst,
+            read_only,
+        }
+        | Action::Unmount {
             src,
             dst,
             read_only,
         } => Ok(host.mount(src, dst, *read_only)?),
-        Action::StopJail { jail } => host.start_jail(jail).map(|_| ()).map_err(Into::into),
+        Action::StartJail { jail } | Action::StopJail { jail } => {
+            host.start_jail(jail).map(|_| ()).map_err(Into::into)
+        }
         _ => Ok(()),
     }
 }

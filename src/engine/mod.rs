@@ -101,6 +101,13 @@ impl EngineError {
     }
 }
 
+/// Which way the engine is taking a transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Direction {
+    Forward,
+    Backward,
+}
+
 /// How `recover` finishes a transaction that may still go either way.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RecoverMode {
@@ -251,141 +258,111 @@ impl<S: Storage> Engine<S> {
         };
         let _span = info_span!("recover", tx = st.tx(), op = %st.begin.plan.op).entered();
         let status = st.status();
-        if let Err(e) = self.restore_bystanders(&st) {
-            self.keep_if_unfinished(st);
-            return Err(e);
-        }
-        let result = match (status, mode) {
+        let dir = match (status, mode) {
             (TxStatus::Committed, RecoverMode::Rollback) => {
                 warn!("transaction is past its commit point: finishing it forwards instead");
-                self.reconcile(&st).and_then(|()| self.forward(&mut st))
+                Direction::Forward
             }
-            (TxStatus::InFlight, RecoverMode::Rollback) => self
+            (TxStatus::InFlight, RecoverMode::Rollback) | (TxStatus::RollingBack, _) => {
+                Direction::Backward
+            }
+            _ => Direction::Forward,
+        };
+        let result = self.settle(&st, dir).and_then(|()| match dir {
+            Direction::Forward => self.forward(&mut st),
+            Direction::Backward if st.abort.is_none() => self
                 .abort(
                     &mut st,
                     None,
                     "rolled back by `jailtx recover --rollback`".into(),
                 )
                 .and_then(|()| self.backward(&mut st)),
-            (TxStatus::RollingBack, _) => self.backward(&mut st),
-            _ => self.reconcile(&st).and_then(|()| self.forward(&mut st)),
-        };
+            Direction::Backward => self.backward(&mut st),
+        });
         self.keep_if_unfinished(st);
         result.map(Some)
     }
 
-    /// Before a recovery: bring back what the plan never touched but a reboot
-    /// may have taken down (the plan's bystanders; no-ops when they are up).
-    /// First, because steps may rely on them (undoing a jail's stop needs its
-    /// mounts, which a stop-only plan does not touch).
-    fn restore_bystanders(&mut self, st: &TxState) -> Result<(), EngineError> {
-        for (i, action) in st.begin.plan.bystanders.iter().enumerate() {
-            action::apply(action, self.host.as_ref()).map_err(|source| EngineError::Reconcile {
-                tx: st.tx(),
-                step: i,
-                name: format!("bystander-{i}"),
-                action: action.to_string(),
-                source: Box::new(source),
-            })?;
-        }
-        Ok(())
-    }
-
-    /// Before resuming: a reboot since the crash wiped mounts and jails that
-    /// done steps had made. Puts back every mount and running jail whose last
-    /// done step left it on, in plan order, so the remaining steps find the
-    /// state the journal says they should (all host calls are idempotent).
-    fn reconcile(&mut self, st: &TxState) -> Result<(), EngineError> {
+    /// Puts the kernel state a reboot wipes (mounts, running jails) back to
+    /// what the journal says it is before `dir`'s next step or compensation
+    /// runs, so that step finds what it expects. Without a reboot every call
+    /// is a no-op (host calls are idempotent). Per mount point or jail:
+    ///
+    /// - resuming: the state the last done step left it in; untouched or only
+    ///   intended ones are the remaining steps' business;
+    /// - rolling back: the state the last finished compensation left it in;
+    ///   if none of its steps even started, the state before the transaction
+    ///   (on, when its first step turns it off), since compensations of
+    ///   other steps may rely on it (undoing a jail's stop needs its mounts);
+    ///   one with a step started and not yet compensated is left to that
+    ///   step's undo;
+    /// - either way, the plan's bystanders (jails it never touched, and
+    ///   their mounts) are on.
+    ///
+    /// Only ever turns things on, in one order: mounts shallowest first (a
+    /// jail's root before its `s`), then jails, each group in plan order.
+    fn settle(&mut self, st: &TxState, dir: Direction) -> Result<(), EngineError> {
         let steps = &st.begin.plan.steps;
-        let key = volatile_key;
-        let done: Vec<usize> = (0..steps.len()).filter(|i| st.done[*i]).collect();
-        for &i in &done {
-            let action = &steps[i].action;
-            let Some(k) = key(action) else { continue };
-            let last = done
-                .iter()
-                .rev()
-                .find(|&&j| key(&steps[j].action).as_ref() == Some(&k));
-            let turns_on = matches!(action, Action::Mount { .. } | Action::StartJail { .. });
-            if last == Some(&i) && turns_on {
-                info!(step = i, action = %action, "reconcile");
-                action::apply(action, self.host.as_ref()).map_err(|source| {
-                    EngineError::Reconcile {
-                        tx: st.tx(),
-                        step: i,
-                        name: steps[i].name.clone(),
-                        action: action.to_string(),
-                        source: Box::new(source),
+        let turns_on = |a: &Action| matches!(a, Action::Mount { .. } | Action::StartJail { .. });
+        // Per resource: the step whose record decides, and whether that leaves it on.
+        let mut decided: BTreeMap<String, (usize, bool)> = BTreeMap::new();
+        match dir {
+            Direction::Forward => {
+                for i in (0..steps.len()).filter(|&i| st.done[i]) {
+                    if let Some(k) = volatile_key(&steps[i].action) {
+                        decided.insert(k, (i, turns_on(&steps[i].action)));
                     }
-                })?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Before the compensations: a mount or jail whose first step in the
-    /// plan turns it off was on before the transaction. If none of its steps
-    /// has started, it should still be on; after a reboot it is not, and the
-    /// compensations of earlier steps may need it (undoing a stop needs the
-    /// jail's mounts back), so it is turned on again first. Without a reboot
-    /// this is all no-ops. Walking the plan backwards mounts roots before
-    /// `s` and both before starts.
-    fn restore_prior_volatile_state(&mut self, st: &TxState) -> Result<(), EngineError> {
-        let steps = &st.begin.plan.steps;
-        let mut seen = std::collections::BTreeSet::new();
-        let mut started = std::collections::BTreeSet::new();
-        let mut first_off = Vec::new();
-        for (i, step) in steps.iter().enumerate() {
-            let Some(k) = volatile_key(&step.action) else {
-                continue;
-            };
-            if st.intent[i] {
-                started.insert(k.clone());
-            }
-            if seen.insert(k.clone())
-                && matches!(
-                    step.action,
-                    Action::Unmount { .. } | Action::StopJail { .. }
-                )
-            {
-                first_off.push((i, k));
-            }
-        }
-        let first_off: Vec<usize> = first_off
-            .into_iter()
-            .filter(|(_, k)| !started.contains(k))
-            .map(|(i, _)| i)
-            .collect();
-        for &i in first_off.iter().rev() {
-            let step = &steps[i];
-            // Turn it back on without touching what is already on: a stop's
-            // full undo (stop, then start) would restart a healthy jail.
-            action::reapply_undo_effect(&step.action, self.host.as_ref()).map_err(|source| {
-                EngineError::CompensationFailed {
-                    tx: st.tx(),
-                    step: i,
-                    name: step.name.clone(),
-                    action: step.action.to_string(),
-                    source: Box::new(source),
                 }
-            })?;
+            }
+            Direction::Backward => {
+                // Compensations run last step first: the lowest finished one
+                // ran last.
+                for i in (0..steps.len()).rev().filter(|&i| st.comp_done[i]) {
+                    if let Some(k) = volatile_key(&steps[i].action) {
+                        decided.insert(k, (i, !turns_on(&steps[i].action)));
+                    }
+                }
+                let mut started = std::collections::BTreeSet::new();
+                let mut first = BTreeMap::new();
+                for (i, step) in steps.iter().enumerate() {
+                    if let Some(k) = volatile_key(&step.action) {
+                        if st.intent[i] {
+                            started.insert(k.clone());
+                        }
+                        first.entry(k).or_insert(i);
+                    }
+                }
+                for (k, i) in first {
+                    if !started.contains(&k) {
+                        decided.entry(k).or_insert((i, !turns_on(&steps[i].action)));
+                    }
+                }
+            }
         }
-        Ok(())
-    }
-
-    /// Before going on with a rollback: compensations finished before a crash
-    /// may have mounted filesystems and started jails that a reboot took away
-    /// since; put those back, in the order the compensations ran.
-    fn reapply_done_compensations(&mut self, st: &TxState) -> Result<(), EngineError> {
-        let steps = &st.begin.plan.steps;
-        for i in (0..steps.len()).rev().filter(|i| st.comp_done[*i]) {
-            let step = &steps[i];
-            action::reapply_undo_effect(&step.action, self.host.as_ref()).map_err(|source| {
+        let bystanders = st.begin.plan.bystanders.iter().enumerate();
+        let mut on: Vec<(usize, String, &Action)> = bystanders
+            .map(|(i, a)| (i, format!("bystander-{i}"), a))
+            .collect();
+        on.extend(
+            decided
+                .into_values()
+                .filter(|&(_, on)| on)
+                .map(|(i, _)| (i, steps[i].name.clone(), &steps[i].action)),
+        );
+        on.sort_by_key(|(i, _, a)| match a {
+            Action::Mount { dst, .. } | Action::Unmount { dst, .. } => {
+                (0, dst.components().count(), *i)
+            }
+            _ => (1, 0, *i),
+        });
+        for (i, name, action) in on {
+            info!(step = i, %name, action = %action, "settle");
+            action::turn_on(action, self.host.as_ref()).map_err(|source| {
                 EngineError::Reconcile {
                     tx: st.tx(),
                     step: i,
-                    name: step.name.clone(),
-                    action: step.action.to_string(),
+                    name,
+                    action: action.to_string(),
                     source: Box::new(source),
                 }
             })?;
@@ -487,6 +464,9 @@ impl<S: Storage> Engine<S> {
                     }
                     info!(error = %source, "step failed, rolling back");
                     self.abort(st, Some(k as u32), source.to_string())?;
+                    // After a resume that followed a reboot, what no step
+                    // touched yet is still down.
+                    self.settle(st, Direction::Backward)?;
                     self.backward(st)?;
                     return Err(EngineError::RolledBack {
                         tx,
@@ -530,8 +510,6 @@ impl<S: Storage> Engine<S> {
 
     fn backward(&mut self, st: &mut TxState) -> Result<Report, EngineError> {
         let clock = Clock::now();
-        self.restore_prior_volatile_state(st)?;
-        self.reapply_done_compensations(st)?;
         let tx = st.tx();
         let plan = st.begin.plan.clone();
         let names: Vec<String> = plan.steps.iter().map(|s| s.name.clone()).collect();
