@@ -3,7 +3,10 @@
 //! real run anywhere the engine can be stopped.
 //!
 //! `<instant>` is one of [`Instant::ALL`]'s names; `<step>` is a step index or
-//! a step name (the first step with that name). Never set it in production.
+//! a step name (the first step with that name). `<op>/<instant>:<step>` fires
+//! only in a transaction of that op (e.g. `etc-merge/after-effect:0`: the
+//! merge that follows an upgrade in the same process). Never set it in
+//! production.
 
 use std::fmt;
 use std::str::FromStr;
@@ -64,6 +67,8 @@ pub enum Target {
 /// Where to kill the process.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fault {
+    /// Only in transactions of this op; any transaction when None.
+    pub op: Option<String>,
     pub instant: Instant,
     pub target: Target,
 }
@@ -71,7 +76,12 @@ pub struct Fault {
 impl FromStr for Fault {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        let (instant, step) = s.split_once(':').ok_or_else(|| {
+        let (op, rest) = match s.split_once('/') {
+            Some((op, _)) if op.is_empty() => return Err(format!("{ENV}={s:?}: empty op")),
+            Some((op, rest)) => (Some(op.to_owned()), rest),
+            None => (None, s),
+        };
+        let (instant, step) = rest.split_once(':').ok_or_else(|| {
             format!("{ENV}={s:?}: expected <instant>:<step>, e.g. after-effect:3")
         })?;
         let instant = Instant::ALL
@@ -89,7 +99,11 @@ impl FromStr for Fault {
             Err(_) if !step.is_empty() => Target::Name(step.to_owned()),
             Err(_) => return Err(format!("{ENV}={s:?}: empty step")),
         };
-        Ok(Fault { instant, target })
+        Ok(Fault {
+            op,
+            instant,
+            target,
+        })
     }
 }
 
@@ -100,6 +114,11 @@ impl Fault {
             Ok(v) if !v.is_empty() => v.parse().map(Some),
             _ => Ok(None),
         }
+    }
+
+    /// Whether the fault can fire in a transaction of `op`.
+    pub fn applies_to(&self, op: &str) -> bool {
+        self.op.as_deref().is_none_or(|o| o == op)
     }
 
     fn matches(&self, instant: Instant, index: usize, name: &str, first_named: usize) -> bool {
@@ -134,6 +153,7 @@ mod tests {
         assert_eq!(
             "after-effect:3".parse::<Fault>(),
             Ok(Fault {
+                op: None,
                 instant: Instant::AfterEffect,
                 target: Target::Index(3)
             })
@@ -141,10 +161,16 @@ mod tests {
         assert_eq!(
             "comp-before-intent:rename-mroot".parse::<Fault>(),
             Ok(Fault {
+                op: None,
                 instant: Instant::CompBeforeIntent,
                 target: Target::Name("rename-mroot".into())
             })
         );
+        let f: Fault = "etc-merge/after-effect:0".parse().unwrap();
+        assert_eq!(f.op.as_deref(), Some("etc-merge"));
+        assert_eq!(f.target, Target::Index(0));
+        assert!(f.applies_to("etc-merge") && !f.applies_to("upgrade"));
+        assert!("/after-effect:0".parse::<Fault>().is_err());
         assert!("later:3".parse::<Fault>().is_err());
         assert!("after-done".parse::<Fault>().is_err());
         assert!("after-done:".parse::<Fault>().is_err());

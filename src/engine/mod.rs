@@ -406,6 +406,8 @@ impl<S: Storage> Engine<S> {
         let tx = st.tx();
         let plan = st.begin.plan.clone();
         let names: Vec<String> = plan.steps.iter().map(|s| s.name.clone()).collect();
+        let fault = self.fault.clone();
+        let fault = fault.as_ref().filter(|f| f.applies_to(&plan.op));
         let commit = plan.commit as usize;
         let n = plan.steps.len();
         let mut i = st.first_not_done();
@@ -428,7 +430,7 @@ impl<S: Storage> Engine<S> {
                 }
             }
             let batch = last > i;
-            fault::point(self.fault.as_ref(), Instant::BeforeIntent, i, &names);
+            fault::point(fault, Instant::BeforeIntent, i, &names);
             if batch {
                 let range = StepRange {
                     tx,
@@ -445,9 +447,9 @@ impl<S: Storage> Engine<S> {
                 let step = &plan.steps[k];
                 let _span = info_span!("step", i = k, name = %step.name).entered();
                 if k > i {
-                    fault::point(self.fault.as_ref(), Instant::BeforeIntent, k, &names);
+                    fault::point(fault, Instant::BeforeIntent, k, &names);
                 }
-                fault::point(self.fault.as_ref(), Instant::AfterIntent, k, &names);
+                fault::point(fault, Instant::AfterIntent, k, &names);
                 info!(action = %step.action, "run");
                 self.executed += 1;
                 let start_us = clock.elapsed().as_micros() as u64;
@@ -482,7 +484,7 @@ impl<S: Storage> Engine<S> {
                     start_us,
                     end_us: clock.elapsed().as_micros() as u64,
                 });
-                fault::point(self.fault.as_ref(), Instant::AfterEffect, k, &names);
+                fault::point(fault, Instant::AfterEffect, k, &names);
             }
             if batch {
                 let range = StepRange {
@@ -496,7 +498,7 @@ impl<S: Storage> Engine<S> {
             }
             st.done[i..=last].fill(true);
             for k in i..=last {
-                fault::point(self.fault.as_ref(), Instant::AfterDone, k, &names);
+                fault::point(fault, Instant::AfterDone, k, &names);
             }
             i = last + 1;
         }
@@ -513,6 +515,8 @@ impl<S: Storage> Engine<S> {
         let tx = st.tx();
         let plan = st.begin.plan.clone();
         let names: Vec<String> = plan.steps.iter().map(|s| s.name.clone()).collect();
+        let fault = self.fault.clone();
+        let fault = fault.as_ref().filter(|f| f.applies_to(&plan.op));
         // Steps after the one that failed never ran: the executor stops at a
         // failure and writes the abort before anything else. Within a batch
         // they have an intent all the same, and need no undo.
@@ -525,12 +529,12 @@ impl<S: Storage> Engine<S> {
             let step = &plan.steps[i];
             let _span = info_span!("undo", i, name = %step.name).entered();
             let mark = StepMark { tx, step: i as u32 };
-            fault::point(self.fault.as_ref(), Instant::CompBeforeIntent, i, &names);
+            fault::point(fault, Instant::CompBeforeIntent, i, &names);
             if !st.comp_intent[i] {
                 self.append(Record::CompIntent(mark))?;
                 st.comp_intent[i] = true;
             }
-            fault::point(self.fault.as_ref(), Instant::CompAfterIntent, i, &names);
+            fault::point(fault, Instant::CompAfterIntent, i, &names);
             info!(action = %step.action, "undo");
             self.executed += 1;
             // The step whose apply failed may never have acted: a rename
@@ -550,10 +554,10 @@ impl<S: Storage> Engine<S> {
                     source: Box::new(source),
                 })?,
             }
-            fault::point(self.fault.as_ref(), Instant::CompAfterEffect, i, &names);
+            fault::point(fault, Instant::CompAfterEffect, i, &names);
             self.append(Record::CompDone(mark))?;
             st.comp_done[i] = true;
-            fault::point(self.fault.as_ref(), Instant::CompAfterDone, i, &names);
+            fault::point(fault, Instant::CompAfterDone, i, &names);
         }
         self.finish(st, Outcome::RolledBack, clock, BTreeMap::new())
     }

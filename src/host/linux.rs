@@ -378,8 +378,8 @@ impl Host for LinuxHost {
                     let _ = child.kill();
                     let _ = child.wait();
                     return Err(fail(format!(
-                        "timed out after {} s",
-                        timeout.map(|t| t.as_secs()).unwrap_or(0)
+                        "timed out after {:?}",
+                        timeout.unwrap_or_default()
                     )));
                 }
                 None => std::thread::sleep(Duration::from_millis(5)),
@@ -389,8 +389,11 @@ impl Host for LinuxHost {
         if status.success() {
             return Ok(());
         }
-        let last = err.lines().last().unwrap_or("").trim();
-        Err(fail(format!("{status} ({last})")))
+        // The last line is what a script prints when it gives up.
+        match err.lines().map(str::trim).rfind(|l| !l.is_empty()) {
+            Some(last) => Err(fail(format!("{status} ({last})"))),
+            None => Err(fail(format!("{status}, nothing on stderr"))),
+        }
     }
 }
 
@@ -403,5 +406,29 @@ mod tests {
         let c = b"/usr/bin/jailtx\0__jail-init\0--name\0ns\0--root\0/home/j/ns\0--ip\x001.2.3.4\0";
         assert_eq!(init_args(c), Some(("ns".into(), "/home/j/ns".into())));
         assert_eq!(init_args(b"/bin/sh\0-c\0x\0"), None);
+    }
+
+    #[test]
+    fn run_command_says_why_it_failed() {
+        let h = LinuxHost::new();
+        let t = Some(Duration::from_secs(5));
+        assert!(h.run_command("true", &[], t).is_ok());
+        let env = [("WHO".to_owned(), "ns".to_owned())];
+        let e = h
+            .run_command(
+                "echo first >&2; echo \"$WHO down\" >&2; echo >&2; exit 3",
+                &env,
+                t,
+            )
+            .unwrap_err()
+            .to_string();
+        assert!(e.ends_with("exit status: 3 (ns down)"), "{e}");
+        let e = h.run_command("exit 4", &[], t).unwrap_err().to_string();
+        assert!(e.ends_with("exit status: 4, nothing on stderr"), "{e}");
+        let e = h
+            .run_command("sleep 5", &[], Some(Duration::from_millis(100)))
+            .unwrap_err()
+            .to_string();
+        assert!(e.ends_with("timed out after 100ms"), "{e}");
     }
 }
