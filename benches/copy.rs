@@ -13,6 +13,8 @@
 //! target/tmp, never a tmpfs on purpose), `JAILTX_BENCH_REPS`,
 //! `JAILTX_BENCH_REGEN=1` (rebuild the cached world tree).
 
+mod common;
+
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File};
 use std::io::Write;
@@ -23,67 +25,12 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
+use common::{Knobs, median};
 use jailtx::fs::{CopyStats, copy_tree, remove_tree, sync_filesystem};
 
 /// Bumped whenever the generator changes, so a cached world is rebuilt.
 const WORLD_VERSION: u32 = 1;
 const SEED: u64 = 0x6a61_696c_7478_0001;
-
-struct Config {
-    full: bool,
-    reps: usize,
-    base: PathBuf,
-    regen: bool,
-}
-
-fn config() -> Result<Config> {
-    // `cargo bench` passes `--bench`; `cargo test` runs bench targets bare.
-    let full = std::env::args().any(|a| a == "--bench");
-    let reps = match std::env::var("JAILTX_BENCH_REPS") {
-        Ok(v) => v
-            .parse()
-            .with_context(|| format!("JAILTX_BENCH_REPS={v:?}"))?,
-        Err(_) if full => 5,
-        Err(_) => 1,
-    };
-    let base = std::env::var_os("JAILTX_BENCH_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_TARGET_TMPDIR")));
-    Ok(Config {
-        full,
-        reps: usize::max(reps, 1),
-        base,
-        regen: std::env::var_os("JAILTX_BENCH_REGEN").is_some_and(|v| v == "1"),
-    })
-}
-
-/// The 1, 5 and 15 minute load averages: on a shared machine they say how
-/// much the other processes may have disturbed the figures.
-fn loadavg() -> String {
-    let s = fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    s.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
-}
-
-fn fs_type(path: &Path) -> String {
-    use nix::sys::statfs::{
-        BTRFS_SUPER_MAGIC, EXT4_SUPER_MAGIC, OVERLAYFS_SUPER_MAGIC, TMPFS_MAGIC, XFS_SUPER_MAGIC,
-        statfs,
-    };
-    let Ok(st) = statfs(path) else {
-        return "unknown".into();
-    };
-    let t = st.filesystem_type();
-    [
-        (EXT4_SUPER_MAGIC, "ext2/3/4"),
-        (XFS_SUPER_MAGIC, "xfs"),
-        (BTRFS_SUPER_MAGIC, "btrfs"),
-        (TMPFS_MAGIC, "tmpfs: not representative of a disk"),
-        (OVERLAYFS_SUPER_MAGIC, "overlayfs"),
-    ]
-    .into_iter()
-    .find(|(m, _)| *m == t)
-    .map_or_else(|| format!("magic {:#x}", t.0), |(_, n)| n.to_owned())
-}
 
 // ---------------------------------------------------------------- generation
 
@@ -629,23 +576,9 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
-fn median(v: &[f64]) -> f64 {
-    let mut v = v.to_vec();
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
-}
-
 /// `median (min–max)`, milliseconds.
 fn spread(v: &[f64]) -> String {
-    let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
-    let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    let p = if median(v) < 10.0 { 2 } else { 1 };
-    format!("{:.p$} ({lo:.p$}–{hi:.p$})", median(v))
+    common::spread(v, 1)
 }
 
 /// Wall and CPU milliseconds of the runs of one tool.
@@ -781,16 +714,17 @@ fn check_space(work: &Path, bytes: u64, reps: usize) -> Result<()> {
 
 /// The world is generated once and kept (it takes a while); a marker beside
 /// it says it is complete and which generator made it.
-fn world(cfg: &Config, scratch: &Path) -> Result<PathBuf> {
-    if !cfg.full {
+fn world(k: &Knobs, scratch: &Path) -> Result<PathBuf> {
+    if !k.full {
         let dst = scratch.join("world");
         build_world(&dst, &WORLD_SMOKE)?;
         return Ok(dst);
     }
-    let dir = cfg.base.join("jailtx-bench-world");
+    let dir = k.base.join("jailtx-bench-world");
     let tree = dir.join("world");
     let marker = dir.join(format!("complete-v{WORLD_VERSION}"));
-    if marker.exists() && !cfg.regen {
+    let regen = std::env::var_os("JAILTX_BENCH_REGEN").is_some_and(|v| v == "1");
+    if marker.exists() && !regen {
         println!(
             "world: reusing {} (JAILTX_BENCH_REGEN=1 rebuilds)",
             tree.display()
@@ -814,11 +748,8 @@ fn world(cfg: &Config, scratch: &Path) -> Result<PathBuf> {
 }
 
 fn main() -> Result<()> {
-    let cfg = config()?;
-    fs::create_dir_all(&cfg.base).with_context(|| format!("create {}", cfg.base.display()))?;
-    let scratch = tempfile::Builder::new()
-        .prefix("jailtx-bench-copy.")
-        .tempdir_in(&cfg.base)?;
+    let k = Knobs::from_env()?;
+    let scratch = k.scratch("jailtx-bench-copy.")?;
     let work = scratch.path();
     let cp_version = Command::new("cp")
         .arg("--version")
@@ -834,34 +765,26 @@ fn main() -> Result<()> {
 
     println!("== copy: copy_tree vs cp -a, remove_tree vs rm -rf");
     println!(
-        "mode: {}; median (min–max) of {} runs, warm cache; {} cores, kernel {}; {cp_version}",
-        if cfg.full {
-            "bench"
-        } else {
-            "smoke (cargo test): small trees, figures mean nothing"
-        },
-        cfg.reps,
-        std::thread::available_parallelism().map_or(0, |p| p.get()),
-        fs::read_to_string("/proc/sys/kernel/osrelease")
-            .unwrap_or_default()
-            .trim(),
+        "mode: {}; median (min–max) of {} runs, warm cache; {}; {cp_version}",
+        k.mode("smoke (cargo test): small trees, figures mean nothing"),
+        k.reps,
+        common::machine(),
     );
-    println!("load average at start: {}", loadavg());
-    println!("scratch: {} ({})", work.display(), fs_type(work));
+    common::print_start(work, "tmpfs: not representative of a disk");
 
     let skel = work.join("skel");
     build_skel(&skel)?;
-    let world = world(&cfg, work)?;
+    let world = world(&k, work)?;
     settle(work)?;
 
     let spawn: Vec<f64> = (0..20)
         .map(|_| run(&mut Command::new("true")).map(|c| ms(c.wall)))
         .collect::<Result<_>>()?;
 
-    check_space(work, tree_size(&snapshot(&world)?).bytes, cfg.reps)?;
+    check_space(work, tree_size(&snapshot(&world)?).bytes, k.reps)?;
     let results = [
-        measure("skel", &skel, work, cfg.reps)?,
-        measure("world", &world, work, cfg.reps)?,
+        measure("skel", &skel, work, k.reps)?,
+        measure("world", &world, work, k.reps)?,
     ];
 
     println!();
@@ -936,6 +859,6 @@ fn main() -> Result<()> {
         "cp -a and rm -rf wall times include starting a process: `true` takes {} ms here.",
         spread(&spawn)
     );
-    println!("load average at end: {}", loadavg());
+    common::print_end();
     Ok(())
 }

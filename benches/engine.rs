@@ -11,12 +11,15 @@
 //! directories go; default cargo's target/tmp), `JAILTX_BENCH_STEPS`,
 //! `JAILTX_BENCH_REPS`.
 
+mod common;
+
 use std::fs;
 use std::hint::black_box;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, ensure};
+use anyhow::{Result, ensure};
+use common::{Knobs, env_usize, median};
 use jailtx::engine::{Action, Engine, Plan};
 use jailtx::fs::{create_dir_durable, fsync_dir, rename_durable, sync_filesystem, write_atomic};
 use jailtx::host::Host;
@@ -60,85 +63,9 @@ impl Op {
     }
 }
 
-struct Config {
-    full: bool,
-    steps: usize,
-    reps: usize,
-    base: PathBuf,
-}
-
-fn env_usize(name: &str, default: usize) -> Result<usize> {
-    match std::env::var(name) {
-        Ok(v) => v
-            .parse()
-            .with_context(|| format!("{name}={v:?} is not a number")),
-        Err(_) => Ok(default),
-    }
-}
-
-fn config() -> Result<Config> {
-    // `cargo bench` passes `--bench`; `cargo test` runs bench targets bare.
-    let full = std::env::args().any(|a| a == "--bench");
-    let (steps, reps) = if full { (200, 5) } else { (8, 1) };
-    let base = std::env::var_os("JAILTX_BENCH_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_TARGET_TMPDIR")));
-    Ok(Config {
-        full,
-        steps: env_usize("JAILTX_BENCH_STEPS", steps)?.max(1),
-        reps: env_usize("JAILTX_BENCH_REPS", reps)?.max(1),
-        base,
-    })
-}
-
-/// The 1, 5 and 15 minute load averages: on a shared machine they say how
-/// much the other processes may have disturbed the figures.
-fn loadavg() -> String {
-    let s = fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    s.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
-}
-
-fn fs_type(path: &Path) -> String {
-    use nix::sys::statfs::{
-        BTRFS_SUPER_MAGIC, EXT4_SUPER_MAGIC, OVERLAYFS_SUPER_MAGIC, TMPFS_MAGIC, XFS_SUPER_MAGIC,
-        statfs,
-    };
-    let Ok(st) = statfs(path) else {
-        return "unknown".into();
-    };
-    let t = st.filesystem_type();
-    let name = [
-        (EXT4_SUPER_MAGIC, "ext2/3/4"),
-        (XFS_SUPER_MAGIC, "xfs"),
-        (BTRFS_SUPER_MAGIC, "btrfs"),
-        (
-            TMPFS_MAGIC,
-            "tmpfs (fsync costs nothing: figures are not representative)",
-        ),
-        (OVERLAYFS_SUPER_MAGIC, "overlayfs"),
-    ]
-    .into_iter()
-    .find(|(m, _)| *m == t)
-    .map(|(_, n)| n.to_owned());
-    name.unwrap_or_else(|| format!("magic {:#x}", t.0))
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
-}
-
 /// `median (min–max)` of per-step figures.
 fn spread(v: &[f64]) -> String {
-    let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
-    let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    let p = if median(v.to_vec()) < 10.0 { 2 } else { 0 };
-    format!("{:.p$} ({lo:.p$}–{hi:.p$})", median(v.to_vec()))
+    common::spread(v, 0)
 }
 
 fn us(d: Duration) -> f64 {
@@ -347,36 +274,28 @@ struct Row {
 }
 
 fn main() -> Result<()> {
-    let cfg = config()?;
-    fs::create_dir_all(&cfg.base).with_context(|| format!("create {}", cfg.base.display()))?;
-    let scratch = tempfile::Builder::new()
-        .prefix("jailtx-bench-engine.")
-        .tempdir_in(&cfg.base)?;
+    let k = Knobs::from_env()?;
+    let scratch = k.scratch("jailtx-bench-engine.")?;
     let root = scratch.path();
-    let n = cfg.steps;
+    let n = env_usize("JAILTX_BENCH_STEPS", if k.full { 200 } else { 8 })?.max(1);
 
     println!("== engine: journal overhead per step");
     println!(
-        "mode: {}; {} steps per plan, median of {} runs; {} cores, kernel {}",
-        if cfg.full {
-            "bench"
-        } else {
-            "smoke (cargo test): figures mean nothing"
-        },
+        "mode: {}; {} steps per plan, median of {} runs; {}",
+        k.mode("smoke (cargo test): figures mean nothing"),
         n,
-        cfg.reps,
-        std::thread::available_parallelism().map_or(0, |p| p.get()),
-        fs::read_to_string("/proc/sys/kernel/osrelease")
-            .unwrap_or_default()
-            .trim(),
+        k.reps,
+        common::machine(),
     );
-    println!("load average at start: {}", loadavg());
-    println!("scratch: {} ({})", root.display(), fs_type(root));
+    common::print_start(
+        root,
+        "tmpfs (fsync costs nothing: figures are not representative)",
+    );
 
     let mut fdatasyncs = Vec::new();
     let mut overwrites = Vec::new();
     let mut dirsyncs = Vec::new();
-    for _ in 0..cfg.reps {
+    for _ in 0..k.reps {
         let (a, o, d) = raw_syncs(root, n)?;
         fdatasyncs.push(a);
         overwrites.push(o);
@@ -392,7 +311,7 @@ fn main() -> Result<()> {
         let mut sync_t = Vec::new();
         let mut empty_t = Vec::new();
         let mut syncs = 0;
-        for r in 0..cfg.reps {
+        for r in 0..k.reps {
             // Four arms, rotated every run so that drift favours none: the
             // bare loop, the engine, and right beside them the disk's
             // fdatasync cost and an empty transaction, since this disk's
@@ -424,20 +343,20 @@ fn main() -> Result<()> {
         empty_all.extend(&empty_t);
         rows.push(Row {
             op,
-            bare_us: median(bare_t.clone()),
-            engine_us: median(engine_t.clone()),
+            bare_us: median(&bare_t),
+            engine_us: median(&engine_t),
             bare_samples: bare_t,
             engine_samples: engine_t,
             syncs_per_step: syncs.saturating_sub(empty_syncs) as f64 / n as f64,
             fdatasync_samples: sync_t,
-            empty_us: median(empty_t),
+            empty_us: median(&empty_t),
         });
     }
 
     println!();
     println!(
         "raw disk, µs per call, median (min–max) of {} runs of {n}:",
-        cfg.reps
+        k.reps
     );
     println!("| what | µs |");
     println!("| --- | ---: |");
@@ -463,7 +382,7 @@ fn main() -> Result<()> {
     println!(
         "per step, {n} steps per plan: median (min–max) of {} runs; engine µs/step includes \
          the per-transaction constant spread over the steps:",
-        cfg.reps
+        k.reps
     );
     println!(
         "| operation | steps | bare µs/step | engine µs/step | overhead µs/step | \
@@ -475,7 +394,7 @@ fn main() -> Result<()> {
     for row in &rows {
         let overhead = row.engine_us - row.bare_us;
         let per_step = overhead - row.empty_us / n as f64;
-        let fdatasync_us = median(row.fdatasync_samples.clone());
+        let fdatasync_us = median(&row.fdatasync_samples);
         println!(
             "| {} | {n} | {} | {} | {:.0} | {:.0} | {} | {:.2} | {:.3}{} | {} | {} |",
             row.op.name(),
@@ -502,6 +421,6 @@ fn main() -> Result<()> {
     }
     black_box(&rows);
     println!();
-    println!("load average at end: {}", loadavg());
+    common::print_end();
     Ok(())
 }

@@ -3,17 +3,18 @@
 //! the root (state dir included) unless the spec says otherwise. With
 //! `--json`, stdout is exactly one JSON document with `error` and `exit_code`.
 
-mod common;
+mod support;
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::Path;
 
-use common::{PlanBuilder, Root, Snapshot, assert_same, history_entries, run_bin, snapshot};
 use jailtx::engine::Plan;
 use jailtx::journal::frame::{self, HEADER_LEN};
 use jailtx::journal::{HISTORY_MAGIC, JOURNAL_MAGIC, Record, StepMark};
 use serde_json::Value;
+use support::plans::PlanBuilder;
+use support::{Root, Snapshot, assert_same, history_entries, run_bin, snapshot};
 
 /// Everything under the root, byte for byte, lock file contents included:
 /// for errors caught before the lock is taken.
@@ -36,7 +37,7 @@ fn small_plan(r: &Root, dir: &str) -> Plan {
 fn pending_root() -> Root {
     let r = Root::fresh();
     let p = r.plan_file("a", &small_plan(&r, "a"));
-    r.run(
+    r.run_env(
         &["run-plan", p.to_str().unwrap()],
         &[("JAILTX_FAULT", "after-intent:0")],
     )
@@ -80,13 +81,13 @@ fn bad_config_exits_2_and_changes_nothing() {
             vec!["history"],
         ] {
             let what = format!("config {toml:?}, {args:?}");
-            let out = r.run(&args, &[]);
+            let out = r.run(&args);
             let line = out.one_line_error(2, &what);
             assert!(line.contains(names), "{what}: {line}");
             assert_same(&what, &strict(&r), &before);
         }
         // --config FILE names the file the same way.
-        let out = r.run(&["--config", s(&cfg), "init"], &[]);
+        let out = r.run(&["--config", s(&cfg), "init"]);
         assert!(out.one_line_error(2, toml).contains(names), "{out}");
         assert_same(toml, &strict(&r), &before);
     }
@@ -97,7 +98,7 @@ fn missing_config_file_exits_2() {
     let r = Root::fresh();
     let before = strict(&r);
     let missing = r.scratch.join("no-such.toml");
-    let out = r.run(&["--config", s(&missing), "init"], &[]);
+    let out = r.run(&["--config", s(&missing), "init"]);
     let line = out.one_line_error(2, "missing --config");
     assert!(line.contains(s(&missing)), "{line}");
     assert_same("missing --config", &strict(&r), &before);
@@ -113,7 +114,7 @@ fn unknown_backend_exits_2_and_changes_nothing() {
         vec!["--backend", "solaris", "run-plan", s(&plan)],
         vec!["--backend", "", "recover"],
     ] {
-        let out = r.run(&args, &[]);
+        let out = r.run(&args);
         let line = out.one_line_error(2, &format!("{args:?}"));
         assert!(line.contains("--backend"), "{line}");
         assert_same(&format!("{args:?}"), &strict(&r), &before);
@@ -126,7 +127,7 @@ fn bad_fault_value_exits_2_and_changes_nothing() {
     let plan = r.plan_file("a", &small_plan(&r, "a"));
     let before = strict(&r);
     for value in ["bogus", "later:3", "after-effect:", "after-effect", ":3"] {
-        let out = r.run(&["run-plan", s(&plan)], &[("JAILTX_FAULT", value)]);
+        let out = r.run_env(&["run-plan", s(&plan)], &[("JAILTX_FAULT", value)]);
         let line = out.one_line_error(2, value);
         assert!(line.contains("JAILTX_FAULT"), "{value}: {line}");
         assert_same(value, &strict(&r), &before);
@@ -148,7 +149,7 @@ fn commands_before_init_exit_2_saying_to_run_init() {
         vec!["--auto-recover", "run-plan", s(&plan)],
     ] {
         let what = format!("{args:?} before init");
-        let out = r.run(&args, &[]);
+        let out = r.run(&args);
         if args.contains(&"--json") {
             assert_eq!(out.code(), Some(2), "{what}: {out}");
             continue; // checked in json_errors_are_one_json_document
@@ -175,7 +176,7 @@ fn pending_transaction_exits_4_naming_it() {
     let before = r.everything();
     for args in [vec!["run-plan", s(&other)], vec!["init"]] {
         let what = format!("{args:?} with tx 2 pending");
-        let out = r.run(&args, &[]);
+        let out = r.run(&args);
         let line = out.one_line_error(4, &what);
         for part in ["transaction 2", "small", "make a", "jailtx recover"] {
             assert!(line.contains(part), "{what}: must name {part:?}: {line}");
@@ -188,7 +189,7 @@ fn pending_transaction_exits_4_naming_it() {
 fn auto_recover_finishes_the_pending_transaction_then_proceeds() {
     let r = pending_root();
     let other = r.plan_file("b", &small_plan(&r, "b"));
-    let out = r.run(&["--auto-recover", "run-plan", s(&other)], &[]);
+    let out = r.run(&["--auto-recover", "run-plan", s(&other)]);
     assert_eq!(out.code(), Some(0), "{out}");
     assert!(
         out.stderr.contains("recovered: transaction 2"),
@@ -201,7 +202,7 @@ fn auto_recover_finishes_the_pending_transaction_then_proceeds() {
             "{p} missing: {out}"
         );
     }
-    let h = r.history_json();
+    let h = r.history();
     assert_eq!(h["pending"], Value::Null);
     for tx in [2, 3] {
         let e = history_entries(&h, tx);
@@ -238,7 +239,7 @@ fn lock_held_exits_5_naming_the_pid() {
         vec!["--auto-recover", "run-plan", s(&plan)],
     ] {
         let what = format!("{args:?} with the lock held");
-        let out = r.run(&args, &[]);
+        let out = r.run(&args);
         let line = out.one_line_error(5, &what);
         assert!(line.contains(&format!("pid {pid}")), "{what}: {line}");
         assert!(line.contains(s(&r.state().join("lock"))), "{what}: {line}");
@@ -246,9 +247,9 @@ fn lock_held_exits_5_naming_the_pid() {
         assert_same(&what, &strict(&r), &before);
     }
     // Readers take no lock.
-    assert_eq!(r.run(&["history"], &[]).code(), Some(0));
+    assert_eq!(r.run(&["history"]).code(), Some(0));
     drop(lock);
-    let out = r.run(&["run-plan", s(&plan)], &[]);
+    let out = r.run(&["run-plan", s(&plan)]);
     assert_eq!(out.code(), Some(0), "lock released: {out}");
 }
 
@@ -267,7 +268,7 @@ fn refuse_corrupt_journal(r: &Root, what: &str, offset: u64) {
         vec!["history"],
     ] {
         let what = format!("{what}, {args:?}");
-        let out = r.run(&args, &[]);
+        let out = r.run(&args);
         let line = out.one_line_error(2, &what);
         assert!(
             line.contains(s(&r.journal())),
@@ -321,7 +322,7 @@ fn corrupt_length_field_of_the_first_record_is_refused() {
 fn corrupt_history_is_refused() {
     let r = Root::fresh();
     let a = r.plan_file("a", &small_plan(&r, "a"));
-    assert_eq!(r.run(&["run-plan", s(&a)], &[]).code(), Some(0));
+    assert_eq!(r.run(&["run-plan", s(&a)]).code(), Some(0));
     let b = r.plan_file("b", &small_plan(&r, "b"));
     let mut bytes = std::fs::read(r.history_file()).unwrap();
     let scan = frame::scan(&bytes, HISTORY_MAGIC).unwrap();
@@ -336,7 +337,7 @@ fn corrupt_history_is_refused() {
         vec!["recover"],
     ] {
         let what = format!("corrupt history, {args:?}");
-        let out = r.run(&args, &[]);
+        let out = r.run(&args);
         let line = out.one_line_error(2, &what);
         assert!(line.contains(s(&r.history_file())), "{what}: {line}");
         assert!(line.contains("offset 16"), "{what}: {line}");
@@ -367,14 +368,14 @@ fn torn_journal_tail_is_trimmed_and_recovered() {
         std::fs::write(r.journal(), &torn).unwrap();
 
         // A reader shows the pending transaction and leaves the bytes alone.
-        let h = r.history_json();
+        let h = r.history();
         assert_eq!(h["pending"]["tx"], 2, "{kind}: {h}");
         assert_eq!(std::fs::read(r.journal()).unwrap(), torn, "{kind}");
 
         // A writer trims the torn bytes before it appends: kill recover
         // after its first append, and the journal is the old records plus
         // exactly that one.
-        r.run(&["recover"], &[("JAILTX_FAULT", "after-done:0")])
+        r.run_env(&["recover"], &[("JAILTX_FAULT", "after-done:0")])
             .assert_killed(kind);
         let mut want = orig.clone();
         want.extend(frame::encode(&Record::StepDone(StepMark { tx: 2, step: 0 })).unwrap());
@@ -384,14 +385,14 @@ fn torn_journal_tail_is_trimmed_and_recovered() {
             "{kind}: torn bytes trimmed before the append"
         );
 
-        let out = r.run(&["recover"], &[]);
+        let out = r.run(&["recover"]);
         assert_eq!(out.code(), Some(0), "{kind}: {out}");
         assert!(out.stdout.contains("committed"), "{kind}: {out}");
         for p in ["a/f", "a.link"] {
             assert!(std::fs::symlink_metadata(r.path(p)).is_ok(), "{kind}: {p}");
         }
         assert_eq!(std::fs::read(r.journal()).unwrap().len() as u64, HEADER_LEN);
-        let e = history_entries(&r.history_json(), 2);
+        let e = history_entries(&r.history(), 2);
         assert_eq!(e.len(), 1, "{kind}");
         assert_eq!(e[0]["outcome"], "committed", "{kind}");
     }
@@ -407,7 +408,7 @@ fn recover_dry_run_changes_nothing() {
     torn.extend([0u8; 5]);
     std::fs::write(r.journal(), &torn).unwrap();
     let before = r.everything();
-    let out = r.run(&["recover", "--dry-run"], &[]);
+    let out = r.run(&["recover", "--dry-run"]);
     assert_eq!(out.code(), Some(0), "{out}");
     assert!(out.stdout.contains("transaction 2"), "{out}");
     assert_same("recover --dry-run", &r.everything(), &before);
@@ -428,12 +429,12 @@ fn torn_history_tail_is_trimmed() {
     torn.extend(&whole[..whole.len() / 2]);
     std::fs::write(r.history_file(), &torn).unwrap();
     // Readers ignore it and change nothing.
-    let h = r.history_json();
+    let h = r.history();
     assert_eq!(history_entries(&h, 1).len(), 1, "{h}");
     assert_eq!(std::fs::read(r.history_file()).unwrap(), torn);
     // The next writer trims it, then files its own summary after init's.
     let a = r.plan_file("a", &small_plan(&r, "a"));
-    assert_eq!(r.run(&["run-plan", s(&a)], &[]).code(), Some(0));
+    assert_eq!(r.run(&["run-plan", s(&a)]).code(), Some(0));
     let bytes = std::fs::read(r.history_file()).unwrap();
     assert!(bytes.starts_with(&orig));
     let scan = frame::scan(&bytes, HISTORY_MAGIC).unwrap();
@@ -450,7 +451,7 @@ fn refuse_plan(r: &Root, file: &Path, names: &[&str]) {
         vec!["--dry-run", "run-plan", s(file)],
     ] {
         let what = format!("{args:?}");
-        let out = r.run(&args, &[]);
+        let out = r.run(&args);
         let line = out.one_line_error(2, &what);
         for n in names {
             assert!(line.contains(n), "{what}: must name {n:?}: {line}");
@@ -515,7 +516,7 @@ fn bad_plan_with_auto_recover_leaves_the_pending_transaction_alone() {
     plan.commit = 1;
     let file = r.plan_file("bad", &plan);
     let before = r.everything();
-    let out = r.run(&["--auto-recover", "run-plan", s(&file)], &[]);
+    let out = r.run(&["--auto-recover", "run-plan", s(&file)]);
     out.one_line_error(2, "bad plan with --auto-recover");
     assert_same("bad plan with --auto-recover", &r.everything(), &before);
 }
@@ -529,13 +530,13 @@ fn failing_plan_exits_1_and_rolls_back() {
         .build();
     let file = r.plan_file("fails", &plan);
     let before = r.tree();
-    let out = r.run(&["-q", "run-plan", s(&file)], &[]);
+    let out = r.run(&["-q", "run-plan", s(&file)]);
     let line = out.one_line_error(1, "failing plan");
     for part in ["step 1", "bad-write", "rolled back", "nothing changed"] {
         assert!(line.contains(part), "{line}");
     }
     assert_same("failing plan", &r.tree(), &before);
-    let e = history_entries(&r.history_json(), 2);
+    let e = history_entries(&r.history(), 2);
     assert_eq!(e[0]["outcome"], "rolled-back");
 }
 
@@ -551,19 +552,19 @@ fn stuck_rollback_exits_6_then_recover_finishes_after_the_fix() {
         .build();
     let file = r.plan_file("two", &plan);
     let before = r.tree();
-    r.run(&["run-plan", s(&file)], &[("JAILTX_FAULT", "after-done:1")])
+    r.run_env(&["run-plan", s(&file)], &[("JAILTX_FAULT", "after-done:1")])
         .assert_killed("two");
     std::fs::write(r.path("a/intruder"), b"not jailtx's").unwrap();
-    let out = r.run(&["recover", "--rollback"], &[]);
+    let out = r.run(&["recover", "--rollback"]);
     let line = out.one_line_error(6, "stuck rollback");
     for part in ["undoing step 0", "mk-a", s(&r.path("a")), "jailtx recover"] {
         assert!(line.contains(part), "must name {part:?}: {line}");
     }
     // Still pending, and it can only go backwards now.
-    let out = r.run(&["run-plan", s(&file)], &[]);
+    let out = r.run(&["run-plan", s(&file)]);
     out.one_line_error(4, "pending after the stuck rollback");
     std::fs::remove_file(r.path("a/intruder")).unwrap();
-    let out = r.run(&["recover"], &[]);
+    let out = r.run(&["recover"]);
     assert_eq!(out.code(), Some(0), "{out}");
     assert!(out.stdout.contains("rolled-back"), "{out}");
     assert_same("after the fix", &r.tree(), &before);
@@ -575,7 +576,7 @@ fn json_error(r: &Root, args: &[&str], env: &[(&str, &str)], code: i32) {
     let mut full = vec!["--json"];
     full.extend(args);
     let what = format!("{full:?}");
-    let out = r.run(&full, env);
+    let out = r.run_env(&full, env);
     assert_eq!(out.code(), Some(code), "{what}: {out}");
     let docs: Vec<Value> = serde_json::Deserializer::from_str(&out.stdout)
         .into_iter::<Value>()
@@ -641,7 +642,7 @@ fn usage_errors_exit_2_in_one_line() {
         (vec!["-v", "-q", "history"], "--quiet"),
     ] {
         let what = format!("{args:?}");
-        let out = r.run(&args, &[]);
+        let out = r.run(&args);
         let line = out.one_line_error(2, &what);
         assert!(line.contains(names), "{what}: {line}");
         assert_same(&what, &strict(&r), &before);

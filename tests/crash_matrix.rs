@@ -8,32 +8,20 @@
 //! as the binary reads it (`run-plan --dry-run --json`), so a step added to
 //! the plan is crashed at too.
 
-mod common;
+mod support;
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use common::{
-    Fail, Root, Snapshot, assert_same, check_representative_after, dry_run_plan, history_entries,
-    make_fixture, par_for_each, representative_plan,
-};
 use jailtx::engine::Plan;
 use serde_json::Value;
-
-/// The forward instants of `JAILTX_FAULT`, around each step.
-const FORWARD: [&str; 4] = [
-    "before-intent",
-    "after-intent",
-    "after-effect",
-    "after-done",
-];
-/// The compensation instants, around each undo.
-const COMPENSATION: [&str; 4] = [
-    "comp-before-intent",
-    "comp-after-intent",
-    "comp-after-effect",
-    "comp-after-done",
-];
+use support::plans::{
+    Fail, check_representative_after, make_fixture, par_for_each, representative_plan,
+};
+use support::{
+    COMPENSATION, FORWARD, Out, Root, Snapshot, assert_same, history_entries, recover_args,
+    rolls_back, step_names,
+};
 
 fn plan(r: &Root, fail: Option<Fail>) -> Plan {
     representative_plan(&r.root, fail)
@@ -54,7 +42,7 @@ fn references() -> &'static (Snapshot, Snapshot) {
     static REFS: OnceLock<(Snapshot, Snapshot)> = OnceLock::new();
     REFS.get_or_init(|| {
         let (r, before, file) = setup(None);
-        let out = r.run(&["run-plan", file.to_str().unwrap()], &[]);
+        let out = r.run(&["run-plan", file.to_str().unwrap()]);
         assert_eq!(out.code(), Some(0), "clean run: {out}");
         let after = r.tree();
         check_representative_after(&before, &after);
@@ -71,13 +59,11 @@ struct Derived {
 fn derive(fail: Option<Fail>) -> Derived {
     let probe = Root::bare();
     let file = probe.plan_file("probe", &plan(&probe, fail));
-    let v = dry_run_plan(&probe, &file);
-    let steps = v["steps"].as_array().expect("steps");
-    let names: Vec<String> = steps
-        .iter()
-        .map(|s| s["name"].as_str().expect("name").to_owned())
-        .collect();
-    let kinds: std::collections::BTreeSet<String> = steps
+    let v = probe.dry_run_plan(&["run-plan", file.to_str().expect("utf-8 path")]);
+    let names = step_names(&v);
+    let kinds: std::collections::BTreeSet<String> = v["steps"]
+        .as_array()
+        .expect("steps")
         .iter()
         .flat_map(|s| s["action"].as_object().expect("action").keys().cloned())
         .collect();
@@ -101,10 +87,36 @@ fn derive(fail: Option<Fail>) -> Derived {
 
 /// The pending transaction's number, from `history --json` after a crash.
 fn pending_tx(r: &Root) -> u64 {
-    let h = r.history_json();
+    let h = r.history();
     h["pending"]["tx"]
         .as_u64()
         .unwrap_or_else(|| panic!("a transaction must be pending after the crash: {h}"))
+}
+
+/// A fresh root (see [`setup`]) whose `run-plan` was killed at `fault`:
+/// the root, its tree before the run, and the pending transaction.
+fn killed_run(fail: Option<Fail>, fault: &str, what: &str) -> (Root, Snapshot, u64) {
+    let (r, before, file) = setup(fail);
+    r.run_env(
+        &["run-plan", file.to_str().unwrap()],
+        &[("JAILTX_FAULT", fault)],
+    )
+    .assert_killed(what);
+    let tx = pending_tx(&r);
+    (r, before, tx)
+}
+
+/// Runs `args` (a `recover`) killed at `fault`.
+fn killed_recover(r: &Root, args: &[&str], fault: &str, what: &str) {
+    r.run_env(args, &[("JAILTX_FAULT", fault)])
+        .assert_killed(&format!("{what} ({})", args.join(" ")));
+}
+
+/// Runs `args` (a `recover`), which must exit 0.
+fn recover(r: &Root, args: &[&str], what: &str) -> Out {
+    let rec = r.run(args);
+    assert_eq!(rec.code(), Some(0), "{what}: {rec}");
+    rec
 }
 
 /// After a finished recovery: the tree is `expected`, the journal is back to
@@ -117,7 +129,7 @@ fn check_finished(r: &Root, what: &str, tx: u64, expected: &Snapshot, outcome: &
         16,
         "{what}: journal not reset"
     );
-    let h = r.history_json();
+    let h = r.history();
     assert_eq!(h["pending"], Value::Null, "{what}: {h}");
     let entries = history_entries(&h, tx);
     assert_eq!(entries.len(), 1, "{what}: tx {tx} filed once: {h}");
@@ -125,7 +137,7 @@ fn check_finished(r: &Root, what: &str, tx: u64, expected: &Snapshot, outcome: &
     assert_eq!(entries[0]["op"], "crash-test", "{what}: {h}");
 
     let all = r.everything();
-    let again = r.run(&["recover"], &[]);
+    let again = r.run(&["recover"]);
     assert_eq!(again.code(), Some(0), "{what}: second recover: {again}");
     assert_eq!(again.stdout.trim(), "nothing to recover", "{what}: {again}");
     assert_same(&format!("{what}: second recover"), &r.everything(), &all);
@@ -140,33 +152,18 @@ fn forward_matrix(instant: &str) {
         .collect();
     let runs = AtomicUsize::new(0);
     par_for_each(&points, |&(i, rollback)| {
-        // The commit record is appended just before step `commit`'s first instant.
-        let committed = i >= d.commit;
         let what = format!(
             "{instant}:{i} ({}), then recover{}",
             d.names[i],
             if rollback { " --rollback" } else { "" }
         );
-        let (r, b, file) = setup(None);
+        let (r, b, tx) = killed_run(None, &format!("{instant}:{i}"), &what);
         assert_same(&format!("{what}: fixture"), &b, before);
-        let fault = format!("{instant}:{i}");
-        let out = r.run(
-            &["run-plan", file.to_str().unwrap()],
-            &[("JAILTX_FAULT", &fault)],
-        );
-        out.assert_killed(&what);
-        let tx = pending_tx(&r);
-        let args: &[&str] = if rollback {
-            &["recover", "--rollback"]
-        } else {
-            &["recover"]
-        };
-        let rec = r.run(args, &[]);
-        assert_eq!(rec.code(), Some(0), "{what}: {rec}");
-        let (expected, outcome) = if committed || !rollback {
-            (after, "committed")
-        } else {
+        let rec = recover(&r, recover_args(rollback), &what);
+        let (expected, outcome) = if rolls_back(i, d.commit, rollback) {
             (before, "rolled-back")
+        } else {
+            (after, "committed")
         };
         assert!(rec.stdout.contains(outcome), "{what}: {rec}");
         check_finished(&r, &what, tx, expected, outcome);
@@ -207,7 +204,7 @@ fn failing_plan_rolls_back(fail: Fail) {
     let d = derive(Some(fail));
     let (r, b, file) = setup(Some(fail));
     assert_same("fixture", &b, before);
-    let out = r.run(&["run-plan", file.to_str().unwrap()], &[]);
+    let out = r.run(&["run-plan", file.to_str().unwrap()]);
     assert_eq!(out.code(), Some(1), "{out}");
     // Logs (WARN lines) may precede it; the error itself is one line.
     let errors: Vec<&str> = out
@@ -228,13 +225,13 @@ fn failing_plan_rolls_back(fail: Fail) {
         "only the error and log lines on stderr: {out}"
     );
     assert_same("after the failed run", &r.tree(), before);
-    let h = r.history_json();
+    let h = r.history();
     let e = history_entries(&h, 2);
     assert_eq!(e.len(), 1, "{h}");
     assert_eq!(e[0]["outcome"], "rolled-back", "{h}");
 
     // Quietly: stderr is then the error line alone.
-    let out = r.run(&["-q", "run-plan", file.to_str().unwrap()], &[]);
+    let out = r.run(&["-q", "run-plan", file.to_str().unwrap()]);
     let line = out.one_line_error(1, "quiet failing run");
     assert!(line.contains("fail"), "{line}");
     assert_same("after the second failed run", &r.tree(), before);
@@ -266,16 +263,8 @@ fn compensation_matrix(fail: Fail) {
     let runs = AtomicUsize::new(0);
     par_for_each(&points, |&(i, instant)| {
         let what = format!("{instant}:{i} ({}), then recover", d.names[i]);
-        let (r, _, file) = setup(Some(fail));
-        let fault = format!("{instant}:{i}");
-        let out = r.run(
-            &["run-plan", file.to_str().unwrap()],
-            &[("JAILTX_FAULT", &fault)],
-        );
-        out.assert_killed(&what);
-        let tx = pending_tx(&r);
-        let rec = r.run(&["recover"], &[]);
-        assert_eq!(rec.code(), Some(0), "{what}: {rec}");
+        let (r, _, tx) = killed_run(Some(fail), &format!("{instant}:{i}"), &what);
+        let rec = recover(&r, &["recover"], &what);
         assert!(rec.stdout.contains("rolled-back"), "{what}: {rec}");
         check_finished(&r, &what, tx, before, "rolled-back");
         runs.fetch_add(1, Ordering::Relaxed);
@@ -316,18 +305,10 @@ fn double_crash_during_resume() {
             format!("after-effect:{}", d.names[i])
         };
         let what = format!("{first}, recover killed at {second}, recover");
-        let (r, _, file) = setup(None);
-        r.run(
-            &["run-plan", file.to_str().unwrap()],
-            &[("JAILTX_FAULT", &first)],
-        )
-        .assert_killed(&what);
-        let tx = pending_tx(&r);
-        r.run(&["recover"], &[("JAILTX_FAULT", &second)])
-            .assert_killed(&format!("{what} (recover)"));
+        let (r, _, tx) = killed_run(None, &first, &what);
+        killed_recover(&r, &["recover"], &second, &what);
         assert_eq!(pending_tx(&r), tx, "{what}");
-        let rec = r.run(&["recover"], &[]);
-        assert_eq!(rec.code(), Some(0), "{what}: {rec}");
+        recover(&r, &["recover"], &what);
         check_finished(&r, &what, tx, after, "committed");
     });
 }
@@ -349,17 +330,9 @@ fn double_crash_during_rollback() {
             format!("comp-before-intent:{i}")
         };
         let what = format!("{first}, recover --rollback killed at {second}, recover");
-        let (r, _, file) = setup(None);
-        r.run(
-            &["run-plan", file.to_str().unwrap()],
-            &[("JAILTX_FAULT", &first)],
-        )
-        .assert_killed(&what);
-        let tx = pending_tx(&r);
-        r.run(&["recover", "--rollback"], &[("JAILTX_FAULT", &second)])
-            .assert_killed(&format!("{what} (recover --rollback)"));
-        let rec = r.run(&["recover"], &[]);
-        assert_eq!(rec.code(), Some(0), "{what}: {rec}");
+        let (r, _, tx) = killed_run(None, &first, &what);
+        killed_recover(&r, &["recover", "--rollback"], &second, &what);
+        recover(&r, &["recover"], &what);
         check_finished(&r, &what, tx, before, "rolled-back");
     });
 }
@@ -375,16 +348,8 @@ fn double_crash_in_a_failed_transaction() {
     let first = format!("comp-after-effect:{k}");
     let second = "comp-after-intent:0";
     let what = format!("{first}, recover killed at {second}, recover");
-    let (r, _, file) = setup(Some(fail));
-    r.run(
-        &["run-plan", file.to_str().unwrap()],
-        &[("JAILTX_FAULT", &first)],
-    )
-    .assert_killed(&what);
-    let tx = pending_tx(&r);
-    r.run(&["recover"], &[("JAILTX_FAULT", second)])
-        .assert_killed(&format!("{what} (recover)"));
-    let rec = r.run(&["recover"], &[]);
-    assert_eq!(rec.code(), Some(0), "{what}: {rec}");
+    let (r, _, tx) = killed_run(Some(fail), &first, &what);
+    killed_recover(&r, &["recover"], second, &what);
+    recover(&r, &["recover"], &what);
     check_finished(&r, &what, tx, before, "rolled-back");
 }

@@ -6,64 +6,47 @@
 //! rule of the merge alone, a jail root's hostile symlinks, idempotence, and
 //! a crash at every step of the merge recovered both ways.
 
-use std::collections::BTreeMap;
-use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
-use std::os::unix::process::ExitStatusExt;
+mod support;
+
+use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
 use jailtx::etcmerge::diff3::{Labels, Merged, merge};
 use serde_json::Value;
-
-/// splitmix64: a small deterministic generator, so every run tests the same corpus.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-
-    fn chance(&mut self, percent: u64) -> bool {
-        self.next() % 100 < percent
-    }
-}
+use support::{
+    Content, FORWARD, JailDef, Kind, Rng, Root, RunState, Snapshot, diff, in_private_ns, mkworld,
+    recover_args, rolls_back, snapshot_live, step_names,
+};
 
 /// A config-file-like line: mostly distinct settings, some blank lines,
 /// comments and braces that repeat, as in real files under /etc.
 fn line(rng: &mut Rng) -> String {
-    match rng.below(10) {
+    match rng.index(10) {
         0 => "\n".into(),
         1 => "# ----\n".into(),
         2 => "}\n".into(),
-        _ => format!("opt{}=\"{}\"\n", rng.below(8), rng.below(2)),
+        _ => format!("opt{}=\"{}\"\n", rng.index(8), rng.index(2)),
     }
 }
 
 fn edit(rng: &mut Rng, base: &[String], hot: usize) -> Vec<String> {
     let mut out = base.to_vec();
-    for _ in 0..1 + rng.below(3) {
+    for _ in 0..1 + rng.index(3) {
         // Edits cluster around `hot` half the time, so both sides often meet.
         let at = if rng.chance(50) || out.is_empty() {
             hot.min(out.len())
         } else {
-            rng.below(out.len() + 1)
+            rng.index(out.len() + 1)
         };
-        match rng.below(3) {
+        match rng.index(3) {
             0 if at < out.len() => out[at] = line(rng),
             1 if at < out.len() => {
-                let n = 1 + rng.below(2);
+                let n = 1 + rng.index(2);
                 out.drain(at..(at + n).min(out.len()));
             }
             _ => {
-                for _ in 0..1 + rng.below(2) {
+                for _ in 0..1 + rng.index(2) {
                     out.insert(at, line(rng));
                 }
             }
@@ -73,8 +56,8 @@ fn edit(rng: &mut Rng, base: &[String], hot: usize) -> Vec<String> {
 }
 
 fn triple(rng: &mut Rng) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
-    let base: Vec<String> = (0..3 + rng.below(20)).map(|_| line(rng)).collect();
-    let hot = rng.below(base.len() + 1);
+    let base: Vec<String> = (0..3 + rng.index(20)).map(|_| line(rng)).collect();
+    let hot = rng.index(base.len() + 1);
     let ours = edit(rng, &base, hot);
     let theirs = if rng.chance(10) {
         ours.clone()
@@ -125,7 +108,8 @@ fn diff3_agrees_with_git_merge_file() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(300);
     let dir = tempfile::tempdir().unwrap();
-    let mut rng = Rng(7);
+    // A fixed seed: every run tests the same corpus.
+    let mut rng = Rng::new(7);
     let (mut clean, mut clashes) = (0, 0);
     let mut bad = Vec::new();
     for i in 0..cases {
@@ -158,151 +142,22 @@ fn diff3_agrees_with_git_merge_file() {
     assert!(clean >= 10 && clashes >= 10, "corpus covers both verdicts");
 }
 
-const BIN: &str = env!("CARGO_BIN_EXE_jailtx");
-const NS_ENV: &str = "JAILTX_TEST_IN_NS";
-
-/// Re-runs test `name` in a private mount namespace; true when already inside.
-fn in_private_ns(name: &str) -> bool {
-    if std::env::var_os(NS_ENV).is_some() {
-        return true;
-    }
-    let exe = std::env::current_exe().unwrap();
-    let out = Command::new("unshare")
-        .args(["--mount", "--propagation", "private", "--"])
-        .arg(exe)
-        .args([name, "--exact", "--nocapture", "--test-threads=1"])
-        .env(NS_ENV, "1")
-        .output()
-        .expect("run unshare (util-linux)");
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && text.contains("1 passed"),
-        "{name} inside its mount namespace:\n{text}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    false
+/// `scripts/mkworld` version `version` in `r`'s scratch folder, then `edit`
+/// on its etc.
+fn world(r: &Root, version: u32, edit: impl Fn(&Path)) -> PathBuf {
+    let w = r.scratch.join(format!("world{version}"));
+    mkworld(&w, version);
+    edit(&w.join("etc"));
+    w
 }
 
-/// A scratch folder with worlds and a jailtx root `r/`; unmounts what it
-/// mounted when dropped (jails are never started here).
-struct Root {
-    dir: tempfile::TempDir,
+/// Creates jail `name`, never started here.
+fn jail(r: &Root, name: &str) {
+    r.ok(&JailDef::new(name, RunState::Stopped).create_args());
 }
 
-impl Root {
-    fn new() -> Root {
-        let dir = tempfile::Builder::new()
-            .prefix("jailtx-etc-merge")
-            .tempdir_in("/var/tmp")
-            .unwrap();
-        let r = Root { dir };
-        r.ok(&["init"]);
-        r
-    }
-
-    fn base(&self) -> PathBuf {
-        self.dir.path().join("r")
-    }
-
-    fn path(&self, rel: &str) -> PathBuf {
-        self.base().join(rel)
-    }
-
-    /// `scripts/mkworld DIR VERSION`, then `edit` on its etc.
-    fn world(&self, version: u32, edit: impl Fn(&Path)) -> PathBuf {
-        let w = self.dir.path().join(format!("world{version}"));
-        let st = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/mkworld"))
-            .arg(&w)
-            .arg(version.to_string())
-            .status()
-            .unwrap();
-        assert!(st.success(), "scripts/mkworld (needs busybox-static)");
-        edit(&w.join("etc"));
-        w
-    }
-
-    fn run_env(&self, args: &[&str], fault: Option<&str>) -> Output {
-        let mut c = Command::new(BIN);
-        c.arg("--root").arg(self.base()).args(args);
-        for v in ["JAILTX_FAULT", "JAILTX_ROOT", "JAILTX_LOG", "RUST_LOG"] {
-            c.env_remove(v);
-        }
-        if let Some(f) = fault {
-            c.env("JAILTX_FAULT", f);
-        }
-        c.output().unwrap()
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        self.run_env(args, None)
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        self.code(args, 0)
-    }
-
-    /// Runs, checks the exit code, returns stdout.
-    fn code(&self, args: &[&str], want: i32) -> String {
-        let out = self.run(args);
-        assert_eq!(
-            out.status.code(),
-            Some(want),
-            "jailtx {args:?}:\n{}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    fn json(&self, args: &[&str], want: i32) -> Value {
-        let mut a = args.to_vec();
-        a.push("--json");
-        let text = self.code(&a, want);
-        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{args:?}: {e}: {text}"))
-    }
-
-    fn template(&self, world: &Path) {
-        self.ok(&["template", "build", "--from-dir", world.to_str().unwrap()]);
-    }
-
-    fn jail(&self, name: &str, n: u8) {
-        let ip = format!("127.0.{}.{n}", 100 + std::process::id() % 100);
-        self.ok(&[
-            "jail",
-            "create",
-            name,
-            "--hostname",
-            &format!("{name}.example.org"),
-            "--ip",
-            &ip,
-        ]);
-    }
-
-    fn upgrade(&self, world: &Path, want: i32) -> Value {
-        self.json(&["upgrade", "--from-dir", world.to_str().unwrap()], want)
-    }
-
-    fn read(&self, rel: &str) -> String {
-        std::fs::read_to_string(self.path(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
-    }
-
-    fn write(&self, rel: &str, text: &str) {
-        std::fs::write(self.path(rel), text).unwrap();
-    }
-}
-
-impl Drop for Root {
-    fn drop(&mut self) {
-        let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-        let mut mounts: Vec<PathBuf> = jailtx::host::mountinfo::mount_points(&text)
-            .into_iter()
-            .filter(|p| p.starts_with(self.dir.path()))
-            .collect();
-        mounts.sort();
-        for m in mounts.into_iter().rev() {
-            let _ = nix::mount::umount2(&m, nix::mount::MntFlags::MNT_DETACH);
-        }
-    }
+fn upgrade(r: &Root, world: &Path, want: i32) -> Value {
+    r.json_code(&["upgrade", "--from-dir", world.to_str().unwrap()], want)
 }
 
 /// The report of `target` in an upgrade's or etc-merge's JSON document.
@@ -327,41 +182,14 @@ fn list(t: &Value, key: &str) -> Vec<String> {
         .collect()
 }
 
-/// Files below `dir` (relative) with type, mode, owner and content hash.
-fn snapshot(dir: &Path) -> BTreeMap<PathBuf, String> {
-    let mut out = BTreeMap::new();
-    let mut stack = vec![dir.to_owned()];
-    while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in entries.flatten() {
-            let p = e.path();
-            let m = std::fs::symlink_metadata(&p).unwrap();
-            let what = if m.file_type().is_symlink() {
-                format!("link {}", std::fs::read_link(&p).unwrap().display())
-            } else if m.is_dir() {
-                stack.push(p.clone());
-                "dir".to_owned()
-            } else {
-                format!("file {}", blake3::hash(&std::fs::read(&p).unwrap()))
-            };
-            let rel = p.strip_prefix(dir).unwrap().to_owned();
-            out.insert(
-                rel,
-                format!("{what} {:o} {}:{}", m.mode(), m.uid(), m.gid()),
-            );
-        }
-    }
-    out
-}
-
 const RC1: &str = "hostname=\"\"\nsshd_enable=\"NO\"\nsendmail_enable=\"NONE\"\n# end\n";
 
 /// World 1 with a longer rc.conf; world 2 changes its third line and adds a file.
 fn worlds(r: &Root) -> (PathBuf, PathBuf) {
-    let w1 = r.world(1, |etc| std::fs::write(etc.join("rc.conf"), RC1).unwrap());
-    let w2 = r.world(2, |etc| {
+    let w1 = world(r, 1, |etc| {
+        std::fs::write(etc.join("rc.conf"), RC1).unwrap()
+    });
+    let w2 = world(r, 2, |etc| {
         std::fs::write(etc.join("rc.conf"), RC1.replace("\"NONE\"", "\"NO\"")).unwrap();
         std::fs::write(etc.join("ntp.conf"), "pool 0.freebsd.pool.ntp.org iburst\n").unwrap();
     });
@@ -376,7 +204,7 @@ fn upgrade_merges_etc_cleanly_and_adds_new_files() {
     if !in_private_ns("upgrade_merges_etc_cleanly_and_adds_new_files") {
         return;
     }
-    let r = Root::new();
+    let r = Root::new(None);
     let (w1, w2) = worlds(&r);
     r.template(&w1);
     assert_eq!(
@@ -384,10 +212,10 @@ fn upgrade_merges_etc_cleanly_and_adds_new_files() {
         RC1,
         "the template keeps the world's own etc"
     );
-    r.jail("ns", 1);
+    jail(&r, "ns");
     let ours = RC1.replace("hostname=\"\"", "hostname=\"ns.example.org\"");
     r.write("js/ns/etc/rc.conf", &ours);
-    let doc = r.upgrade(&w2, 0);
+    let doc = upgrade(&r, &w2, 0);
     assert_eq!(doc["report"]["outcome"], "committed", "{doc}");
     assert!(doc["etc_merge"]["error"].is_null(), "{doc}");
     let ns = target(&doc, "ns");
@@ -414,14 +242,14 @@ fn upgrade_merges_etc_cleanly_and_adds_new_files() {
     }
     // Idempotent: a second run plans nothing and changes nothing.
     let before = merge_state(&r);
-    let again = r.json(&["etc-merge"], 0);
+    let again = r.json(&["etc-merge"]);
     assert_eq!(again["changed"], false, "{again}");
     assert!(r.ok(&["etc-merge"]).contains("nothing to change"));
     assert_eq!(diff(&before, &merge_state(&r)), Vec::<String>::new());
     // A jail created now starts from the merged skel and needs nothing.
-    r.jail("www", 2);
+    jail(&r, "www");
     assert_eq!(
-        r.json(&["etc-merge", "www"], 0)["etc_merge"]["targets"][0]["merged"],
+        r.json(&["etc-merge", "www"])["etc_merge"]["targets"][0]["merged"],
         serde_json::json!([])
     );
     assert_eq!(r.read("js/www/etc/ntp.conf"), r.read("j/skel/etc/ntp.conf"));
@@ -435,13 +263,13 @@ fn a_clash_keeps_the_admins_file_and_writes_a_proposal() {
     if !in_private_ns("a_clash_keeps_the_admins_file_and_writes_a_proposal") {
         return;
     }
-    let r = Root::new();
+    let r = Root::new(None);
     let (w1, w2) = worlds(&r);
     r.template(&w1);
-    r.jail("ns", 1);
+    jail(&r, "ns");
     let ours = RC1.replace("\"NONE\"", "\"YES\"");
     r.write("js/ns/etc/rc.conf", &ours);
-    let doc = r.upgrade(&w2, 7);
+    let doc = upgrade(&r, &w2, 7);
     assert_eq!(doc["report"]["outcome"], "committed", "{doc}");
     assert_eq!(r.read("j/mroot/usr/share/misc/world-version"), "world 2\n");
     let ns = target(&doc, "ns");
@@ -476,7 +304,7 @@ fn a_clash_keeps_the_admins_file_and_writes_a_proposal() {
         "{again}"
     );
     let before = merge_state(&r);
-    let doc = r.json(&["etc-merge"], 7);
+    let doc = r.json_code(&["etc-merge"], 7);
     assert_eq!(
         list(target(&doc, "ns"), "unresolved"),
         ["etc/rc.conf.jailtx-merge"]
@@ -489,7 +317,7 @@ fn a_clash_keeps_the_admins_file_and_writes_a_proposal() {
     );
     // Resolved: the admin edits the file and removes the proposal.
     std::fs::remove_file(r.path("js/ns/etc/rc.conf.jailtx-merge")).unwrap();
-    let doc = r.json(&["etc-merge"], 0);
+    let doc = r.json(&["etc-merge"]);
     assert!(list(target(&doc, "ns"), "unresolved").is_empty(), "{doc}");
 }
 
@@ -501,8 +329,8 @@ fn each_rule_of_the_merge() {
     if !in_private_ns("each_rule_of_the_merge") {
         return;
     }
-    let r = Root::new();
-    let w1 = r.world(1, |etc| {
+    let r = Root::new(None);
+    let w1 = world(&r, 1, |etc| {
         for (name, text) in [
             ("untouched", "v1\n"),
             ("kept", "v1\n"),
@@ -516,7 +344,7 @@ fn each_rule_of_the_merge() {
         std::fs::create_dir(etc.join("rc.d")).unwrap();
         std::fs::write(etc.join("rc.d/old"), "#!/bin/sh\n").unwrap();
     });
-    let w2 = r.world(2, |etc| {
+    let w2 = world(&r, 2, |etc| {
         for (name, text) in [
             ("untouched", "v2\n"),
             ("kept", "v1\n"),
@@ -533,12 +361,12 @@ fn each_rule_of_the_merge() {
         std::fs::write(etc.join("newdir/conf"), "x\n").unwrap();
     });
     r.template(&w1);
-    r.jail("ns", 1);
+    jail(&r, "ns");
     r.write("js/ns/etc/kept", "mine\n");
     r.write("js/ns/etc/dropped-changed", "mine\n");
     r.write("js/ns/etc/both", "A\nb\nc\nd\ne\n");
     std::fs::remove_file(r.path("js/ns/etc/deleted-here")).unwrap();
-    let doc = r.upgrade(&w2, 7);
+    let doc = upgrade(&r, &w2, 7);
     let ns = target(&doc, "ns");
     assert_eq!(list(ns, "updated"), ["etc/untouched"], "{ns}");
     assert_eq!(
@@ -574,7 +402,7 @@ fn each_rule_of_the_merge() {
     // Back to world 1: the rollback leaves etc alone; etc-merge merges back
     // from world 2 (the recorded base) to world 1.
     r.ok(&["rollback"]);
-    let doc = r.json(&["etc-merge", "ns", "--dry-run"], 7);
+    let doc = r.json_code(&["etc-merge", "ns", "--dry-run"], 7);
     assert_eq!(doc["dry_run"], true);
     assert!(!doc["plan"]["steps"].as_array().unwrap().is_empty());
     assert_eq!(
@@ -582,7 +410,7 @@ fn each_rule_of_the_merge() {
         "v2\n",
         "dry run changes nothing"
     );
-    let doc = r.json(&["etc-merge", "ns"], 7);
+    let doc = r.json_code(&["etc-merge", "ns"], 7);
     let ns = target(&doc, "ns");
     assert_eq!(ns["to"], "mroot");
     assert!(ns["from"].as_str().unwrap().starts_with("mroot."), "{ns}");
@@ -599,16 +427,16 @@ fn hostile_symlinks_are_refused_and_host_files_stay() {
     if !in_private_ns("hostile_symlinks_are_refused_and_host_files_stay") {
         return;
     }
-    let r = Root::new();
-    let w1 = r.world(1, |_| {});
-    let w2 = r.world(2, |etc| {
+    let r = Root::new(None);
+    let w1 = world(&r, 1, |_| {});
+    let w2 = world(&r, 2, |etc| {
         std::fs::write(etc.join("hosts"), "127.0.0.1 localhost\n::1 localhost\n").unwrap();
         std::fs::write(etc.join("rc.conf"), "hostname=\"\"\nntpd_enable=\"YES\"\n").unwrap();
         std::fs::create_dir(etc.join("rc.d")).unwrap();
         std::fs::write(etc.join("rc.d/new"), "#!/bin/sh\n").unwrap();
     });
     // Stand-ins for /etc/shadow and /etc on the host.
-    let host = r.dir.path().join("host-etc");
+    let host = r.scratch.join("host-etc");
     std::fs::create_dir(&host).unwrap();
     for (name, text) in [
         ("shadow", "root:$6$secret:19000::::::\n"),
@@ -617,18 +445,18 @@ fn hostile_symlinks_are_refused_and_host_files_stay() {
     ] {
         std::fs::write(host.join(name), text).unwrap();
     }
-    let host_before = snapshot(&host);
+    let host_before = snapshot_live(&host, |_| false);
     r.template(&w1);
-    r.jail("ns", 1);
-    r.jail("www", 2);
-    r.jail("mail", 3);
+    jail(&r, "ns");
+    jail(&r, "www");
+    jail(&r, "mail");
     std::fs::remove_file(r.path("js/ns/etc/hosts")).unwrap();
     symlink(host.join("shadow"), r.path("js/ns/etc/hosts")).unwrap();
     std::fs::rename(r.path("js/www/etc"), r.path("js/www/etc.real")).unwrap();
     symlink(&host, r.path("js/www/etc")).unwrap();
     // A directory the world adds, planted as a link to the host's etc.
     symlink(&host, r.path("js/mail/etc/rc.d")).unwrap();
-    let doc = r.upgrade(&w2, 7);
+    let doc = upgrade(&r, &w2, 7);
     let ns = target(&doc, "ns");
     assert_eq!(list(ns, "refused"), ["etc/hosts"], "{ns}");
     assert_eq!(
@@ -647,7 +475,7 @@ fn hostile_symlinks_are_refused_and_host_files_stay() {
     let mail = target(&doc, "mail");
     assert_eq!(list(mail, "refused"), ["etc/rc.d"], "{mail}");
     assert_eq!(
-        diff(&host_before, &snapshot(&host)),
+        diff(&host_before, &snapshot_live(&host, |_| false)),
         Vec::<String>::new(),
         "host files unchanged"
     );
@@ -660,46 +488,30 @@ fn hostile_symlinks_are_refused_and_host_files_stay() {
     // changes it: the record now says ns is at world 2).
     let human = r.code(&["etc-merge"], 7);
     assert!(human.contains("refused    etc (a symlink"), "{human}");
-    assert_eq!(diff(&host_before, &snapshot(&host)), Vec::<String>::new());
+    assert_eq!(
+        diff(&host_before, &snapshot_live(&host, |_| false)),
+        Vec::<String>::new()
+    );
 }
 
 /// The state before and after a merge: every jail's data, skel and the
 /// merge records (the journal and history aside).
-/// A record's inode line differs from one scratch root to the next, so
-/// records are compared by their other lines.
-fn merge_state(r: &Root) -> BTreeMap<PathBuf, String> {
-    let mut s = BTreeMap::new();
+fn merge_state(r: &Root) -> Snapshot {
+    let mut s = Snapshot::new();
     for d in ["js", "j/skel", ".jailtx/etc-merge"] {
-        for (k, v) in snapshot(&r.path(d)) {
-            let p = Path::new(d).join(&k);
-            let v = if d.starts_with(".jailtx") && v.starts_with("file") {
-                let text = std::fs::read_to_string(r.path(d).join(&k)).unwrap();
+        for (k, mut e) in snapshot_live(&r.path(d), |_| false) {
+            let rel = format!("{d}/{k}");
+            if d.starts_with(".jailtx") && e.kind == Kind::File {
+                // A record's inode line differs from one scratch root to the
+                // next, so records are compared by their other lines.
+                let text = r.read(&rel);
                 let keep: Vec<&str> = text.lines().filter(|l| !l.starts_with("etc_ino")).collect();
-                keep.join("\n")
-            } else {
-                v
-            };
-            s.insert(p, v);
+                e.content = Some(Content::of(keep.join("\n").as_bytes()));
+            }
+            s.insert(rel, e);
         }
     }
     s
-}
-
-fn diff(a: &BTreeMap<PathBuf, String>, b: &BTreeMap<PathBuf, String>) -> Vec<String> {
-    let mut out = Vec::new();
-    for (k, v) in a {
-        match b.get(k) {
-            None => out.push(format!("- {} {v}", k.display())),
-            Some(w) if w != v => out.push(format!("~ {} {v} -> {w}", k.display())),
-            _ => {}
-        }
-    }
-    for (k, v) in b {
-        if !a.contains_key(k) {
-            out.push(format!("+ {} {v}", k.display()));
-        }
-    }
-    out
 }
 
 /// An upgrade to world 2 whose merge never ran: killed after the upgrade's
@@ -710,23 +522,22 @@ fn pending_merge(r: &Root) {
     std::fs::write(w1.join("etc/motd"), "hello\nworld 1\n").unwrap();
     std::fs::write(w2.join("etc/motd"), "hello\nworld 2\n").unwrap();
     r.template(&w1);
-    r.jail("ns", 1);
+    jail(r, "ns");
     r.write(
         "js/ns/etc/rc.conf",
         &RC1.replace("hostname=\"\"", "hostname=\"ns\""),
     );
     r.write("js/ns/etc/motd", "hello\nworld 1 and ns\n");
     let w2 = w2.to_str().unwrap().to_owned();
-    let plan: Value =
-        serde_json::from_str(&r.ok(&["upgrade", "--from-dir", &w2, "--dry-run", "--json"]))
-            .unwrap();
-    let last = plan["plan"]["steps"].as_array().unwrap().len() - 1;
-    let out = r.run_env(
+    // The upgrade commits; the merge that follows it is killed before its
+    // first step and rolled back, which leaves it to be run.
+    r.run_env(
         &["upgrade", "--from-dir", &w2],
-        Some(&format!("after-done:{last}")),
-    );
-    assert_eq!(out.status.signal(), Some(9), "the upgrade was not killed");
-    r.ok(&["recover"]);
+        &[("JAILTX_FAULT", "etc-merge/before-intent:0")],
+    )
+    .assert_killed("the merge after the upgrade");
+    let out = r.ok(&["recover", "--rollback"]);
+    assert!(out.contains("(etc-merge): rolled-back"), "{out}");
 }
 
 /// A crash at each step of the merge (before its intent is durable and after
@@ -738,16 +549,11 @@ fn a_crash_in_the_merge_recovers_both_ways() {
     if !in_private_ns("a_crash_in_the_merge_recovers_both_ways") {
         return;
     }
-    let probe = Root::new();
+    let probe = Root::new(None);
     pending_merge(&probe);
     let before = merge_state(&probe);
-    let plan = probe.json(&["etc-merge", "--dry-run"], 7);
-    let steps: Vec<String> = plan["plan"]["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["name"].as_str().unwrap().to_owned())
-        .collect();
+    let plan = probe.json_code(&["etc-merge", "--dry-run"], 7);
+    let steps = step_names(&plan["plan"]);
     let commit = plan["plan"]["commit"].as_u64().unwrap() as usize;
     for kind in [
         "aside-ns-",
@@ -767,12 +573,7 @@ fn a_crash_in_the_merge_recovers_both_ways() {
     assert_ne!(before, after);
     drop(probe);
     let instants: &[&str] = if std::env::var_os("JAILTX_FULL_MATRIX").is_some() {
-        &[
-            "before-intent",
-            "after-intent",
-            "after-effect",
-            "after-done",
-        ]
+        &FORWARD
     } else {
         &["after-effect"]
     };
@@ -780,22 +581,13 @@ fn a_crash_in_the_merge_recovers_both_ways() {
     for (i, step) in steps.iter().enumerate() {
         for instant in instants {
             for rollback in [false, true] {
-                let r = Root::new();
+                let r = Root::new(None);
                 pending_merge(&r);
                 let fault = format!("{instant}:{i}");
-                let out = r.run_env(&["etc-merge"], Some(&fault));
-                assert_eq!(
-                    out.status.signal(),
-                    Some(9),
-                    "{fault} ({step}) was not killed"
-                );
-                let args: &[&str] = if rollback {
-                    &["recover", "--rollback"]
-                } else {
-                    &["recover"]
-                };
-                r.ok(args);
-                let want = if rollback && i < commit {
+                r.run_env(&["etc-merge"], &[("JAILTX_FAULT", &fault)])
+                    .assert_killed(&format!("{fault} ({step})"));
+                r.ok(recover_args(rollback));
+                let want = if rolls_back(i, commit, rollback) {
                     &before
                 } else {
                     &after

@@ -4,14 +4,14 @@
 //! export checked by Debian's `mtree-netbsd`. Each test drives the real
 //! binary on a fresh `--root`.
 
-mod common;
+mod support;
 
 use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{Out, Root};
 use serde_json::Value;
+use support::{Out, Root};
 
 /// A small world with every kind of entry the audit distinguishes.
 fn make_world(w: &Path) {
@@ -53,10 +53,7 @@ fn built() -> (Root, PathBuf) {
     let r = Root::fresh();
     let world = r.scratch.join("world");
     make_world(&world);
-    let out = r.run(
-        &["template", "build", "--from-dir", world.to_str().unwrap()],
-        &[],
-    );
+    let out = r.run(&["template", "build", "--from-dir", world.to_str().unwrap()]);
     assert_eq!(out.code(), Some(0), "template build: {out}");
     let mroot = r.path("j/mroot");
     (r, mroot)
@@ -69,7 +66,7 @@ fn manifest_file(r: &Root, name: &str) -> PathBuf {
 fn audit(r: &Root, args: &[&str]) -> (Out, Value) {
     let mut full = vec!["audit", "--json"];
     full.extend_from_slice(args);
-    let out = r.run(&full, &[]);
+    let out = r.run(&full);
     let doc = serde_json::from_str(&out.stdout)
         .unwrap_or_else(|e| panic!("audit --json is one JSON document ({e}): {out}"));
     (out, doc)
@@ -105,7 +102,7 @@ fn assert_drift(r: &Root, args: &[&str], want: &[(&str, &str)]) -> Value {
 #[test]
 fn a_clean_template_audits_clean_full_and_quick() {
     let (r, _) = built();
-    let out = r.run(&["audit"], &[]);
+    let out = r.run(&["audit"]);
     assert_eq!(out.code(), Some(0), "{out}");
     assert!(out.stdout.starts_with("mroot: clean (full audit"), "{out}");
     let (out, doc) = audit(&r, &["--quick"]);
@@ -117,7 +114,7 @@ fn a_clean_template_audits_clean_full_and_quick() {
     assert_eq!(doc["audit"][0]["report"]["hashed_files"], 0, "{out}");
     // The carry-over path is not in the manifest, so changes there are not drift.
     std::fs::write(r.path("j/mroot/usr/ports/sysutils/x/Makefile"), b"other").unwrap();
-    assert_eq!(r.run(&["audit"], &[]).code(), Some(0));
+    assert_eq!(r.run(&["audit"]).code(), Some(0));
     // The template id shown to scripts is the manifest's.
     let id = jailtx::manifest::template_id(&manifest_file(&r, "mroot")).unwrap();
     assert_eq!(doc["audit"][0]["id"], id.as_str());
@@ -146,7 +143,7 @@ fn a_new_setuid_file_is_reported_first_and_flagged() {
     let first = &doc["audit"][0]["report"]["differences"][0];
     assert_eq!(first["new_setid"], true);
     assert_eq!(doc["audit"][0]["new_setid"], 1);
-    let human = r.run(&["audit"], &[]);
+    let human = r.run(&["audit"]);
     assert_eq!(human.code(), Some(3));
     let lines: Vec<&str> = human.stdout.lines().collect();
     assert!(lines[0].contains("1 NEW SETUID/SETGID"), "{human}");
@@ -240,7 +237,7 @@ fn content_mode_owner_removed_and_added_are_each_reported() {
     }
     assert_eq!(counts["type"], 0);
     // Human output: counts per kind in the summary line, sorted by path.
-    let out = r.run(&["audit"], &[]);
+    let out = r.run(&["audit"]);
     assert_eq!(out.code(), Some(3));
     assert!(
         out.stdout
@@ -300,7 +297,7 @@ fn a_corrupt_manifest_is_refused_with_exit_2_not_reported_as_drift() {
         &["audit", "--quick"],
         &["manifest", "export"],
     ] {
-        let out = r.run(args, &[]);
+        let out = r.run(args);
         let line = out.one_line_error(2, "corrupt manifest");
         assert!(
             line.contains(&file.display().to_string())
@@ -315,13 +312,13 @@ fn a_corrupt_manifest_is_refused_with_exit_2_not_reported_as_drift() {
     // A truncated file and a foreign file are refused the same way.
     std::fs::write(&file, &bytes[..10]).unwrap();
     assert!(
-        r.run(&["audit"], &[])
+        r.run(&["audit"])
             .one_line_error(2, "truncated")
             .contains("is corrupt")
     );
     std::fs::write(&file, b"not a manifest at all, just text\n").unwrap();
     assert!(
-        r.run(&["audit"], &[])
+        r.run(&["audit"])
             .one_line_error(2, "foreign")
             .contains("bad magic")
     );
@@ -331,19 +328,19 @@ fn a_corrupt_manifest_is_refused_with_exit_2_not_reported_as_drift() {
 fn unknown_templates_and_missing_manifests_exit_2() {
     let (r, _) = built();
     let line = r
-        .run(&["audit", "skel"], &[])
+        .run(&["audit", "skel"])
         .one_line_error(2, "not a template")
         .to_owned();
     assert!(line.contains("unknown template \"skel\""), "{line}");
-    r.run(&["audit", "mroot.20260101"], &[])
+    r.run(&["audit", "mroot.20260101"])
         .one_line_error(2, "no such archive");
     std::fs::create_dir(r.path("j/mroot.20260101")).unwrap();
     let line = r
-        .run(&["audit", "mroot.20260101"], &[])
+        .run(&["audit", "mroot.20260101"])
         .one_line_error(2, "no manifest")
         .to_owned();
     assert!(line.contains("no manifest at"), "{line}");
-    r.run(&["audit", "--all", "mroot"], &[])
+    r.run(&["audit", "--all", "mroot"])
         .one_line_error(2, "names and --all");
 }
 
@@ -378,11 +375,7 @@ fn audit_all_covers_archives_that_have_a_manifest() {
     assert_eq!(out.code(), Some(3), "{out}");
     assert_eq!(doc["audit"][0]["clean"], true);
     assert_eq!(doc["audit"][1]["clean"], false);
-    assert_eq!(
-        r.run(&["audit"], &[]).code(),
-        Some(0),
-        "mroot alone is clean"
-    );
+    assert_eq!(r.run(&["audit"]).code(), Some(0), "mroot alone is clean");
 }
 
 fn mtree(dir: &Path, spec: &Path) -> Out {
@@ -412,7 +405,7 @@ fn the_mtree_export_verifies_with_mtree_and_catches_a_modified_file() {
     let built = jailtx::manifest::build(&m, &["usr/ports".into()]).unwrap();
     jailtx::manifest::write(&mf, &built).unwrap();
 
-    let out = r.run(&["manifest", "export", "--format", "mtree"], &[]);
+    let out = r.run(&["manifest", "export", "--format", "mtree"]);
     assert_eq!(out.code(), Some(0), "{out}");
     assert!(out.stdout.starts_with("#mtree\n"), "{out}");
     assert!(out.stdout.contains("sha256digest="), "{out}");
@@ -437,12 +430,12 @@ fn the_mtree_export_verifies_with_mtree_and_catches_a_modified_file() {
     assert!(check.stdout.contains("usr/share/misc/version"), "{check}");
     assert!(check.stdout.contains("sha256"), "{check}");
     // An export of a drifted template is refused: it would vouch for the new bytes.
-    let out = r.run(&["manifest", "export"], &[]);
+    let out = r.run(&["manifest", "export"]);
     let line = out.one_line_error(3, "export of a drifted template");
     assert!(line.contains("does not match the manifest"), "{line}");
     assert!(out.stdout.is_empty());
     // Only mtree is offered.
-    r.run(&["manifest", "export", "--format", "json"], &[])
+    r.run(&["manifest", "export", "--format", "json"])
         .one_line_error(2, "unknown format");
 }
 
@@ -453,25 +446,25 @@ fn the_manifest_step_rolls_back_and_resumes_with_the_build() {
     make_world(&world);
     let build = ["template", "build", "--from-dir", world.to_str().unwrap()];
     // Killed right after the manifest is written: rolling back removes it.
-    let out = r.run(&build, &[("JAILTX_FAULT", "after-effect:manifest")]);
+    let out = r.run_env(&build, &[("JAILTX_FAULT", "after-effect:manifest")]);
     out.assert_killed("fault after the manifest step");
     assert!(manifest_file(&r, "mroot2").exists());
-    let out = r.run(&["recover", "--rollback"], &[]);
+    let out = r.run(&["recover", "--rollback"]);
     assert_eq!(out.code(), Some(0), "{out}");
     assert!(!manifest_file(&r, "mroot2").exists());
     assert!(!manifest_file(&r, "mroot").exists());
     // Killed again there, then resumed: published along with the tree.
-    let out = r.run(&build, &[("JAILTX_FAULT", "after-effect:manifest")]);
+    let out = r.run_env(&build, &[("JAILTX_FAULT", "after-effect:manifest")]);
     out.assert_killed("second fault");
-    let out = r.run(&["recover"], &[]);
+    let out = r.run(&["recover"]);
     assert_eq!(out.code(), Some(0), "{out}");
     assert!(!manifest_file(&r, "mroot2").exists());
-    assert_eq!(r.run(&["audit"], &[]).code(), Some(0));
+    assert_eq!(r.run(&["audit"]).code(), Some(0));
     // A first build refuses a stale manifest rather than overwrite it.
     let r2 = Root::fresh();
     std::fs::write(manifest_file(&r2, "mroot"), b"stale").unwrap();
     let line = r2
-        .run(&build, &[])
+        .run(&build)
         .one_line_error(2, "stale manifest")
         .to_owned();
     assert!(
@@ -490,7 +483,7 @@ fn a_filesystem_mounted_inside_the_template_is_reported_not_entered() {
         "mount -t tmpfs -o mode=0755 jailtx-test {s} && echo planted > {s}/evil && \
          exec {bin} --root {root} audit --json",
         s = m.join("s").display(),
-        bin = common::BIN,
+        bin = support::BIN,
         root = r.root.display()
     );
     let out = Command::new("unshare")

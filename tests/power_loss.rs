@@ -10,15 +10,11 @@
 //! history live on the simulated disk. Each action makes its own effect
 //! durable before its done record, which is what makes this split faithful.
 
-mod common;
+mod support;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use common::{
-    Fail, Snapshot, assert_same, check_representative_after, make_fixture, mkdir_mode, par_map,
-    representative_plan, snapshot,
-};
 use jailtx::engine::{Engine, EngineError, Plan, RecoverMode};
 use jailtx::host::recording::RecordingHost;
 use jailtx::journal::frame::{self, HEADER_LEN};
@@ -26,6 +22,10 @@ use jailtx::journal::{
     HISTORY_MAGIC, JOURNAL_MAGIC, JournalError, MemDiskHandle, MemStorage, Outcome, Record,
     read_log,
 };
+use support::plans::{
+    Fail, check_representative_after, make_fixture, mkdir_mode, par_map, representative_plan,
+};
+use support::{Snapshot, assert_same, snapshot};
 
 const J: &str = "journal";
 const H: &str = "history";

@@ -6,17 +6,18 @@
 //! system is as before"). Without a failure, the dir must be what a model of
 //! the plan predicts, and `recover` must find nothing to do.
 
-mod common;
+mod support;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use common::{Content, Kind, Snapshot, assert_same, mkdir_mode, snapshot, write_mode};
 use jailtx::engine::{Action, Engine, EngineError, Plan, RecoverMode};
 use jailtx::host::recording::RecordingHost;
 use jailtx::journal::{HISTORY_MAGIC, MemDiskHandle, MemStorage, Outcome, Record, read_log};
 use proptest::prelude::*;
 use proptest::sample::Index;
+use support::plans::{mkdir_mode, write_mode};
+use support::{Content, Kind, Snapshot, assert_same, snapshot};
 
 fn open(disk: &MemDiskHandle) -> Engine<MemStorage> {
     Engine::open(

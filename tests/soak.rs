@@ -14,26 +14,14 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use support::{
-    Baseline, Expect, JailDef, Rng, Root, RunState, Worlds, boot, check_invariants,
-    check_second_recover, describe, fleet, in_private_ns,
+    Baseline, Expect, JailDef, Rng, Root, Worlds, assert_no_failures, boot, check_invariants,
+    check_second_recover, in_private_ns, killed, mixed_fleet, report_failure, run_isolated,
+    world_version,
 };
 
 /// Iterations on one root before a fresh one (so both long-lived roots, with
 /// archives to prune, and fresh ones are soaked).
 const FRESH_EVERY: usize = 20;
-
-fn world(n: u32) -> String {
-    format!("world {n}")
-}
-
-fn soak_fleet() -> Vec<JailDef> {
-    fleet(&[
-        ("ns", RunState::Running),
-        ("www", RunState::Running),
-        ("spare", RunState::Stopped),
-        ("cold", RunState::Unmounted),
-    ])
-}
 
 /// The archives after a committed upgrade: the new one plus the newest of
 /// the old ones, `keep` in all (what `prune` after the commit leaves).
@@ -53,12 +41,7 @@ fn archives_after(
 }
 
 fn last_tx(r: &Root) -> Value {
-    r.json(&["history"])["transactions"]
-        .as_array()
-        .unwrap()
-        .last()
-        .cloned()
-        .unwrap_or(Value::Null)
+    r.transactions().pop().unwrap_or(Value::Null)
 }
 
 /// How long an upgrade takes (D), and where its downtime window lies.
@@ -153,7 +136,7 @@ fn iterate(
     std::thread::sleep(delay);
     let _ = child.kill();
     let status = child.wait().unwrap();
-    let exit = if killed_status(&status) {
+    let exit = if killed(&status) {
         "killed".to_owned()
     } else {
         format!("finished ({status})")
@@ -171,12 +154,12 @@ fn iterate(
     let out = r.run(&args);
     let mut bad = Vec::new();
     if !out.status.success() {
-        bad.push(format!("{args:?}: {}", describe(&out)));
+        bad.push(format!("{args:?}: {out}"));
         return Err(bad);
     }
     // Which way it had to go. `upgrade` runs up to three transactions: the
     // upgrade, then the /etc merge and the prune (each its own).
-    let h = r.json(&["history"]);
+    let h = r.history();
     let ours: Vec<&Value> = h["transactions"]
         .as_array()
         .unwrap()
@@ -213,26 +196,26 @@ fn iterate(
     let want = if forwards {
         // A finished command pruned to keep_archives (2); a recovered one
         // may not have got to its prune.
-        let archives = BTreeMap::from([(archive.clone(), world(cur))]);
+        let archives = BTreeMap::from([(archive.clone(), world_version(cur))]);
         let prunable = if status.success() {
             BTreeMap::new()
         } else {
             base.archives.clone()
         };
         let archives = if status.success() {
-            archives_after(&base.archives, &archive, &world(cur), 2)
+            archives_after(&base.archives, &archive, &world_version(cur), 2)
         } else {
             archives
         };
         Expect {
-            version: world(next),
+            version: world_version(next),
             archives,
             prunable,
             mroot_ino: None,
         }
     } else {
         Expect {
-            version: world(cur),
+            version: world_version(cur),
             archives: base.archives.clone(),
             prunable: BTreeMap::new(),
             mroot_ino: Some(base.mroot_ino),
@@ -274,13 +257,9 @@ fn iterate(
     ))
 }
 
-fn killed_status(s: &std::process::ExitStatus) -> bool {
-    std::os::unix::process::ExitStatusExt::signal(s) == Some(9)
-}
-
 /// A fresh root on world `version` with the soak's jails.
 fn fresh(worlds: &Worlds, version: u32) -> (Root, Vec<JailDef>) {
-    let jails = soak_fleet();
+    let jails = mixed_fleet();
     let r = Root::with_jails(None, &worlds.get(version), &jails);
     (r, jails)
 }
@@ -311,8 +290,8 @@ fn soak(iterations: usize) {
         let t = Instant::now();
         let out = r.run(&["upgrade", "--from-dir", w.to_str().unwrap(), "--json"]);
         let took = t.elapsed();
-        assert!(out.status.success(), "{}", describe(&out));
-        let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert!(out.status.success(), "{out}");
+        let report: Value = serde_json::from_str(&out.stdout).unwrap();
         runs.push((took, window_in(&report, took)));
     }
     runs.sort_by_key(|r| r.0);
@@ -337,17 +316,7 @@ fn soak(iterations: usize) {
             cur += 1;
             (r, jails) = fresh(&worlds, cur);
         }
-        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            iterate(&r, &jails, &worlds, cur, &timing, &mut rng)
-        }))
-        .unwrap_or_else(|e| {
-            let why = e
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_default();
-            Err(vec![format!("panicked: {why}")])
-        });
+        let result = run_isolated(|| iterate(&r, &jails, &worlds, cur, &timing, &mut rng));
         match result {
             Ok((now, it)) => {
                 if it.exit == "killed" {
@@ -381,8 +350,7 @@ fn soak(iterations: usize) {
                 cur = now;
             }
             Err(bad) => {
-                println!("FAIL {k:4}:\n       {}", bad.join("\n       "));
-                failures.push(format!("iteration {k}: {}", bad.join("; ")));
+                failures.push(report_failure(&format!("iteration {k}"), &bad));
                 // Whatever that left, go on from a fresh root.
                 drop(r);
                 cur += 2;
@@ -395,12 +363,7 @@ fn soak(iterations: usize) {
         started.elapsed().as_secs_f64(),
         failures.len()
     );
-    assert!(
-        failures.is_empty(),
-        "seed {seed}: {} of {iterations} iterations broke an invariant:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
+    assert_no_failures(&failures, iterations, &format!("iterations (seed {seed})"));
 }
 
 #[test]

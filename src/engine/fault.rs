@@ -77,7 +77,7 @@ impl FromStr for Fault {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         let (op, rest) = match s.split_once('/') {
-            Some((op, _)) if op.is_empty() => return Err(format!("{ENV}={s:?}: empty op")),
+            Some(("", _)) => return Err(format!("{ENV}={s:?}: empty op")),
             Some((op, rest)) => (Some(op.to_owned()), rest),
             None => (None, s),
         };
