@@ -361,11 +361,11 @@ fn handbook_scenario_matches_the_golden_transcripts() {
         .position(|l| l.starts_with("rm -rf /usr/home/j/mroot2/etc"))
         .unwrap();
     let chflags: Vec<usize> = (0..lines.len())
-        .filter(|i| lines[*i].starts_with("chflags -R noschg"))
+        .filter(|i| lines[*i].starts_with("chflags -R 0"))
         .collect();
     assert!(chflags.contains(&at(
         &lines.iter().map(|l| l.to_string()).collect::<Vec<_>>(),
-        "chflags -R noschg /usr/home/j/mroot2/var"
+        "chflags -R 0 /usr/home/j/mroot2/var"
     )));
     assert!(
         chflags.iter().all(|c| *c < shape_rm),
@@ -422,6 +422,15 @@ fn handbook_scenario_matches_the_golden_transcripts() {
         !mounted.iter().any(|m| m.starts_with("/usr/home/j/www")),
         "{mounted:?}"
     );
+
+    // --purge: the data goes too, its flags cleared first (skel's
+    // var/empty is schg on FreeBSD).
+    let plan = jails::plan_destroy(&s.world(), "mail", true).unwrap();
+    g.check("09-destroy-purge-mail.txt", &text(&s.transcript(&plan)));
+    s.apply(&plan);
+    assert_eq!(s.sim.jail_names(), ["ns"]);
+    assert!(!s.layout.js.join("mail").exists(), "mail's data is purged");
+    assert!(!s.layout.js.join("mail.jailtx-destroyed").exists());
 
     g.finish();
 }

@@ -87,8 +87,9 @@ pub enum Action {
         to: PathBuf,
         exclude: Vec<PathBuf>,
     },
-    /// Clear the immutable flags under `path` (FreeBSD: `chflags -R noschg`,
-    /// the Handbook's `chflags -R 0 var`) so that a later step can remove it;
+    /// Clear every file flag under `path` (FreeBSD: `chflags -R 0`, as the
+    /// Handbook does on `var`: `schg`, `sunlnk`, `uchg`, `uunlnk` all stop an
+    /// unlink) so that a later step can remove it;
     /// a missing `path` is a no-op. Undo: nothing (the flags only ever guard
     /// a tree that the plan, or its compensations, remove).
     ClearFlags { path: PathBuf },
@@ -262,7 +263,7 @@ impl fmt::Display for Action {
                 template.display(),
                 to.display()
             ),
-            Action::ClearFlags { path } => write!(f, "chflags -R noschg {}", path.display()),
+            Action::ClearFlags { path } => write!(f, "chflags -R 0 {}", path.display()),
             Action::WriteFileIn {
                 root,
                 rel,

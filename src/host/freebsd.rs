@@ -101,9 +101,10 @@ pub fn mount_table_argv() -> Vec<String> {
     argv(&["mount", "-p"])
 }
 
-/// `chflags -R noschg PATH` (symlinks are not followed: `-P` is the default).
+/// `chflags -R 0 PATH`: every flag off, system and user ones alike (symlinks
+/// are not followed: `-P` is the default).
 pub fn chflags_argv(path: &Path) -> Vec<String> {
-    argv(&["chflags", "-R", "noschg", &s(path)])
+    argv(&["chflags", "-R", "0", &s(path)])
 }
 
 /// `[timeout SECS] [env K=V…] /bin/sh -c COMMAND`: a host command with its

@@ -402,7 +402,7 @@ impl Runner for SimFreeBsd {
                 self.jail(&mut st, Path::new(conf), op, name)
             }
             ["jls", "--libxo=json", "-v"] => Ok(Self::jls(&st)),
-            ["chflags", "-R", "noschg", p] => {
+            ["chflags", "-R", "0", p] => {
                 if std::fs::symlink_metadata(resolve(&st.mounts, Path::new(p))).is_ok() {
                     Ok(String::new())
                 } else {

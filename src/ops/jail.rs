@@ -324,6 +324,17 @@ pub fn plan_destroy(w: &World, name: &str, purge: bool) -> Result<Plan, String> 
         );
     }
     for (step, p) in &moves {
+        if *p == data {
+            // A jail's data holds `schg` entries on FreeBSD (skel's
+            // var/empty, anything the jail's root flagged): no unlink works
+            // until the flags are cleared.
+            super::upgrade::clear_flags_after_commit(
+                w,
+                &mut plan,
+                &format!("clear-flags-data-{name}"),
+                aside(p),
+            );
+        }
         let step = step.replace("set-aside-", "remove-");
         plan.push_after_commit(step, Action::RemoveTree { path: aside(p) });
     }

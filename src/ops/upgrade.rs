@@ -287,8 +287,9 @@ fn check_carry_over_target(w: &World, target: &Path) -> Result<(), String> {
 
 /// FreeBSD: an installed world holds `schg` files (libc, ld-elf.so, the
 /// PRECIOUSPROG binaries, var/empty) that cannot be unlinked until
-/// `chflags -R noschg`; the step goes right before the tree's removal.
-fn clear_flags_after_commit(w: &World, plan: &mut Plan, step: &str, path: PathBuf) {
+/// `chflags -R 0`; the step goes right before the tree's removal (of a
+/// template, or of a purged jail's data).
+pub(super) fn clear_flags_after_commit(w: &World, plan: &mut Plan, step: &str, path: PathBuf) {
     if w.host.name() == "freebsd" {
         plan.push_after_commit(step, Action::ClearFlags { path });
     }
