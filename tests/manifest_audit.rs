@@ -121,6 +121,38 @@ fn a_clean_template_audits_clean_full_and_quick() {
     assert_eq!(id.len(), 64);
 }
 
+/// An upgrade, rollback or prune holds the lock exclusively while it renames
+/// and removes templates: an audit then waits for nothing and says so (exit
+/// 5, the holder's pid); beside another audit (a shared holder) it runs.
+#[test]
+fn audit_shares_the_lock_with_audits_not_with_mutating_runs() {
+    let (r, _) = built();
+    let lock_path = r.state().join("lock");
+    let open = || {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&lock_path)
+            .unwrap()
+    };
+    let held = open();
+    held.try_lock().unwrap();
+    std::fs::write(&lock_path, "4242").unwrap();
+    let out = r.run(&["audit"]);
+    let line = out.one_line_error(5, "audit beside a mutating run");
+    assert!(line.contains("pid 4242"), "{line}");
+    drop(held);
+    let shared = open();
+    shared.try_lock_shared().unwrap();
+    let out = r.run(&["audit", "--quick"]);
+    assert_eq!(out.code(), Some(0), "audit beside another audit: {out}");
+    // ... and a mutating run waits for the audit.
+    let out = r.run(&["prune", "--keep", "1"]);
+    out.one_line_error(5, "prune during an audit");
+    drop(shared);
+    assert_eq!(r.run(&["prune", "--keep", "1"]).code(), Some(0));
+}
+
 #[test]
 fn a_new_setuid_file_is_reported_first_and_flagged() {
     let (r, m) = built();

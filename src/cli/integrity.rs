@@ -7,6 +7,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
 
 use super::Ctx;
+use crate::engine::lock::StateLock;
 use crate::error::Error;
 use crate::manifest::{self, Manifest, ManifestError, Mode, Report, audit, mtree};
 use crate::ops::upgrade::parse_archive;
@@ -143,7 +144,11 @@ fn report_json(t: &Target, r: &Report) -> serde_json::Value {
 
 /// `jailtx audit [TEMPLATE…|--all] [--quick]`: exit 0 clean, 3 drift, 2 bad input.
 pub(super) fn audit(ctx: &Ctx, names: &[String], all: bool, quick: bool) -> Result<(), Error> {
+    // Bad names are refused (exit 2) before the lock, which writes its pid.
     let targets = targets(ctx, names, all)?;
+    // Shared: audits run side by side, but never beside an upgrade, rollback
+    // or prune, which rename and remove the trees being walked (exit 5).
+    let _lock = StateLock::acquire_shared(&ctx.layout.lock).map_err(StateError::from)?;
     let mode = if quick { Mode::Quick } else { Mode::Full };
     let mut results = Vec::with_capacity(targets.len());
     for t in &targets {
@@ -171,8 +176,8 @@ pub(super) fn audit(ctx: &Ctx, names: &[String], all: bool, quick: bool) -> Resu
         );
         if code != 0 {
             // The report above is this command's one JSON document; going
-            // through `Err` would print a second (the error object). Nothing
-            // is held that needs dropping: audit takes no lock.
+            // through `Err` would print a second (the error object). The
+            // shared lock goes with the process.
             let _ = std::io::stdout().flush();
             std::process::exit(code);
         }

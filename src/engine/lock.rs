@@ -1,5 +1,7 @@
 //! One run at a time: an exclusive `File::try_lock` on the state dir's lock
 //! file, held for the whole command, with the holder's pid written inside.
+//! Read-only commands that must not see a template mid-switch (`audit`) take
+//! it shared: any number of them at once, never beside a mutating run.
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{self, Read, Seek, Write};
@@ -21,7 +23,17 @@ pub struct StateLock {
 }
 
 impl StateLock {
+    /// The exclusive lock of a mutating command.
     pub fn acquire(path: &Path) -> Result<Self, LockError> {
+        Self::take(path, false)
+    }
+
+    /// The shared lock of a read-only command.
+    pub fn acquire_shared(path: &Path) -> Result<Self, LockError> {
+        Self::take(path, true)
+    }
+
+    fn take(path: &Path, shared: bool) -> Result<Self, LockError> {
         let io_err = |source| LockError::Io {
             path: path.to_owned(),
             source,
@@ -33,7 +45,12 @@ impl StateLock {
             .truncate(false)
             .open(path)
             .map_err(io_err)?;
-        match file.try_lock() {
+        let taken = if shared {
+            file.try_lock_shared()
+        } else {
+            file.try_lock()
+        };
+        match taken {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => {
                 let mut pid = String::new();
@@ -51,7 +68,9 @@ impl StateLock {
             }
             Err(TryLockError::Error(e)) => return Err(io_err(e)),
         }
-        // The pid is advisory, for the loser's message; the flock is what excludes.
+        // The pid is advisory, for the loser's message; the flock is what
+        // excludes. Shared holders write theirs too (any one of them is a
+        // right answer), so a mutating loser never names a long-gone run.
         file.set_len(0).map_err(io_err)?;
         file.rewind().map_err(io_err)?;
         write!(file, "{}", std::process::id()).map_err(io_err)?;
@@ -76,5 +95,19 @@ mod tests {
         );
         drop(held);
         StateLock::acquire(&p).unwrap();
+    }
+
+    #[test]
+    fn shared_holders_exclude_only_the_exclusive_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("lock");
+        let a = StateLock::acquire_shared(&p).unwrap();
+        let b = StateLock::acquire_shared(&p).unwrap();
+        let err = StateLock::acquire(&p).unwrap_err().to_string();
+        assert!(err.contains("holds"), "{err}");
+        drop((a, b));
+        let x = StateLock::acquire(&p).unwrap();
+        assert!(StateLock::acquire_shared(&p).is_err());
+        drop(x);
     }
 }
