@@ -89,19 +89,9 @@ pub fn apply(action: &Action, host: &dyn Host) -> Result<()> {
             Entry::Missing => Ok(fs::create_dir_durable(path, *mode)?),
             // Already made by an earlier, interrupted run: the mkdir may not be
             // durable yet, so sync the parent again before the done record.
-            Entry::Dir => {
-                // mkdir and chmod are two syscalls: a crash between them
-                // leaves the umask's mode, so set the mode again, durably.
-                use std::os::unix::fs::PermissionsExt;
-                std::fs::set_permissions(path, std::fs::Permissions::from_mode(*mode)).map_err(
-                    |source| FsError::Chmod {
-                        path: path.clone(),
-                        source,
-                    },
-                )?;
-                fs::fsync_dir(path)?;
-                Ok(fs::fsync_parent(path)?)
-            }
+            // mkdir and chmod are two syscalls: a crash between them leaves
+            // mode 0700, so set the mode again, durably.
+            Entry::Dir => Ok(fs::set_dir_mode_durable(path, *mode)?),
             _ => Err(ActionError::Conflict {
                 path: path.clone(),
                 what: "exists and is not a directory".into(),

@@ -549,10 +549,9 @@ pub fn make_dir(root: &Path, rel: &Path, mode: u32, uid: u32, gid: u32) -> Resul
             source: e.into(),
         }
     })?;
-    fchmod(&made.fd, perm(mode)).map_err(|e| FsError::Chmod {
-        path: path.clone(),
-        source: e.into(),
-    })?;
+    // The new directory's mode and owner are in its own inode: synced
+    // there, then its name in the parent.
+    super::durable::chmod_durable(&made.fd, &path, mode)?;
     dir.sync()
 }
 

@@ -78,6 +78,14 @@ pub fn create_dir_durable(path: &Path, mode: u32) -> Result<()> {
         path: path.to_path_buf(),
         source: e.into(),
     })?;
+    set_dir_mode_durable(path, mode)
+}
+
+/// Gives the directory at `path` exactly `mode`, through a descriptor opened
+/// without following a symlink (one swapped in at `path` is refused, never
+/// chmodded through), and makes the mode and the name durable: what an
+/// interrupted [`create_dir_durable`] needs to be finished.
+pub fn set_dir_mode_durable(path: &Path, mode: u32) -> Result<()> {
     let fd = open(
         path,
         OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
@@ -87,17 +95,21 @@ pub fn create_dir_durable(path: &Path, mode: u32) -> Result<()> {
         path: path.to_path_buf(),
         source: e.into(),
     })?;
-    fchmod(&fd, perm(mode)).map_err(|e| FsError::Chmod {
-        path: path.to_path_buf(),
-        source: e.into(),
-    })?;
-    // The mode lives in the new directory's inode, the name in the parent:
-    // both must reach the disk.
-    fsync(&fd).map_err(|e| FsError::Fsync {
-        path: path.to_path_buf(),
-        source: e.into(),
-    })?;
+    chmod_durable(&fd, path, mode)?;
     fsync_parent(path)
+}
+
+/// fchmod to exactly `mode`, then fsync: the mode lives in the directory's
+/// own inode, which the parent's fsync does not cover.
+pub(super) fn chmod_durable(fd: &OwnedFd, path: &Path, mode: u32) -> Result<()> {
+    fchmod(fd, perm(mode)).map_err(|e| FsError::Chmod {
+        path: path.to_path_buf(),
+        source: e.into(),
+    })?;
+    fsync(fd).map_err(|e| FsError::Fsync {
+        path: path.to_path_buf(),
+        source: e.into(),
+    })
 }
 
 /// `mkdir -p` where every directory created gets exactly `mode` and is made

@@ -20,7 +20,8 @@ use std::path::PathBuf;
 pub use copy::{CopyStats, copy_tree};
 pub use durable::{
     create_dir_all_durable, create_dir_durable, fsync_dir, fsync_parent, remove_file_durable,
-    rename_durable, symlink_durable, sync_filesystem, temp_path, write_atomic,
+    rename_durable, set_dir_mode_durable, symlink_durable, sync_filesystem, temp_path,
+    write_atomic,
 };
 pub use remove::remove_tree;
 
