@@ -90,6 +90,8 @@ pub fn run(
         &Options {
             exclude: &m.excluded,
             hash: &wanted,
+            // A full audit hashes nearly every file; a quick one few.
+            open_first: mode == Mode::Full,
             progress,
         },
     )?;

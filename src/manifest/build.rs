@@ -44,6 +44,7 @@ pub fn build_with(
         &Options {
             exclude: &excluded,
             hash: &all,
+            open_first: true,
             progress,
         },
     )?
