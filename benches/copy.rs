@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use common::{Knobs, median};
-use jailtx::fs::{CopyStats, copy_tree, remove_tree, sync_filesystem};
+use jailtx::fs::{CopyStats, copy_tree, remove_tree, sync_tree};
 
 /// Bumped whenever the generator changes, so a cached world is rebuilt.
 const WORLD_VERSION: u32 = 1;
@@ -568,7 +568,7 @@ fn jail_remove(path: &Path) -> Result<Cost> {
 /// syncfs, untimed: every timed run starts with no dirty data of another's.
 fn settle(path: &Path) -> Result<Duration> {
     let t = Instant::now();
-    sync_filesystem(path)?;
+    sync_tree(path)?;
     Ok(t.elapsed())
 }
 
@@ -737,7 +737,7 @@ fn world(k: &Knobs, scratch: &Path) -> Result<PathBuf> {
     fs::create_dir_all(&dir)?;
     let t = Instant::now();
     build_world(&tree, &WORLD_FULL)?;
-    sync_filesystem(&tree)?;
+    sync_tree(&tree)?;
     File::create(&marker)?;
     println!(
         "world: generated {} in {:.1} s",

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, ensure};
 use common::{Knobs, env_usize, median};
 use jailtx::engine::{Action, Engine, Plan};
-use jailtx::fs::{create_dir_durable, fsync_dir, rename_durable, sync_filesystem, write_atomic};
+use jailtx::fs::{create_dir_durable, fsync_dir, rename_durable, sync_tree, write_atomic};
 use jailtx::host::Host;
 use jailtx::host::recording::RecordingHost;
 use jailtx::journal::{FileStorage, Outcome, Storage};
@@ -90,7 +90,7 @@ fn prepare(root: &Path, tag: &str, op: Op, steps: usize) -> Result<PathBuf> {
             fs::write(dir.join(format!("data/a{i}")), contents(i))?;
         }
     }
-    sync_filesystem(&dir)?;
+    sync_tree(&dir)?;
     Ok(dir)
 }
 
@@ -213,7 +213,7 @@ fn append_syncs(dir: &Path, n: usize) -> Result<f64> {
     let path = dir.join("appends");
     let mut file = FileStorage::open(&path)?;
     file.sync_data()?;
-    sync_filesystem(dir)?;
+    sync_tree(dir)?;
     let record = [0x5au8; 64];
     let t = Instant::now();
     for i in 0..n {
@@ -241,7 +241,7 @@ fn raw_syncs(root: &Path, n: usize) -> Result<(f64, f64, f64)> {
     let mut over = FileStorage::open(&dir.join("overwrites"))?;
     over.write(0, &vec![0u8; n * 64])?;
     over.sync_data()?;
-    sync_filesystem(&dir)?;
+    sync_tree(&dir)?;
     let t = Instant::now();
     for i in 0..n {
         over.write(i as u64 * 64, &record)?;

@@ -436,9 +436,9 @@ proptest! {
 }
 
 /// CopyTree of a lone symlink (copy_tree supports one) whose target does not
-/// resolve from the copy's place: the copy itself succeeds, then the
-/// durability step `sync_filesystem(partial)` opens the partial copy, which
-/// follows the link, and fails with ENOENT; the plan is rolled back.
+/// resolve from the copy's place: the copy succeeds and so must the
+/// durability step (`sync_tree(partial)`), which never follows the link (it
+/// once opened it, failed with ENOENT and rolled the plan back).
 #[test]
 fn copy_tree_of_a_lone_dangling_symlink_commits() {
     let tmp = tempfile::tempdir().unwrap();

@@ -11,7 +11,7 @@ use clap::Parser;
 use crate::config::{Config, Layout, Sources};
 use crate::engine::{EngineError, Fault, Plan, RecoverMode, Report};
 use crate::error::Error;
-use crate::host::{self, Host, linux::LinuxHost};
+use crate::host::{self, Host};
 use crate::journal::Outcome;
 use crate::ops;
 use crate::statedir::{self, State};
@@ -41,7 +41,14 @@ impl Ctx {
                 &self.cfg.freebsd,
                 self.global.dry_run,
             )),
-            _ => Box::new(LinuxHost::new().with_log_dir(self.layout.jails.clone())),
+            #[cfg(target_os = "linux")]
+            _ => Box::new(host::linux::LinuxHost::new().with_log_dir(self.layout.jails.clone())),
+            // `run` refuses the linux backend elsewhere.
+            #[cfg(not(target_os = "linux"))]
+            _ => Box::new(host::freebsd::FreeBsdHost::for_cli(
+                &self.cfg.freebsd,
+                self.global.dry_run,
+            )),
         }
     }
 }
@@ -110,6 +117,7 @@ fn run(cli: Cli) -> Result<(), Error> {
         start,
     } = cli.command
     {
+        #[cfg(target_os = "linux")]
         host::linux_init::main(host::linux_init::InitArgs {
             name,
             root,
@@ -117,6 +125,13 @@ fn run(cli: Cli) -> Result<(), Error> {
             ip,
             start,
         });
+        #[cfg(not(target_os = "linux"))]
+        {
+            let _ = (name, root, hostname, ip, start);
+            return Err(Error::Usage(
+                "__jail-init is the Linux backend's jail init; this is not Linux".into(),
+            ));
+        }
     }
     let cfg = Config::load(&Sources {
         root: cli.global.root.clone(),
@@ -134,6 +149,11 @@ fn run(cli: Cli) -> Result<(), Error> {
         return Err(Error::Usage(format!(
             "--backend {backend:?}: expected linux or freebsd"
         )));
+    }
+    if backend == "linux" && !cfg!(target_os = "linux") {
+        return Err(Error::Usage(
+            "--backend linux (bind mounts, namespaced jails) runs only on Linux; use --backend freebsd".into(),
+        ));
     }
     let ctx = Ctx {
         global: cli.global,

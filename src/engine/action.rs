@@ -136,10 +136,9 @@ pub fn apply(action: &Action, host: &dyn Host) -> Result<()> {
             let partial = partial_path(to);
             fs::remove_tree(&partial)?;
             fs::copy_tree(from, &partial)?;
-            // One syncfs makes every copied file durable before the rename
-            // publishes the tree: a visible `to` is always a complete copy.
-            // The parent: `partial` itself may be a symlink (a lone copied link).
-            fs::sync_filesystem(partial.parent().unwrap_or(Path::new("/")))?;
+            // Every copied file is durable before the rename publishes the
+            // tree: a visible `to` is always a complete copy.
+            fs::sync_tree(&partial)?;
             Ok(fs::rename_durable(&partial, to)?)
         }
         Action::Mount {

@@ -69,7 +69,9 @@ impl Stat {
         };
         Stat {
             kind,
-            mode: st.st_mode & 0o7777,
+            // u16 on FreeBSD, u32 on Linux.
+            #[allow(clippy::unnecessary_cast)]
+            mode: st.st_mode as u32 & 0o7777,
             uid: st.st_uid,
             gid: st.st_gid,
             size: st.st_size as u64,

@@ -15,7 +15,7 @@
 //!   FreeBSD world or skel relies on them); holes in sparse files are filled.
 //!
 //! Nothing is fsynced here: the caller makes the whole tree durable with one
-//! [`super::sync_filesystem`]. On error `dst` is left partly built; the
+//! [`super::sync_tree`]. On error `dst` is left partly built; the
 //! caller's compensation removes it with [`super::remove_tree`].
 
 use std::collections::HashMap;
@@ -434,7 +434,12 @@ impl Copier {
         let dst_path = || join(&self.dst_dir, dst_name);
         let base = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NOCTTY | OFlag::O_CLOEXEC;
         let opened = if self.noatime {
-            match openat(src_dir, src_name, base | OFlag::O_NOATIME, Mode::empty()) {
+            match openat(
+                src_dir,
+                src_name,
+                base | super::dirfd::NOATIME,
+                Mode::empty(),
+            ) {
                 Err(Errno::EPERM) => {
                     self.noatime = false;
                     openat(src_dir, src_name, base, Mode::empty())

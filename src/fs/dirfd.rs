@@ -5,31 +5,46 @@ use std::io;
 use std::os::fd::{BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+#[cfg(target_os = "linux")]
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use nix::dir::{Dir, Type};
+#[cfg(target_os = "linux")]
 use nix::errno::Errno;
-use nix::fcntl::{OFlag, OpenHow, ResolveFlag, openat, openat2};
+use nix::fcntl::{OFlag, openat};
+#[cfg(target_os = "linux")]
+use nix::fcntl::{OpenHow, ResolveFlag, openat2};
 use nix::sys::stat::Mode;
 
 /// Cleared the first time the kernel (or a seccomp filter) answers ENOSYS to
 /// openat2(2), so later opens go straight to the openat(2) fallback.
+#[cfg(target_os = "linux")]
 static HAVE_OPENAT2: AtomicBool = AtomicBool::new(true);
+
+/// O_NOATIME where there is one (Linux): reading a tree to copy or hash it
+/// then leaves its atimes alone. It needs ownership or CAP_FOWNER, so callers
+/// drop it after the first EPERM. Elsewhere no flag (FreeBSD has none; its
+/// templates are mounted read-only or with noatime anyway).
+#[cfg(target_os = "linux")]
+pub(crate) const NOATIME: OFlag = OFlag::O_NOATIME;
+#[cfg(not(target_os = "linux"))]
+pub(crate) const NOATIME: OFlag = OFlag::empty();
 
 /// Opens `name`, a single component inside `parent`, as a directory. Never
 /// follows a symlink (ELOOP/ENOTDIR instead) and refuses with EXDEV when
 /// `name` is a mount point, bind mounts of the same filesystem included.
 ///
-/// The EXDEV answer needs openat2(2) (Linux 5.6); on older kernels this falls
-/// back to openat(2) and callers must also compare `st_dev` with the tree
-/// root's, which catches every mount except a bind mount of the same
-/// filesystem.
-pub(super) fn open_subdir(
+/// The EXDEV answer needs openat2(2) (Linux 5.6); on older kernels and on
+/// FreeBSD this is openat(2) and callers must also compare `st_dev` with the
+/// tree root's, which catches every mount except a bind (nullfs) mount of
+/// the same filesystem.
+pub(crate) fn open_subdir(
     parent: BorrowedFd<'_>,
     name: &CStr,
     extra: OFlag,
 ) -> nix::Result<OwnedFd> {
     let flags = extra | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    #[cfg(target_os = "linux")]
     if HAVE_OPENAT2.load(Ordering::Relaxed) {
         let how = OpenHow::new().flags(flags).resolve(
             ResolveFlag::RESOLVE_NO_XDEV
@@ -97,7 +112,10 @@ pub(super) fn parent_of(path: &Path) -> &Path {
 }
 
 /// `mode_t` bits of a stat result, as the `Mode` nix takes; only the
-/// permission bits (07777) are kept.
-pub(super) fn perm(st_mode: u32) -> Mode {
-    Mode::from_bits_truncate(st_mode & 0o7777)
+/// permission bits (07777) are kept. Takes `st_mode` as the platform types
+/// it (u32 on Linux, u16 on FreeBSD).
+pub(crate) fn perm(st_mode: impl Into<u32>) -> Mode {
+    // The cast is to the platform's mode_t; 07777 fits in every one.
+    #[allow(clippy::unnecessary_cast)]
+    Mode::from_bits_truncate((st_mode.into() & 0o7777) as nix::libc::mode_t)
 }

@@ -15,10 +15,9 @@ use std::os::fd::OwnedFd;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use nix::errno::Errno;
 use nix::fcntl::{OFlag, open};
 use nix::sys::stat::{Mode, fchmod};
-use nix::unistd::{fsync, mkdir, syncfs};
+use nix::unistd::{fsync, mkdir};
 
 use super::dirfd::{parent_of, perm};
 use super::{FsError, Result};
@@ -257,11 +256,72 @@ pub fn remove_file_durable(path: &Path) -> Result<()> {
     }
 }
 
-/// syncfs(2) on the filesystem holding `path`: one call makes everything
-/// written there durable (data, inodes and names), far cheaper than an fsync
-/// per file after a bulk copy. Since Linux 5.8 it also reports writeback
-/// errors, which is what makes it usable as a durability point.
-pub fn sync_filesystem(path: &Path) -> Result<()> {
+/// Makes everything written under `tree` (a tree this process built: files,
+/// directories, names) durable, and its own name in its parent.
+///
+/// Linux: one syncfs(2) on the filesystem holding it, far cheaper than an
+/// fsync per file after a bulk copy; since Linux 5.8 it also reports
+/// writeback errors, which is what makes it usable as a durability point.
+/// It is called on the parent, so a `tree` that is a lone symlink is never
+/// followed. Elsewhere (FreeBSD has no syncfs, and its sync(2) does not
+/// wait for the writes): an fsync of every file and directory of `tree`.
+pub fn sync_tree(tree: &Path) -> Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        sync_filesystem(tree.parent().unwrap_or(Path::new("/")))
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        fsync_tree(tree)?;
+        fsync_parent(tree)
+    }
+}
+
+/// fsync of every regular file and directory under `tree` (itself included),
+/// children before their directory, never following a symlink. The
+/// portable, slower form of [`sync_tree`].
+#[cfg_attr(target_os = "linux", allow(dead_code))]
+pub(crate) fn fsync_tree(tree: &Path) -> Result<()> {
+    let meta = fs::symlink_metadata(tree).map_err(|source| FsError::Stat {
+        path: tree.to_path_buf(),
+        source,
+    })?;
+    let ft = meta.file_type();
+    if !(ft.is_file() || ft.is_dir()) {
+        // A symlink, fifo or device: nothing of its own beyond the name.
+        return Ok(());
+    }
+    if ft.is_dir() {
+        let entries = fs::read_dir(tree).map_err(|source| FsError::Stat {
+            path: tree.to_path_buf(),
+            source,
+        })?;
+        for e in entries {
+            let e = e.map_err(|source| FsError::Stat {
+                path: tree.to_path_buf(),
+                source,
+            })?;
+            fsync_tree(&e.path())?;
+        }
+    }
+    let fd = open(
+        tree,
+        OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| FsError::Open {
+        path: tree.to_path_buf(),
+        source: e.into(),
+    })?;
+    fsync(&fd).map_err(|e| FsError::Fsync {
+        path: tree.to_path_buf(),
+        source: e.into(),
+    })
+}
+
+/// syncfs(2) on the filesystem holding `path` (see [`sync_tree`]).
+#[cfg(target_os = "linux")]
+fn sync_filesystem(path: &Path) -> Result<()> {
     // O_NONBLOCK and O_NOCTTY: `path` may be a fifo or a device node, and
     // opening it must neither block nor grab a terminal.
     let fd = open(
@@ -273,7 +333,7 @@ pub fn sync_filesystem(path: &Path) -> Result<()> {
         path: path.to_path_buf(),
         source: e.into(),
     })?;
-    syncfs(&fd).map_err(|e: Errno| FsError::SyncFs {
+    nix::unistd::syncfs(&fd).map_err(|e: nix::errno::Errno| FsError::SyncFs {
         path: path.to_path_buf(),
         source: e.into(),
     })
@@ -448,6 +508,21 @@ mod tests {
 
         let err = remove_file_durable(tmp.path()).expect_err("a directory");
         assert!(matches!(err, FsError::Unlink { .. }), "{err}");
+    }
+
+    #[test]
+    fn fsync_tree_syncs_files_and_dirs_and_skips_links_and_fifos() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let t = tmp.path().join("t");
+        fs::create_dir_all(t.join("a/b")).expect("mkdir");
+        fs::write(t.join("a/b/f"), b"x").expect("write");
+        symlink("/nonexistent", t.join("a/dangling")).expect("symlink");
+        nix::unistd::mkfifo(&t.join("a/fifo"), Mode::S_IRWXU).expect("mkfifo");
+        fsync_tree(&t).expect("a tree with a dangling link and a fifo");
+        fsync_tree(&t.join("a/dangling")).expect("a lone link is not followed");
+        sync_tree(&t).expect("sync_tree");
+        let err = fsync_tree(&t.join("missing")).expect_err("missing");
+        assert!(err.to_string().contains("missing"), "{err}");
     }
 
     #[test]

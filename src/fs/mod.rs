@@ -10,7 +10,7 @@
 
 pub mod beneath;
 mod copy;
-mod dirfd;
+pub(crate) mod dirfd;
 mod durable;
 mod remove;
 
@@ -20,8 +20,7 @@ use std::path::PathBuf;
 pub use copy::{CopyStats, copy_tree};
 pub use durable::{
     create_dir_all_durable, create_dir_durable, fsync_dir, fsync_parent, remove_file_durable,
-    rename_durable, set_dir_mode_durable, symlink_durable, sync_filesystem, temp_path,
-    write_atomic,
+    rename_durable, set_dir_mode_durable, symlink_durable, sync_tree, temp_path, write_atomic,
 };
 pub use remove::remove_tree;
 

@@ -4,7 +4,9 @@
 pub mod freebsd;
 pub mod freebsd_conf;
 pub mod freebsd_sim;
+#[cfg(target_os = "linux")]
 pub mod linux;
+#[cfg(target_os = "linux")]
 pub mod linux_init;
 pub mod mountinfo;
 pub mod recording;
@@ -118,6 +120,7 @@ pub fn running_jid(host: &dyn Host, jail: &JailSpec) -> Result<Option<u32>, Host
 /// The backend called `name`, for the current process.
 pub fn by_name(name: &str) -> Option<Box<dyn Host>> {
     match name {
+        #[cfg(target_os = "linux")]
         "linux" => Some(Box::new(linux::LinuxHost::new())),
         "freebsd" => Some(Box::new(freebsd::FreeBsdHost::new(Box::new(
             freebsd::SystemRunner,

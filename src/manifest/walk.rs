@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use nix::dir::Dir;
 use nix::errno::Errno;
-use nix::fcntl::{AtFlags, OFlag, OpenHow, ResolveFlag, open, openat, openat2, readlinkat};
+use nix::fcntl::{AtFlags, OFlag, open, openat, readlinkat};
 use nix::sys::stat::{FileStat, Mode, SFlag, fstat, fstatat, lstat};
 
 use super::ManifestError;
@@ -79,7 +79,9 @@ impl From<&FileStat> for Meta {
 
 impl Meta {
     pub fn file_type(&self) -> SFlag {
-        SFlag::from_bits_truncate(self.mode & SFlag::S_IFMT.bits())
+        // mode_t is u32 on Linux, u16 on FreeBSD; the type bits fit in both.
+        #[allow(clippy::unnecessary_cast)]
+        SFlag::from_bits_truncate((self.mode & SFlag::S_IFMT.bits() as u32) as nix::libc::mode_t)
     }
     pub fn is(&self, t: SFlag) -> bool {
         self.file_type() == t
@@ -285,24 +287,10 @@ fn child(parent: &[u8], name: &CStr) -> Vec<u8> {
 }
 
 /// Opens directory `name` in `parent`: never through a symlink, and EXDEV
-/// when it is a mount point (openat2, Linux 5.6+; older kernels fall back to
-/// openat and the caller's st_dev check). Mirrors `fs::dirfd::open_subdir`,
-/// which is private to `fs`.
+/// when it is a mount point where the kernel can tell (openat2 on Linux);
+/// elsewhere the caller's st_dev check catches mounts of other filesystems.
 fn open_subdir(parent: BorrowedFd<'_>, name: &CStr) -> nix::Result<OwnedFd> {
-    static HAVE_OPENAT2: AtomicBool = AtomicBool::new(true);
-    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
-    if HAVE_OPENAT2.load(Ordering::Relaxed) {
-        let how = OpenHow::new().flags(flags).resolve(
-            ResolveFlag::RESOLVE_NO_XDEV
-                | ResolveFlag::RESOLVE_NO_SYMLINKS
-                | ResolveFlag::RESOLVE_BENEATH,
-        );
-        match openat2(parent, name, how) {
-            Err(Errno::ENOSYS) => HAVE_OPENAT2.store(false, Ordering::Relaxed),
-            other => return other,
-        }
-    }
-    openat(parent, name, flags, Mode::empty())
+    crate::fs::dirfd::open_subdir(parent, name, OFlag::O_RDONLY)
 }
 
 impl<'a> Walker<'a> {
@@ -539,7 +527,7 @@ impl<'a> Walker<'a> {
             | OFlag::O_NONBLOCK
             | OFlag::O_CLOEXEC;
         let opened = if self.noatime.load(Ordering::Relaxed) {
-            match openat(dir, name, base | OFlag::O_NOATIME, Mode::empty()) {
+            match openat(dir, name, base | crate::fs::dirfd::NOATIME, Mode::empty()) {
                 Err(Errno::EPERM) => {
                     self.noatime.store(false, Ordering::Relaxed);
                     openat(dir, name, base, Mode::empty())

@@ -54,7 +54,7 @@ pub fn partial_path(to: &Path) -> PathBuf {
 }
 
 /// Fills `to` from `source`, idempotently: the world is built under a side
-/// name, made durable with one syncfs, and renamed into place, so an existing
+/// name, made durable (one syncfs on Linux), and renamed into place, so an existing
 /// `to` is always complete and a half-built one is always under the side name.
 pub fn populate(source: &Source, to: &Path, host: &dyn Host) -> Result<(), WorldError> {
     if std::fs::symlink_metadata(to).is_ok() {
@@ -82,8 +82,7 @@ pub fn populate(source: &Source, to: &Path, host: &dyn Host) -> Result<(), World
             )?;
         }
     }
-    // The parent, not `partial`: a world that is a lone symlink must not be followed.
-    fs::sync_filesystem(partial.parent().unwrap_or(Path::new("/")))?;
+    fs::sync_tree(&partial)?;
     fs::rename_durable(&partial, to)?;
     Ok(())
 }

@@ -190,7 +190,7 @@ fn keep_pristine_etc(template: &Path) -> Result<(), WorldError> {
     let partial = super::partial_path(&dst);
     fs::remove_tree(&partial)?;
     fs::copy_tree(&src, &partial)?;
-    fs::sync_filesystem(&partial)?;
+    fs::sync_tree(&partial)?;
     fs::rename_durable(&partial, &dst)?;
     Ok(())
 }
