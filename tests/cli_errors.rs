@@ -657,3 +657,39 @@ fn json_usage_error_is_one_json_document() {
     json_error(&r, &["frobnicate"], &[], 2);
     json_error(&r, &["init", "--no-such-flag"], &[], 2);
 }
+
+/// A path the journal cannot record (not UTF-8: FreeBSD allows any bytes in a
+/// name) is bad input: exit 2, one line, nothing changed (the lock's pid
+/// aside) — not a journal failure with exit 6 at the Begin.
+#[test]
+fn a_path_that_is_not_utf8_is_refused_as_bad_input() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    let r = Root::fresh();
+    let world = r.scratch.join(OsStr::from_bytes(b"world-\xff"));
+    std::fs::create_dir_all(world.join("bin")).unwrap();
+    std::fs::write(world.join("bin/sh"), b"#!/bin/sh\n").unwrap();
+    let before = r.everything();
+    for args in [
+        vec![
+            OsStr::new("template"),
+            OsStr::new("build"),
+            OsStr::new("--from-dir"),
+            world.as_os_str(),
+        ],
+        vec![
+            OsStr::new("--dry-run"),
+            OsStr::new("template"),
+            OsStr::new("build"),
+            OsStr::new("--from-dir"),
+            world.as_os_str(),
+        ],
+    ] {
+        let mut full = vec![OsStr::new("--root"), r.root.as_os_str()];
+        full.extend(args);
+        let out = run_bin(&full, &[]);
+        let line = out.one_line_error(2, "a non-UTF-8 --from-dir");
+        assert!(line.contains("not valid UTF-8"), "{line}");
+        assert_same("a non-UTF-8 --from-dir", &r.everything(), &before);
+    }
+}

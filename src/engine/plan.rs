@@ -353,6 +353,18 @@ pub enum PlanError {
     EmptyName { op: String, index: usize },
     #[error("plan {op}: {count} steps is more than a journal record can hold")]
     TooLarge { op: String, count: usize },
+    #[error(
+        "plan {op}: {what} ({action}) names a path that is not valid UTF-8, which the journal cannot record; rename it"
+    )]
+    NotUtf8 {
+        op: String,
+        what: String,
+        action: String,
+    },
+    #[error(
+        "plan {op}: {bytes} bytes encoded, more than one journal record holds ({max}); do the work in smaller parts"
+    )]
+    TooBig { op: String, bytes: usize, max: u32 },
 }
 
 impl Plan {
@@ -422,6 +434,44 @@ impl Plan {
                 });
             }
         }
+        // The whole plan goes into the Begin record, where a path is a
+        // string: one that is not UTF-8 (a name a FreeBSD user may well
+        // have) would only fail there, after the lock, as if the journal
+        // were broken. Refused here instead, as bad input.
+        let actions = self
+            .steps
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (format!("step {i} ({})", s.name), &s.action));
+        let bystanders = self
+            .bystanders
+            .iter()
+            .enumerate()
+            .map(|(i, a)| (format!("bystander {i}"), a));
+        for (what, action) in actions.chain(bystanders) {
+            if postcard::to_allocvec(action).is_err() {
+                return Err(PlanError::NotUtf8 {
+                    op,
+                    what,
+                    action: action.to_string(),
+                });
+            }
+        }
+        let max = crate::journal::frame::MAX_PAYLOAD;
+        let bytes = match postcard::to_allocvec(self) {
+            Ok(v) => v.len(),
+            Err(_) => {
+                return Err(PlanError::NotUtf8 {
+                    op,
+                    what: "the plan".into(),
+                    action: self.summary.clone(),
+                });
+            }
+        };
+        // The Begin adds a few bytes of its own (tx, start time) to the plan.
+        if bytes > max as usize - 64 {
+            return Err(PlanError::TooBig { op, bytes, max });
+        }
         Ok(())
     }
 }
@@ -452,6 +502,46 @@ impl fmt::Display for Plan {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn what_the_journal_cannot_record_is_refused_by_validate() {
+        use std::os::unix::ffi::OsStrExt;
+        let mut p = Plan::new("t", "test");
+        let odd = PathBuf::from(std::ffi::OsStr::from_bytes(b"/j/\xff"));
+        p.push(
+            "mk",
+            Action::MakeDir {
+                path: odd,
+                mode: 0o755,
+            },
+        );
+        let e = p.validate().unwrap_err().to_string();
+        assert!(
+            e.contains("step 0 (mk)") && e.contains("not valid UTF-8"),
+            "{e}"
+        );
+
+        let mut p = Plan::new("t", "test");
+        p.bystanders.push(Action::Unmount {
+            src: PathBuf::from(std::ffi::OsStr::from_bytes(b"/\xfe")),
+            dst: "/j/ns".into(),
+            read_only: true,
+        });
+        let e = p.validate().unwrap_err().to_string();
+        assert!(e.contains("bystander 0"), "{e}");
+
+        let mut p = Plan::new("t", "test");
+        let contents = "x".repeat(crate::journal::frame::MAX_PAYLOAD as usize);
+        p.push(
+            "big",
+            Action::WriteFile {
+                path: "/x".into(),
+                contents,
+                mode: 0o644,
+            },
+        );
+        assert!(matches!(p.validate(), Err(PlanError::TooBig { .. })));
+    }
 
     #[test]
     fn push_keeps_cleanup_after_the_commit_point() {
