@@ -514,10 +514,9 @@ fn merge_state(r: &Root) -> Snapshot {
     s
 }
 
-/// An upgrade to world 2 whose merge never ran: killed after the upgrade's
-/// last step, then finished by `recover`; jail ns has an edit that merges,
-/// one that clashes, and skel follows the world.
-fn pending_merge(r: &Root) {
+/// Worlds 1 and 2 and a template of world 1 with jail ns, whose /etc has an
+/// edit that merges and one that clashes with world 2; returns world 2.
+fn clashing_setup(r: &Root) -> String {
     let (w1, w2) = worlds(r);
     std::fs::write(w1.join("etc/motd"), "hello\nworld 1\n").unwrap();
     std::fs::write(w2.join("etc/motd"), "hello\nworld 2\n").unwrap();
@@ -528,9 +527,14 @@ fn pending_merge(r: &Root) {
         &RC1.replace("hostname=\"\"", "hostname=\"ns\""),
     );
     r.write("js/ns/etc/motd", "hello\nworld 1 and ns\n");
-    let w2 = w2.to_str().unwrap().to_owned();
-    // The upgrade commits; the merge that follows it is killed before its
-    // first step and rolled back, which leaves it to be run.
+    w2.to_str().unwrap().to_owned()
+}
+
+/// [`clashing_setup`], then an upgrade to world 2 whose merge never ran: the
+/// upgrade commits, the merge that follows it is killed before its first
+/// step and rolled back, which leaves it to be run.
+fn pending_merge(r: &Root) {
+    let w2 = clashing_setup(r);
     r.run_env(
         &["upgrade", "--from-dir", &w2],
         &[("JAILTX_FAULT", "etc-merge/before-intent:0")],
@@ -538,6 +542,34 @@ fn pending_merge(r: &Root) {
     .assert_killed("the merge after the upgrade");
     let out = r.ok(&["recover", "--rollback"]);
     assert!(out.contains("(etc-merge): rolled-back"), "{out}");
+}
+
+/// An upgrade killed after its last step and finished by another command's
+/// `--auto-recover`: the merge runs, and its clash does not fail the command
+/// asked for but is said on stderr (`recover` itself would exit 7).
+#[test]
+fn auto_recover_of_an_upgrade_merges_and_reports_the_clash() {
+    if !in_private_ns("auto_recover_of_an_upgrade_merges_and_reports_the_clash") {
+        return;
+    }
+    let r = Root::new(None);
+    let w2 = clashing_setup(&r);
+    let plan = r.dry_run_plan(&["upgrade", "--from-dir", &w2]);
+    let last = step_names(&plan).len() - 1;
+    r.run_env(
+        &["upgrade", "--from-dir", &w2],
+        &[("JAILTX_FAULT", &format!("after-done:{last}"))],
+    )
+    .assert_killed("the upgrade");
+    let out = r.run(&["--auto-recover", "prune", "--keep", "5"]);
+    assert_eq!(out.code(), Some(0), "{out}");
+    assert!(
+        out.stderr
+            .contains("after the recovered upgrade: /etc needs the operator"),
+        "{out}"
+    );
+    assert!(r.path("js/ns/etc/motd.jailtx-merge").is_file(), "{out}");
+    assert_eq!(r.read("js/ns/etc/motd"), "hello\nworld 1 and ns\n");
 }
 
 /// A crash at each step of the merge (before its intent is durable and after

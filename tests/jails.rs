@@ -10,7 +10,7 @@ use std::process::{Command, Output};
 use support::{
     FORWARD, JailDef, Root, RunState, Snapshot, Worlds, assert_same, fleet, http_get,
     in_private_ns, mounts_under, processes_under, recover_args, rolls_back, snapshot_live,
-    snapshot_root, step_names,
+    snapshot_root, step_names, two_running,
 };
 
 /// Runs a shell command inside jail `name`.
@@ -35,11 +35,6 @@ fn with_template(world: &Path) -> Root {
     let r = Root::new(None);
     r.template(world);
     r
-}
-
-/// Jails ns and www, both to be started.
-fn two_running() -> Vec<JailDef> {
-    fleet(&[("ns", RunState::Running), ("www", RunState::Running)])
 }
 
 #[test]

@@ -21,7 +21,7 @@ use serde_json::Value;
 use support::{
     Baseline, COMPENSATION, Expect, FORWARD, JailDef, Out, Root, RunState, Worlds,
     assert_no_failures, check_invariants, check_second_recover, fleet, http_get, in_private_ns,
-    mixed_fleet, report_failure, run_isolated, snapshot_js, snapshot_live, step_names,
+    mixed_fleet, report_failure, run_isolated, snapshot_js, snapshot_live, step_names, two_running,
     world_version,
 };
 
@@ -323,7 +323,7 @@ fn rollback_after_a_kill_inside_a_stop_restarts_the_service() {
         return;
     }
     let worlds = Worlds::new();
-    let jails = fleet(&[("ns", RunState::Running), ("www", RunState::Running)]);
+    let jails = two_running();
     let r = Root::with_jails(None, &worlds.get(1), &jails);
     let w2 = worlds.get(2);
     let args = ["upgrade", "--from-dir", w2.to_str().unwrap()];
@@ -354,7 +354,7 @@ fn rollback_before_the_window_leaves_jails_running() {
         return;
     }
     let worlds = Worlds::new();
-    let jails = fleet(&[("ns", RunState::Running), ("www", RunState::Running)]);
+    let jails = two_running();
     let r = Root::with_jails(None, &worlds.get(1), &jails);
     let w2 = worlds.get(2);
     let args = ["upgrade", "--from-dir", w2.to_str().unwrap()];

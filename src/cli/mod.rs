@@ -263,20 +263,15 @@ fn open_state(ctx: &Ctx) -> Result<State, Error> {
                 ctx.global.json,
                 &format!("recovered: {}", output::report_line(&report)),
             );
-            if let Some(merged) = after_recovered_upgrade(ctx, &mut state, &report) {
-                // The command asked for still runs; a clash is reported
-                // here and left for `jailtx etc-merge`, as after `upgrade`.
-                if let Some(r) = &merged.report
-                    && r.needs_operator()
-                {
-                    output::note(
-                        ctx.global.json,
-                        &format!(
-                            "/etc needs the operator after the recovered upgrade: {}; run `jailtx etc-merge`",
-                            r.summary()
-                        ),
-                    );
-                }
+            // The command asked for still runs; a clash or a failed merge
+            // is reported here (what `recover` would exit 7 for).
+            if let Some(merged) = after_recovered_upgrade(ctx, &mut state, &report)
+                && let Err(e) = merged.outcome()
+            {
+                output::note(
+                    ctx.global.json,
+                    &format!("after the recovered upgrade: {e}"),
+                );
             }
         }
     }

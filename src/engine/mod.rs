@@ -430,13 +430,13 @@ impl<S: Storage> Engine<S> {
                 }
             }
             let batch = last > i;
+            let range = StepRange {
+                tx,
+                first: i as u32,
+                last: last as u32,
+            };
             fault::point(fault, Instant::BeforeIntent, i, &names);
             if batch {
-                let range = StepRange {
-                    tx,
-                    first: i as u32,
-                    last: last as u32,
-                };
                 self.append(Record::StepIntents(range))?;
                 st.intent[i..=last].fill(true);
             } else if !st.intent[i] {
@@ -487,11 +487,6 @@ impl<S: Storage> Engine<S> {
                 fault::point(fault, Instant::AfterEffect, k, &names);
             }
             if batch {
-                let range = StepRange {
-                    tx,
-                    first: i as u32,
-                    last: last as u32,
-                };
                 self.append(Record::StepDones(range))?;
             } else {
                 self.append(Record::StepDone(StepMark { tx, step: i as u32 }))?;

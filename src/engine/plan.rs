@@ -437,8 +437,20 @@ impl Plan {
         // The whole plan goes into the Begin record, where a path is a
         // string: one that is not UTF-8 (a name a FreeBSD user may well
         // have) would only fail there, after the lock, as if the journal
-        // were broken. Refused here instead, as bad input.
-        let actions = self
+        // were broken. Refused here instead, as bad input. Sizing needs no
+        // buffer; only a failure is looked into, action by action.
+        let max = crate::journal::frame::MAX_PAYLOAD;
+        match postcard::experimental::serialized_size(self) {
+            // The Begin adds a few bytes of its own (tx, start time).
+            Ok(bytes) if bytes > max as usize - 64 => Err(PlanError::TooBig { op, bytes, max }),
+            Ok(_) => Ok(()),
+            Err(_) => Err(self.unencodable(op)),
+        }
+    }
+
+    /// The step (or bystander) whose action cannot be encoded.
+    fn unencodable(&self, op: String) -> PlanError {
+        let steps = self
             .steps
             .iter()
             .enumerate()
@@ -448,31 +460,14 @@ impl Plan {
             .iter()
             .enumerate()
             .map(|(i, a)| (format!("bystander {i}"), a));
-        for (what, action) in actions.chain(bystanders) {
-            if postcard::to_allocvec(action).is_err() {
-                return Err(PlanError::NotUtf8 {
-                    op,
-                    what,
-                    action: action.to_string(),
-                });
-            }
-        }
-        let max = crate::journal::frame::MAX_PAYLOAD;
-        let bytes = match postcard::to_allocvec(self) {
-            Ok(v) => v.len(),
-            Err(_) => {
-                return Err(PlanError::NotUtf8 {
-                    op,
-                    what: "the plan".into(),
-                    action: self.summary.clone(),
-                });
-            }
+        let bad = steps
+            .chain(bystanders)
+            .find(|(_, a)| postcard::experimental::serialized_size(*a).is_err());
+        let (what, action) = match bad {
+            Some((what, a)) => (what, a.to_string()),
+            None => ("the plan".into(), self.summary.clone()),
         };
-        // The Begin adds a few bytes of its own (tx, start time) to the plan.
-        if bytes > max as usize - 64 {
-            return Err(PlanError::TooBig { op, bytes, max });
-        }
-        Ok(())
+        PlanError::NotUtf8 { op, what, action }
     }
 }
 

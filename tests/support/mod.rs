@@ -950,6 +950,11 @@ pub fn fleet(spec: &[(&str, RunState)]) -> Vec<JailDef> {
         .collect()
 }
 
+/// Jails ns and www, both to be started.
+pub fn two_running() -> Vec<JailDef> {
+    fleet(&[("ns", RunState::Running), ("www", RunState::Running)])
+}
+
 /// Jails in every run-state a transaction must restore: two running, one
 /// stopped but mounted, one with its root unmounted.
 pub fn mixed_fleet() -> Vec<JailDef> {
