@@ -64,9 +64,10 @@ pub fn run(
     mode: Mode,
     progress: &dyn Progress,
 ) -> Result<Report, ManifestError> {
-    // Path -> entry, for the walk's per-file question below: a hash lookup
-    // costs a fraction of a binary search over ~20,000 paths that share
-    // long prefixes (SipHash: file names are chosen by whoever writes the
+    // Path -> entry, looked up by the walk for every node it finds (in
+    // parallel, so the comparison after it need not): a hash lookup costs a
+    // fraction of a binary search over ~20,000 paths that share long
+    // prefixes (SipHash: file names are chosen by whoever writes the
     // template, so no collision-prone hasher).
     let index: HashMap<&[u8], usize> = m
         .entries
@@ -74,21 +75,13 @@ pub fn run(
         .enumerate()
         .map(|(i, e)| (e.path.as_slice(), i))
         .collect();
-    // Only files the manifest has as files are hashed: an added file is
-    // reported as added whatever its data, and a type change needs no data.
-    let wanted = |path: &[u8], now: &Meta| {
-        let Some(&i) = index.get(path) else {
-            return false;
-        };
-        match m.resolve(i).kind {
-            Kind::File { size, .. } => mode == Mode::Full || !cache_hit(m, i, now, size),
-            _ => false,
-        }
-    };
+    let entry = |path: &[u8]| index.get(path).copied();
+    let wanted = |n: &Node| wanted(m, mode, n);
     let walked = walk::walk(
         dir,
         &Options {
             exclude: &m.excluded,
+            entry: &entry,
             hash: &wanted,
             // A full audit hashes nearly every file; a quick one few.
             open_first: mode == Mode::Full,
@@ -103,9 +96,22 @@ pub fn run(
         hashed_bytes: walked.hashed_bytes,
         differences: Vec::new(),
     };
-    Compare::new(dir, m, &walked.nodes, &index, &wanted).run(&mut report)?;
+    Compare::new(dir, m, mode, &walked.nodes).run(&mut report)?;
     report.sort();
     Ok(report)
+}
+
+/// Whether the audit hashes regular file `n`. Only files the manifest has
+/// as files are: an added file is reported as added whatever its data, and
+/// a type change needs no data.
+fn wanted(m: &Manifest, mode: Mode, n: &Node) -> bool {
+    let Some(i) = n.entry else {
+        return false;
+    };
+    match m.resolve(i).kind {
+        Kind::File { size, .. } => mode == Mode::Full || !cache_hit(m, i, &n.meta, size),
+        _ => false,
+    }
 }
 
 /// Type word of what the walk found.
@@ -141,36 +147,30 @@ fn dev(rdev: u64) -> String {
 struct Compare<'a> {
     dir: &'a Path,
     m: &'a Manifest,
+    mode: Mode,
     nodes: &'a [Node],
-    wanted: &'a dyn Fn(&[u8], &Meta) -> bool,
     /// Manifest entry -> node at the same path.
     node_of: Vec<Option<usize>>,
     /// Hard-link group (the entry a hard link names, or itself) -> its
     /// first member that is present now as a non-directory.
-    first_present: HashMap<usize, usize>,
+    first_present: Vec<Option<usize>>,
     /// (dev, ino) of multiply-linked nodes -> the node with the least path.
     first_node: HashMap<(u64, u64), usize>,
 }
 
 impl<'a> Compare<'a> {
-    fn new(
-        dir: &'a Path,
-        m: &'a Manifest,
-        nodes: &'a [Node],
-        index: &HashMap<&[u8], usize>,
-        wanted: &'a dyn Fn(&[u8], &Meta) -> bool,
-    ) -> Self {
+    fn new(dir: &'a Path, m: &'a Manifest, mode: Mode, nodes: &'a [Node]) -> Self {
         let mut c = Compare {
             dir,
             m,
+            mode,
             nodes,
-            wanted,
             node_of: vec![None; m.entries.len()],
-            first_present: HashMap::new(),
+            first_present: vec![None; m.entries.len()],
             first_node: HashMap::new(),
         };
         for (j, n) in nodes.iter().enumerate() {
-            if let Some(&i) = index.get(n.path.as_slice()) {
+            if let Some(i) = n.entry {
                 c.node_of[i] = Some(j);
             }
             if n.meta.nlink > 1 && !n.meta.is(SFlag::S_IFDIR) {
@@ -189,7 +189,8 @@ impl<'a> Compare<'a> {
         for i in 0..m.entries.len() {
             let present = c.node_of[i].is_some_and(|j| !nodes[j].meta.is(SFlag::S_IFDIR));
             if present {
-                c.first_present.entry(c.group(i)).or_insert(i);
+                let g = c.group(i);
+                c.first_present[g].get_or_insert(i);
             }
         }
         c
@@ -205,6 +206,9 @@ impl<'a> Compare<'a> {
     /// The path whose inode node `j` shares (its own path if none).
     fn inode_leader(&self, j: usize) -> &'a [u8] {
         let n = &self.nodes[j];
+        if n.meta.nlink <= 1 {
+            return &n.path;
+        }
         let k = self
             .first_node
             .get(&(n.meta.dev, n.meta.ino))
@@ -345,7 +349,7 @@ impl<'a> Compare<'a> {
                     Some(h) => Some(h),
                     // Asked for but not produced: the inode's hashing name
                     // vanished mid-walk. Never report "same" unread data.
-                    None if (self.wanted)(&n.path, now) => {
+                    None if wanted(self.m, self.mode, n) => {
                         return Err(ManifestError::Changed {
                             path: self.dir.join(std::ffi::OsStr::from_bytes(&n.path)),
                         });
@@ -379,10 +383,8 @@ impl<'a> Compare<'a> {
         if !now.is(SFlag::S_IFDIR) {
             // Hard-link structure: the first present name of the manifest's
             // group must be the first name sharing the inode now.
-            let expected = self
-                .first_present
-                .get(&self.group(i))
-                .map_or(e.path.as_slice(), |&k| self.m.entries[k].path.as_slice());
+            let expected = self.first_present[self.group(i)]
+                .map_or(e.path.as_slice(), |k| self.m.entries[k].path.as_slice());
             let actual = self.inode_leader(j);
             if expected != actual {
                 let say = |p: &[u8]| {

@@ -7,7 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use nix::sys::stat::SFlag;
 
-use super::walk::{self, Meta, Node, Options};
+use super::walk::{self, Node, Options};
 use super::{Entry, Kind, Manifest, ManifestError, Stat, StatCache, exclude_keys};
 
 /// How far before the instant a file is read its ctime must lie for
@@ -38,12 +38,12 @@ pub fn build_with(
 ) -> Result<Manifest, ManifestError> {
     let excluded = exclude_keys(exclude)?;
     let start = now_ns();
-    let all = |_: &[u8], _: &Meta| true;
     let mut nodes = walk::walk(
         dir,
         &Options {
             exclude: &excluded,
-            hash: &all,
+            entry: &|_| None,
+            hash: &|_| true,
             open_first: true,
             progress,
         },

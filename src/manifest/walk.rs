@@ -117,14 +117,19 @@ pub struct Node {
     pub blake3: Option<[u8; 32]>,
     /// A directory on another filesystem: recorded, not entered.
     pub foreign: bool,
+    /// The caller's entry for this path ([`Options::entry`]), looked up
+    /// during the parallel walk so that an audit's comparison need not.
+    pub entry: Option<usize>,
 }
 
 /// What to walk and what to hash.
 pub struct Options<'a> {
     /// Paths (relative, sorted) left out together with everything below them.
     pub exclude: &'a [Vec<u8>],
-    /// Whether the regular file at this path, with this metadata, is hashed.
-    pub hash: &'a (dyn Fn(&[u8], &Meta) -> bool + Sync),
+    /// The caller's index of a path (an audit's manifest entry), if any.
+    pub entry: &'a (dyn Fn(&[u8]) -> Option<usize> + Sync),
+    /// Whether this regular file (path, entry and metadata set) is hashed.
+    pub hash: &'a (dyn Fn(&Node) -> bool + Sync),
     /// Open regular files (as the directory entry types them) before any
     /// stat: their metadata then comes from one fstat of the open file,
     /// which saves an lstat by name per file when nearly every file is
@@ -177,7 +182,8 @@ pub fn walk(root: &Path, opts: &Options<'_>) -> Result<Walked, ManifestError> {
         hashed_bytes: AtomicU64::new(0),
         noatime: AtomicBool::new(true),
     };
-    rayon::scope(|s| w.dir(s, fd, meta, Vec::new()));
+    let top = w.node(Vec::new(), meta);
+    rayon::scope(|s| w.dir(s, fd, top));
     if let Some(e) = w.error.into_inner().unwrap_or_else(PoisonError::into_inner) {
         return Err(e);
     }
@@ -199,11 +205,7 @@ fn share_hashes(nodes: &mut [Node], opts: &Options<'_>) {
         .filter_map(|n| Some(((n.meta.dev, n.meta.ino), n.blake3?)))
         .collect();
     for n in nodes.iter_mut() {
-        if n.blake3.is_none()
-            && n.meta.nlink > 1
-            && n.meta.is(SFlag::S_IFREG)
-            && (opts.hash)(&n.path, &n.meta)
-        {
+        if n.blake3.is_none() && n.meta.nlink > 1 && n.meta.is(SFlag::S_IFREG) && (opts.hash)(n) {
             n.blake3 = by_inode.get(&(n.meta.dev, n.meta.ino)).copied();
         }
     }
@@ -310,12 +312,24 @@ impl<'a> Walker<'a> {
         self.failed.store(true, Ordering::Relaxed);
     }
 
-    /// Records directory `path` (open as `fd`, lstat `meta`) and walks it.
-    fn dir<'s>(&'s self, s: &rayon::Scope<'s>, fd: OwnedFd, meta: Meta, path: Vec<u8>) {
+    /// A node for `path`, its entry looked up.
+    fn node(&self, path: Vec<u8>, meta: Meta) -> Node {
+        Node {
+            entry: (self.opts.entry)(&path),
+            path,
+            meta,
+            target: None,
+            blake3: None,
+            foreign: false,
+        }
+    }
+
+    /// Records directory `node` (open as `fd`) and walks it.
+    fn dir<'s>(&'s self, s: &rayon::Scope<'s>, fd: OwnedFd, node: Node) {
         if self.failed.load(Ordering::Relaxed) {
             return;
         }
-        if let Err(e) = self.list_dir(s, fd, meta, path) {
+        if let Err(e) = self.list_dir(s, fd, node) {
             self.fail(e);
         }
     }
@@ -324,17 +338,17 @@ impl<'a> Walker<'a> {
         &'s self,
         s: &rayon::Scope<'s>,
         fd: OwnedFd,
-        meta: Meta,
-        path: Vec<u8>,
+        node: Node,
     ) -> Result<(), ManifestError> {
+        let path = &node.path;
         let read_err = |e: Errno| ManifestError::ReadDir {
-            path: self.path(&path),
+            path: self.path(path),
             source: e.into(),
         };
         let mut names = Vec::new();
         {
             let dup = fd.try_clone().map_err(|e| ManifestError::ReadDir {
-                path: self.path(&path),
+                path: self.path(path),
                 source: e,
             })?;
             let mut d = Dir::from_fd(dup).map_err(read_err)?;
@@ -350,28 +364,15 @@ impl<'a> Walker<'a> {
         }
         let fd = Arc::new(fd);
         let mut local = Vec::with_capacity(names.len() + 1);
-        local.push(Node {
-            path: path.clone(),
-            meta,
-            target: None,
-            blake3: None,
-            foreign: false,
-        });
         let mut batch = Vec::new();
         let mut batch_bytes = 0;
         for (name, regular) in names {
-            let cpath = child(&path, &name);
+            let cpath = child(path, &name);
             if self.opts.exclude.binary_search(&cpath).is_ok() {
                 continue;
             }
             if regular && self.opts.open_first {
-                let node = Node {
-                    path: cpath,
-                    meta: UNSTATED,
-                    target: None,
-                    blake3: None,
-                    foreign: false,
-                };
+                let node = self.node(cpath, UNSTATED);
                 batch.push(Queued {
                     name,
                     node,
@@ -395,13 +396,7 @@ impl<'a> Walker<'a> {
                 }
             };
             let m = Meta::from(&st);
-            let mut node = Node {
-                path: cpath,
-                meta: m,
-                target: None,
-                blake3: None,
-                foreign: false,
-            };
+            let mut node = self.node(cpath, m);
             match m.file_type() {
                 SFlag::S_IFDIR => {
                     if m.dev != self.root_dev {
@@ -412,7 +407,7 @@ impl<'a> Walker<'a> {
                     let fd = Arc::clone(&fd);
                     s.spawn(move |s| self.subdir(s, &fd, &name, node));
                 }
-                SFlag::S_IFREG if (self.opts.hash)(&node.path, &m) && self.claim(&m) => {
+                SFlag::S_IFREG if (self.opts.hash)(&node) && self.claim(&m) => {
                     batch_bytes += m.size;
                     batch.push(Queued {
                         name,
@@ -442,6 +437,7 @@ impl<'a> Walker<'a> {
         if !batch.is_empty() {
             self.spawn_hashing(s, &fd, batch);
         }
+        local.push(node);
         lock(&self.out).append(&mut local);
         Ok(())
     }
@@ -475,9 +471,14 @@ impl<'a> Walker<'a> {
             Ok(fd) => match fstat(&fd) {
                 // Identity check: what we opened is what we lstat'ed (or at
                 // least a directory of this filesystem, if it was swapped).
-                Ok(st) if Meta::from(&st).dev == self.root_dev => {
-                    self.dir(s, fd, Meta::from(&st), node.path)
-                }
+                Ok(st) if Meta::from(&st).dev == self.root_dev => self.dir(
+                    s,
+                    fd,
+                    Node {
+                        meta: Meta::from(&st),
+                        ..node
+                    },
+                ),
                 Ok(_) => lock(&self.out).push(Node {
                     foreign: true,
                     ..node
@@ -563,11 +564,14 @@ impl<'a> Walker<'a> {
                 path: self.path(&node.path),
             });
         }
-        let wanted = stated || ((self.opts.hash)(&node.path, &m) && self.claim(&m));
+        // The metadata taken before reading is what the data belongs to: a
+        // write during the read changes the ctime again, so the stat cache
+        // never vouches for bytes it did not see.
+        node.meta = m;
+        let wanted = stated || ((self.opts.hash)(&node) && self.claim(&m));
         if !wanted {
             // Not wanted, or its inode is hashed under another name: recorded
             // with the metadata of this one stat.
-            node.meta = m;
             return Ok(Some(node));
         }
         let (digest, n) = hash::blake3_of(&file, m.size).map_err(|source| ManifestError::Hash {
@@ -577,10 +581,6 @@ impl<'a> Walker<'a> {
         self.hashed_files.fetch_add(1, Ordering::Relaxed);
         self.hashed_bytes.fetch_add(n, Ordering::Relaxed);
         self.opts.progress.add(n);
-        // The metadata taken before reading is what the data belongs to: a
-        // write during the read changes the ctime again, so the stat cache
-        // never vouches for bytes it did not see.
-        node.meta = m;
         node.blake3 = Some(digest);
         Ok(Some(node))
     }
@@ -594,11 +594,14 @@ mod tests {
     fn nodes(
         root: &Path,
         open_first: bool,
-        hash: &(dyn Fn(&[u8], &Meta) -> bool + Sync),
+        hash: &(dyn Fn(&Node) -> bool + Sync),
     ) -> (Vec<Node>, u64) {
         let exclude = vec![b"usr/ports".to_vec()];
+        // Entry = path length: enough to see that every node gets its own.
+        let entry = |p: &[u8]| Some(p.len());
         let opts = Options {
             exclude: &exclude,
+            entry: &entry,
             hash,
             open_first,
             progress: &(),
@@ -634,9 +637,9 @@ mod tests {
         nix::unistd::mkfifo(&r.join("bin/fifo"), Mode::S_IRUSR).unwrap();
         std::fs::write(r.join("skipped"), b"not hashed").unwrap();
 
-        let all = |_: &[u8], _: &Meta| true;
-        let some = |p: &[u8], _: &Meta| p != b"skipped";
-        for hash in [&all as &(dyn Fn(&[u8], &Meta) -> bool + Sync), &some] {
+        let all = |_: &Node| true;
+        let some = |n: &Node| n.path != b"skipped";
+        for hash in [&all as &(dyn Fn(&Node) -> bool + Sync), &some] {
             let (a, hashed_a) = nodes(r, true, hash);
             let (b, hashed_b) = nodes(r, false, hash);
             // The hard-linked pair's data is read once either way.
@@ -648,6 +651,7 @@ mod tests {
                     n.target.clone(),
                     n.blake3,
                     n.foreign,
+                    n.entry,
                 )
             };
             assert_eq!(
@@ -656,7 +660,8 @@ mod tests {
             );
             assert!(!a.iter().any(|n| n.path.starts_with(b"usr/ports/")));
             for n in &a {
-                if n.meta.is(SFlag::S_IFREG) && hash(&n.path, &n.meta) {
+                assert_eq!(n.entry, Some(n.path.len()), "{:?}", n.path);
+                if n.meta.is(SFlag::S_IFREG) && hash(n) {
                     let data = std::fs::read(r.join(OsStr::from_bytes(&n.path))).unwrap();
                     assert_eq!(
                         n.blake3,
