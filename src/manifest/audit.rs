@@ -64,24 +64,14 @@ pub fn run(
     mode: Mode,
     progress: &dyn Progress,
 ) -> Result<Report, ManifestError> {
-    // Path -> entry, looked up by the walk for every node it finds (in
-    // parallel, so the comparison after it need not): a hash lookup costs a
-    // fraction of a binary search over ~20,000 paths that share long
-    // prefixes (SipHash: file names are chosen by whoever writes the
-    // template, so no collision-prone hasher).
-    let index: HashMap<&[u8], usize> = m
-        .entries
-        .iter()
-        .enumerate()
-        .map(|(i, e)| (e.path.as_slice(), i))
-        .collect();
-    let entry = |path: &[u8]| index.get(path).copied();
+    // The walk matches every node with its entry (in parallel, so the
+    // comparison after it need not).
     let wanted = |n: &Node| wanted(m, mode, n);
     let walked = walk::walk(
         dir,
         &Options {
             exclude: &m.excluded,
-            entry: &entry,
+            entries: &m.entries,
             hash: &wanted,
             // A full audit hashes nearly every file; a quick one few.
             open_first: mode == Mode::Full,

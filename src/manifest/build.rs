@@ -42,7 +42,7 @@ pub fn build_with(
         dir,
         &Options {
             exclude: &excluded,
-            entry: &|_| None,
+            entries: &[],
             hash: &|_| true,
             open_first: true,
             progress,

@@ -23,8 +23,8 @@ use nix::errno::Errno;
 use nix::fcntl::{AtFlags, OFlag, open, openat, readlinkat};
 use nix::sys::stat::{FileStat, Mode, SFlag, fstat, fstatat, lstat};
 
-use super::ManifestError;
 use super::hash;
+use super::{Entry, ManifestError};
 
 /// Told how many bytes of file data were hashed, as they are (from any
 /// thread); `audit` feeds a progress bar with it.
@@ -117,8 +117,8 @@ pub struct Node {
     pub blake3: Option<[u8; 32]>,
     /// A directory on another filesystem: recorded, not entered.
     pub foreign: bool,
-    /// The caller's entry for this path ([`Options::entry`]), looked up
-    /// during the parallel walk so that an audit's comparison need not.
+    /// The index of this path in [`Options::entries`], found during the
+    /// parallel walk so that an audit's comparison need not look it up.
     pub entry: Option<usize>,
 }
 
@@ -126,8 +126,9 @@ pub struct Node {
 pub struct Options<'a> {
     /// Paths (relative, sorted) left out together with everything below them.
     pub exclude: &'a [Vec<u8>],
-    /// The caller's index of a path (an audit's manifest entry), if any.
-    pub entry: &'a (dyn Fn(&[u8]) -> Option<usize> + Sync),
+    /// A manifest's entries (an audit's; empty for a build), which every
+    /// node is matched with by path.
+    pub entries: &'a [Entry],
     /// Whether this regular file (path, entry and metadata set) is hashed.
     pub hash: &'a (dyn Fn(&Node) -> bool + Sync),
     /// Open regular files (as the directory entry types them) before any
@@ -182,7 +183,12 @@ pub fn walk(root: &Path, opts: &Options<'_>) -> Result<Walked, ManifestError> {
         hashed_bytes: AtomicU64::new(0),
         noatime: AtomicBool::new(true),
     };
-    let top = w.node(Vec::new(), meta);
+    let top_entry = opts
+        .entries
+        .first()
+        .filter(|e| e.path.is_empty())
+        .map(|_| 0);
+    let top = Walker::node(Vec::new(), meta, top_entry);
     rayon::scope(|s| w.dir(s, fd, top));
     if let Some(e) = w.error.into_inner().unwrap_or_else(PoisonError::into_inner) {
         return Err(e);
@@ -273,6 +279,73 @@ struct Walker<'a> {
     noatime: AtomicBool,
 }
 
+/// Where the entries below one directory lie in a sorted manifest: every
+/// path that starts with `DIR/` (every path but the root's, for the root)
+/// sorts into one run, and within it by what follows the prefix, so a
+/// child is found by a binary search over that run, comparing names only.
+/// No index of all paths is built: the walk needs none, and building one
+/// (hashing ~20,000 long paths) would run before the walk on one thread.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Children {
+    lo: usize,
+    hi: usize,
+    /// Bytes of the `DIR/` prefix.
+    skip: usize,
+}
+
+impl Children {
+    /// The run below entry `dir` (none when the directory has no entry).
+    fn of(entries: &[Entry], dir: Option<usize>) -> Children {
+        let Some(d) = dir else {
+            return Children {
+                lo: 0,
+                hi: 0,
+                skip: 0,
+            };
+        };
+        let p = entries[d].path.as_slice();
+        if p.is_empty() {
+            return Children {
+                lo: d + 1,
+                hi: entries.len(),
+                skip: 0,
+            };
+        }
+        // Paths starting with `p/` are those from `p/` up to, not
+        // including, `p0` ('0' is the byte after '/').
+        let rest = &entries[d + 1..];
+        let lo = rest.partition_point(|e| cmp_with(&e.path, p, b'/').is_lt());
+        let hi = lo + rest[lo..].partition_point(|e| cmp_with(&e.path, p, b'0').is_lt());
+        Children {
+            lo: d + 1 + lo,
+            hi: d + 1 + hi,
+            skip: p.len() + 1,
+        }
+    }
+
+    /// The entry of child `name`.
+    fn find(&self, entries: &[Entry], name: &[u8]) -> Option<usize> {
+        entries[self.lo..self.hi]
+            .binary_search_by(|e| e.path[self.skip..].cmp(name))
+            .ok()
+            .map(|k| self.lo + k)
+    }
+}
+
+/// `x` compared with the bytes of `p` followed by `c`.
+fn cmp_with(x: &[u8], p: &[u8], c: u8) -> std::cmp::Ordering {
+    use std::cmp::Ordering;
+    let n = p.len().min(x.len());
+    match x[..n].cmp(&p[..n]) {
+        Ordering::Equal if x.len() <= p.len() => Ordering::Less,
+        Ordering::Equal => match x[p.len()].cmp(&c) {
+            Ordering::Equal if x.len() > p.len() + 1 => Ordering::Greater,
+            o => o,
+        },
+        o => o,
+    }
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
@@ -312,10 +385,9 @@ impl<'a> Walker<'a> {
         self.failed.store(true, Ordering::Relaxed);
     }
 
-    /// A node for `path`, its entry looked up.
-    fn node(&self, path: Vec<u8>, meta: Meta) -> Node {
+    fn node(path: Vec<u8>, meta: Meta, entry: Option<usize>) -> Node {
         Node {
-            entry: (self.opts.entry)(&path),
+            entry,
             path,
             meta,
             target: None,
@@ -363,6 +435,7 @@ impl<'a> Walker<'a> {
             }
         }
         let fd = Arc::new(fd);
+        let kids = Children::of(self.opts.entries, node.entry);
         let mut local = Vec::with_capacity(names.len() + 1);
         let mut batch = Vec::new();
         let mut batch_bytes = 0;
@@ -371,8 +444,9 @@ impl<'a> Walker<'a> {
             if self.opts.exclude.binary_search(&cpath).is_ok() {
                 continue;
             }
+            let entry = kids.find(self.opts.entries, name.to_bytes());
             if regular && self.opts.open_first {
-                let node = self.node(cpath, UNSTATED);
+                let node = Walker::node(cpath, UNSTATED, entry);
                 batch.push(Queued {
                     name,
                     node,
@@ -396,7 +470,7 @@ impl<'a> Walker<'a> {
                 }
             };
             let m = Meta::from(&st);
-            let mut node = self.node(cpath, m);
+            let mut node = Walker::node(cpath, m, entry);
             match m.file_type() {
                 SFlag::S_IFDIR => {
                     if m.dev != self.root_dev {
@@ -593,15 +667,14 @@ mod tests {
 
     fn nodes(
         root: &Path,
+        entries: &[Entry],
         open_first: bool,
         hash: &(dyn Fn(&Node) -> bool + Sync),
     ) -> (Vec<Node>, u64) {
         let exclude = vec![b"usr/ports".to_vec()];
-        // Entry = path length: enough to see that every node gets its own.
-        let entry = |p: &[u8]| Some(p.len());
         let opts = Options {
             exclude: &exclude,
-            entry: &entry,
+            entries,
             hash,
             open_first,
             progress: &(),
@@ -610,6 +683,43 @@ mod tests {
         let mut n = w.nodes;
         n.sort_by(|a, b| a.path.cmp(&b.path));
         (n, w.hashed_files)
+    }
+
+    proptest::proptest! {
+        /// A child found through its directory's run is the entry a search
+        /// of the whole manifest finds, for names that sort around `/`.
+        #[test]
+        fn children_find_what_a_full_search_finds(
+            paths in proptest::collection::vec(
+                proptest::collection::vec(0..5usize, 1..4), 0..24),
+        ) {
+            const NAMES: [&[u8]; 5] = [b"a", b"a-b", b"a.b", b"a0", b"b"];
+            let mut all = std::collections::BTreeSet::new();
+            all.insert(Vec::new());
+            for p in &paths {
+                let mut path = Vec::new();
+                for &c in p {
+                    if !path.is_empty() {
+                        path.push(b'/');
+                    }
+                    path.extend_from_slice(NAMES[c]);
+                    all.insert(path.clone());
+                }
+            }
+            let entries: Vec<Entry> = all
+                .into_iter()
+                .map(|path| Entry { path, mode: 0o755, uid: 0, gid: 0, kind: super::super::Kind::Dir })
+                .collect();
+            for (d, dir) in entries.iter().enumerate() {
+                let kids = Children::of(&entries, Some(d));
+                for name in NAMES {
+                    let want = child(&dir.path, &CString::new(name).unwrap());
+                    let linear = entries.iter().position(|e| e.path == want);
+                    proptest::prop_assert_eq!(kids.find(&entries, name), linear);
+                }
+            }
+            proptest::prop_assert_eq!(Children::of(&entries, None).find(&entries, b"a"), None);
+        }
     }
 
     /// Opening regular files first (one fstat) must find exactly what the
@@ -636,12 +746,18 @@ mod tests {
         symlink("small", r.join("bin/sym")).unwrap();
         nix::unistd::mkfifo(&r.join("bin/fifo"), Mode::S_IRUSR).unwrap();
         std::fs::write(r.join("skipped"), b"not hashed").unwrap();
+        // Siblings that sort between `bin` and `bin/...` ('-' and '.' are
+        // below '/'), and a file added after the manifest was made.
+        std::fs::create_dir_all(r.join("bin-x/y")).unwrap();
+        std::fs::write(r.join("bin.d"), b"d").unwrap();
+        let m = crate::manifest::build(r, &["usr/ports".into()]).unwrap();
+        std::fs::write(r.join("bin/added"), b"new").unwrap();
 
         let all = |_: &Node| true;
         let some = |n: &Node| n.path != b"skipped";
         for hash in [&all as &(dyn Fn(&Node) -> bool + Sync), &some] {
-            let (a, hashed_a) = nodes(r, true, hash);
-            let (b, hashed_b) = nodes(r, false, hash);
+            let (a, hashed_a) = nodes(r, &m.entries, true, hash);
+            let (b, hashed_b) = nodes(r, &m.entries, false, hash);
             // The hard-linked pair's data is read once either way.
             assert_eq!(hashed_a, hashed_b);
             let key = |n: &Node| {
@@ -660,7 +776,8 @@ mod tests {
             );
             assert!(!a.iter().any(|n| n.path.starts_with(b"usr/ports/")));
             for n in &a {
-                assert_eq!(n.entry, Some(n.path.len()), "{:?}", n.path);
+                assert_eq!(n.entry, m.find(&n.path), "{:?}", n.path);
+                assert_eq!(n.entry.is_none(), n.path == b"bin/added");
                 if n.meta.is(SFlag::S_IFREG) && hash(n) {
                     let data = std::fs::read(r.join(OsStr::from_bytes(&n.path))).unwrap();
                     assert_eq!(
