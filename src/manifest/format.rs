@@ -120,9 +120,13 @@ pub(super) fn decode(bytes: &[u8]) -> Result<Manifest, DecodeError> {
     }
     let version = u16::from_le_bytes([bytes[8], bytes[9]]);
     let (data, sum) = bytes.split_at(bytes.len() - CHECKSUM_LEN);
-    // The checksum comes before the version check so that a damaged file is
-    // called damaged; the version is only trusted once the bytes are.
-    if blake3::hash(data).as_bytes() != sum {
+    // Every audit starts by reading a manifest, on one thread before its
+    // walk, so the checksum is computed beside the decoding (which is safe
+    // on any bytes). It is judged first all the same, and before the
+    // version, so that a damaged file is called damaged; the version is
+    // only trusted once the bytes are.
+    let (intact, decoded) = rayon::join(|| blake3::hash(data).as_bytes() == sum, || body(data));
+    if !intact {
         if version != VERSION {
             return Err(DecodeError::Version { found: version });
         }
@@ -131,6 +135,12 @@ pub(super) fn decode(bytes: &[u8]) -> Result<Manifest, DecodeError> {
     if version != VERSION || bytes[10..12] != [0, 0] {
         return Err(DecodeError::Version { found: version });
     }
+    decoded
+}
+
+/// The two sections of `data` (the file without its checksum), decoded
+/// and checked: the content (the larger part) beside the stat cache.
+fn body(data: &[u8]) -> Result<Manifest, DecodeError> {
     let c_len = u64_at(data, 12).ok_or(DecodeError::Lengths)?;
     let c_end = usize::try_from(c_len)
         .ok()
@@ -142,14 +152,21 @@ pub(super) fn decode(bytes: &[u8]) -> Result<Manifest, DecodeError> {
     if usize::try_from(s_len).ok() != data.len().checked_sub(s_start) {
         return Err(DecodeError::Lengths);
     }
-    let content: Content = section(&data[HEADER_LEN..c_end], "content")?;
-    let stats: StatCache = section(&data[s_start..], "stat-cache")?;
+    let (content, stats) = rayon::join(
+        || {
+            let c: Content = section(&data[HEADER_LEN..c_end], "content")?;
+            check_content(&c.excluded, &c.entries)?;
+            Ok(c)
+        },
+        || section::<StatCache>(&data[s_start..], "stat-cache"),
+    );
+    let content = content?;
     let m = Manifest {
         excluded: content.excluded,
         entries: content.entries,
-        stats,
+        stats: stats?,
     };
-    check(&m)?;
+    check_stats(&m)?;
     Ok(m)
 }
 
@@ -176,6 +193,12 @@ fn parent(path: &[u8]) -> &[u8] {
 
 /// Every invariant later code relies on (see [`Manifest`]).
 pub(super) fn check(m: &Manifest) -> Result<(), DecodeError> {
+    check_content(&m.excluded, &m.entries)?;
+    check_stats(m)
+}
+
+/// One stat-cache record per entry.
+fn check_stats(m: &Manifest) -> Result<(), DecodeError> {
     if m.stats.stats.len() != m.entries.len() {
         return Err(invalid(
             m.entries.len(),
@@ -186,7 +209,13 @@ pub(super) fn check(m: &Manifest) -> Result<(), DecodeError> {
             ),
         ));
     }
-    for (i, x) in m.excluded.iter().enumerate() {
+    Ok(())
+}
+
+/// The content's invariants: plain sorted paths, parents before children,
+/// hard links to earlier files, sane modes and link targets.
+fn check_content(excluded: &[Vec<u8>], entries: &[Entry]) -> Result<(), DecodeError> {
+    for (i, x) in excluded.iter().enumerate() {
         if x.len() > MAX_PATH || !plain(x) {
             return Err(DecodeError::Body {
                 section: "content",
@@ -194,14 +223,17 @@ pub(super) fn check(m: &Manifest) -> Result<(), DecodeError> {
             });
         }
     }
-    let Some(root) = m.entries.first() else {
+    let Some(root) = entries.first() else {
         return Err(invalid(0, "no root entry"));
     };
     if !root.path.is_empty() || root.kind != Kind::Dir {
         return Err(invalid(0, "the first entry is not the root directory"));
     }
     let mut dirs: HashSet<&[u8]> = HashSet::from([&b""[..]]);
-    for (i, e) in m.entries.iter().enumerate() {
+    // Runs of entries share a parent (a directory's files): the set is
+    // asked once per run.
+    let mut last_parent: &[u8] = b"";
+    for (i, e) in entries.iter().enumerate() {
         if e.mode & !0o7777 != 0 {
             return Err(invalid(
                 i,
@@ -214,20 +246,24 @@ pub(super) fn check(m: &Manifest) -> Result<(), DecodeError> {
         if e.path.len() > MAX_PATH || !plain(&e.path) {
             return Err(invalid(i, "path is not a plain relative path"));
         }
-        if m.entries[i - 1].path >= e.path {
+        if entries[i - 1].path >= e.path {
             return Err(invalid(i, "entries are not sorted and unique"));
         }
         // Sorted order puts a parent before its children (a prefix sorts
         // first), so the directories seen so far are the candidates.
-        if !dirs.contains(parent(&e.path)) {
-            return Err(invalid(i, "its parent is not an earlier directory entry"));
+        let p = parent(&e.path);
+        if p != last_parent {
+            if !dirs.contains(p) {
+                return Err(invalid(i, "its parent is not an earlier directory entry"));
+            }
+            last_parent = p;
         }
         if e.kind == Kind::Dir {
             dirs.insert(&e.path);
         }
         if let Kind::HardLink { to } = &e.kind {
-            match m.entries[..i].binary_search_by(|x| x.path.as_slice().cmp(to)) {
-                Ok(j) if !matches!(m.entries[j].kind, Kind::Dir | Kind::HardLink { .. }) => {}
+            match entries[..i].binary_search_by(|x| x.path.as_slice().cmp(to)) {
+                Ok(j) if !matches!(entries[j].kind, Kind::Dir | Kind::HardLink { .. }) => {}
                 _ => {
                     return Err(invalid(
                         i,
