@@ -180,8 +180,12 @@ fn invalid(index: usize, why: impl Into<String>) -> DecodeError {
 /// A relative path of plain components: no empty, `.` or `..` component,
 /// no NUL, no leading or trailing `/`.
 fn plain(path: &[u8]) -> bool {
-    path.split(|&b| b == b'/')
-        .all(|c| !c.is_empty() && c != b"." && c != b".." && !c.contains(&0))
+    // One search for NUL over the whole path, then one pass for the
+    // components (this runs once per entry of every manifest read).
+    !path.contains(&0)
+        && path
+            .split(|&b| b == b'/')
+            .all(|c| !c.is_empty() && c != b"." && c != b"..")
 }
 
 fn parent(path: &[u8]) -> &[u8] {
