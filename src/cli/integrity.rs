@@ -144,6 +144,9 @@ fn report_json(t: &Target, r: &Report) -> serde_json::Value {
 
 /// `jailtx audit [TEMPLATE…|--all] [--quick]`: exit 0 clean, 3 drift, 2 bad input.
 pub(super) fn audit(ctx: &Ctx, names: &[String], all: bool, quick: bool) -> Result<(), Error> {
+    // rayon's threads start while the manifests are read, rather than when
+    // the first is decoded (which is parallel).
+    rayon::spawn(|| {});
     // Bad names are refused (exit 2) before the lock, which writes its pid.
     let targets = targets(ctx, names, all)?;
     // Shared: audits run side by side, but never beside an upgrade, rollback
