@@ -513,6 +513,7 @@ fn rc_script_runs_recover_before_jail() {
     let text = std::fs::read_to_string(&p).unwrap();
     for want in [
         "# PROVIDE: jailtx",
+        "# REQUIRE: LOGIN FILESYSTEMS",
         "# BEFORE: jail",
         "# KEYWORD: nojail shutdown",
         "recover --auto-recover",
@@ -568,6 +569,15 @@ fn cli_dry_run_prints_the_freebsd_commands() {
     assert_eq!(
         jailtx(&["template", "build", "--from-tar", &txz]).0,
         Some(0)
+    );
+    // The /etc merge too prints its FreeBSD transcript, and writes nothing.
+    let (code, out, err) = jailtx(&["--backend", "freebsd", "--dry-run", "etc-merge"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.starts_with("# jailtx etc-merge on FreeBSD"), "{out}");
+    assert!(out.contains("file  "), "{out}");
+    assert!(
+        !root.join(".jailtx/etc-merge").exists(),
+        "a dry run records no merge"
     );
 
     let create = [

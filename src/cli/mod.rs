@@ -301,17 +301,7 @@ fn after_recovered_upgrade(
 /// Prints the plan under `--dry-run`, otherwise runs it as one transaction.
 fn execute(ctx: &Ctx, state: Option<&mut State>, plan: Plan) -> Result<(), Error> {
     plan.validate().map_err(EngineError::from)?;
-    if ctx.global.dry_run && ctx.backend == "freebsd" {
-        // The exact commands and files, not the generic step listing.
-        if host::native() != "freebsd" {
-            output::note(ctx.global.json, host::freebsd::SIMULATED_NOTE);
-        }
-        let t = host::transcript::of_plan(&plan, &ctx.cfg.freebsd);
-        if ctx.global.json {
-            println!("{}", t.to_json());
-        } else {
-            print!("{t}");
-        }
+    if freebsd_dry_run(ctx, &plan) {
         return Ok(());
     }
     if ctx.global.dry_run {
@@ -328,6 +318,24 @@ fn execute(ctx: &Ctx, state: Option<&mut State>, plan: Plan) -> Result<(), Error
     let report = state.engine.run(plan)?;
     output::report(ctx.global.json, &report);
     Ok(())
+}
+
+/// Under `--backend freebsd --dry-run`, prints the exact commands and files
+/// of `plan` (not the generic step listing) and returns true.
+fn freebsd_dry_run(ctx: &Ctx, plan: &Plan) -> bool {
+    if !(ctx.global.dry_run && ctx.backend == "freebsd") {
+        return false;
+    }
+    if host::native() != "freebsd" {
+        output::note(ctx.global.json, host::freebsd::SIMULATED_NOTE);
+    }
+    let t = host::transcript::of_plan(plan, &ctx.cfg.freebsd);
+    if ctx.global.json {
+        println!("{}", t.to_json());
+    } else {
+        print!("{t}");
+    }
+    true
 }
 
 fn init(ctx: &Ctx) -> Result<(), Error> {
@@ -517,6 +525,9 @@ fn etc_merge(ctx: &Ctx, names: &[String]) -> Result<(), Error> {
     let (plan, report) =
         crate::etcmerge::plan(&ctx.world(host.as_ref()), names).map_err(Error::Usage)?;
     plan.validate().map_err(EngineError::from)?;
+    if freebsd_dry_run(ctx, &plan) {
+        return Ok(());
+    }
     let mut merged = output::EtcMerged {
         report: Some(report),
         ..Default::default()

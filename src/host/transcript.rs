@@ -256,7 +256,14 @@ impl Builder<'_> {
             }
             Source::Tar(archive) => {
                 self.own(format!("mkdir -m 0755 {}", p(&partial)));
-                self.own(format!("tar -xpf {} -C {}", p(archive), p(&partial)));
+                // bsdtar -p also restores file flags (schg on /lib/libc.so.7,
+                // /sbin/init...); the tar crate jailtx reads archives with
+                // does not, so the line says so rather than claim the same work.
+                self.own(format!("tar -xpf {} -C {}", p(archive), p(&partial)))
+                    .note = Some(
+                    "file flags (schg, ...) are not restored: `chflags` them after the build if the world relies on them"
+                        .into(),
+                );
             }
             Source::Cmd(cmd) => {
                 // As world::populate runs it: {dest} and DESTDIR name the side dir.
