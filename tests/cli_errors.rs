@@ -305,9 +305,12 @@ fn corrupt_first_record_is_refused_naming_file_and_offset() {
     }
 }
 
-/// Journal gap 1 (`journal-format/README.md` section 15): a damaged length
-/// field whose declared extent reaches EOF is taken for a torn tail, and the
-/// first writer trims the first record and everything after it.
+/// A flipped bit in the first record's length makes its declared extent
+/// reach past EOF, which the torn-tail rule alone would take for an
+/// unfinished append (and the first writer would trim that record and all
+/// after it). The whole frames after it prove otherwise (section 7.2 of
+/// `journal-format/README.md`): refused, the file left as it is. (Once a
+/// listed gap, since fixed.)
 #[test]
 fn corrupt_length_field_of_the_first_record_is_refused() {
     let r = pending_root();
