@@ -8,6 +8,7 @@ use crate::engine::lock::{LockError, StateLock};
 use crate::engine::{Engine, EngineError, Fault};
 use crate::fs;
 use crate::host::Host;
+use crate::journal::frame::HEADER_LEN;
 use crate::journal::state::fold;
 use crate::journal::{
     FileStorage, HISTORY_MAGIC, JOURNAL_MAGIC, JournalError, Record, Summary, TxId, TxState,
@@ -18,6 +19,28 @@ use crate::journal::{
 pub const HISTORY_ROTATE_BYTES: u64 = 1 << 20;
 /// Rotated history files kept (about 5,000 transactions each).
 pub const HISTORY_KEEP: u32 = 8;
+/// Test-only (journal-format sections 1 and 12): replaces
+/// [`HISTORY_ROTATE_BYTES`], so a test can rotate after a few transactions.
+pub const ROTATE_ENV: &str = "JAILTX_HISTORY_ROTATE_BYTES";
+
+/// The size at which `history` is rotated: [`HISTORY_ROTATE_BYTES`] unless
+/// the test-only [`ROTATE_ENV`] says otherwise. The value must exceed the
+/// 16-byte header: a rotated file without a summary would lose the last
+/// filed transaction number, which the next one is counted from.
+fn rotate_threshold() -> Result<u64, StateError> {
+    let Some(value) = std::env::var_os(ROTATE_ENV) else {
+        return Ok(HISTORY_ROTATE_BYTES);
+    };
+    value
+        .to_str()
+        .and_then(|v| v.parse::<u64>().ok())
+        .filter(|&n| n > HEADER_LEN)
+        .ok_or_else(|| StateError::BadEnv {
+            name: ROTATE_ENV,
+            value: value.to_string_lossy().into_owned(),
+            want: "a byte count above 16 (test-only; unset it in production)",
+        })
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -36,6 +59,12 @@ pub enum StateError {
     Journal(#[from] JournalError),
     #[error(transparent)]
     Fs(#[from] fs::FsError),
+    #[error("{name}={value:?}: expected {want}")]
+    BadEnv {
+        name: &'static str,
+        value: String,
+        want: &'static str,
+    },
 }
 
 /// A mutating command's hold on the state dir: the lock and the engine.
@@ -64,13 +93,14 @@ fn last_tx_in(path: &Path) -> Result<TxId, StateError> {
     Ok(scan.records.last().map(|(_, r)| r.tx()).unwrap_or(0))
 }
 
-/// Moves `history` to `history.1` (shifting older ones) once it is large, so
-/// the history stays bounded. Runs under the lock, before the engine opens.
-fn rotate_history(layout: &Layout) -> Result<(), StateError> {
+/// Moves `history` to `history.1` (shifting older ones) once it is
+/// `threshold` bytes or more, so the history stays bounded. Runs under the
+/// lock, before the engine opens.
+fn rotate_history(layout: &Layout, threshold: u64) -> Result<(), StateError> {
     let size = std::fs::metadata(&layout.history)
         .map(|m| m.len())
         .unwrap_or(0);
-    if size < HISTORY_ROTATE_BYTES {
+    if size < threshold {
         return Ok(());
     }
     let oldest = layout.history_rotated(HISTORY_KEEP);
@@ -98,8 +128,9 @@ impl State {
         if !layout.state.is_dir() {
             return Err(StateError::Missing(layout.state.clone()));
         }
+        let threshold = rotate_threshold()?;
         let lock = StateLock::acquire(&layout.lock)?;
-        rotate_history(layout)?;
+        rotate_history(layout, threshold)?;
         let filed = last_tx_in(&layout.history_rotated(1))?;
         let new_files = !layout.journal.exists() || !layout.history.exists();
         let engine = Engine::open(

@@ -41,6 +41,19 @@ pub enum ActionError {
     Manifest(#[from] ManifestError),
 }
 
+impl ActionError {
+    /// The path whose fsync or syncfs failed, if this is such a failure (the
+    /// step's own, a manifest's or a world's): see [`FsError::sync_failed`].
+    pub fn sync_failed(&self) -> Option<&Path> {
+        match self {
+            ActionError::Fs(e)
+            | ActionError::Manifest(ManifestError::Write(e))
+            | ActionError::World(WorldError::Fs(e)) => e.sync_failed(),
+            _ => None,
+        }
+    }
+}
+
 type Result<T> = std::result::Result<T, ActionError>;
 
 /// What is at a path, without following a final symlink.

@@ -1,6 +1,8 @@
 //! Test-only fault injection: `JAILTX_FAULT=<instant>:<step>` kills the
 //! process with SIGKILL at one instant of one step, so crash tests can stop a
-//! real run anywhere the engine can be stopped.
+//! real run anywhere the engine can be stopped; `fsync-eio:<step>` and
+//! `comp-fsync-eio:<step>` make every fsync and syncfs of that step's effect
+//! (or of its undo) fail with EIO instead, as on a disk that lost writes.
 //!
 //! `<instant>` is one of [`Instant::ALL`]'s names; `<step>` is a step index or
 //! a step name (the first step with that name). `<op>/<instant>:<step>` fires
@@ -64,12 +66,39 @@ pub enum Target {
     Name(String),
 }
 
-/// Where to kill the process.
+/// Which side of a step an injected sync failure hits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// The step's effect (`fsync-eio`).
+    Apply,
+    /// Its compensation (`comp-fsync-eio`).
+    Undo,
+}
+
+impl Side {
+    pub fn name(self) -> &'static str {
+        match self {
+            Side::Apply => "fsync-eio",
+            Side::Undo => "comp-fsync-eio",
+        }
+    }
+}
+
+/// What the fault does when execution reaches its step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// SIGKILL at this instant.
+    Kill(Instant),
+    /// Every fsync and syncfs of this side of the step fails with EIO.
+    FailSyncs(Side),
+}
+
+/// Where to kill the process, or whose syncs to fail.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fault {
     /// Only in transactions of this op; any transaction when None.
     pub op: Option<String>,
-    pub instant: Instant,
+    pub kind: Kind,
     pub target: Target,
 }
 
@@ -84,11 +113,23 @@ impl FromStr for Fault {
         let (instant, step) = rest.split_once(':').ok_or_else(|| {
             format!("{ENV}={s:?}: expected <instant>:<step>, e.g. after-effect:3")
         })?;
-        let instant = Instant::ALL
+        let sides = [Side::Apply, Side::Undo];
+        let kind = Instant::ALL
             .into_iter()
             .find(|i| i.name() == instant)
+            .map(Kind::Kill)
+            .or_else(|| {
+                sides
+                    .into_iter()
+                    .find(|s| s.name() == instant)
+                    .map(Kind::FailSyncs)
+            })
             .ok_or_else(|| {
-                let names: Vec<_> = Instant::ALL.iter().map(|i| i.name()).collect();
+                let names: Vec<_> = Instant::ALL
+                    .iter()
+                    .map(|i| i.name())
+                    .chain(sides.iter().map(|s| s.name()))
+                    .collect();
                 format!(
                     "{ENV}: unknown instant {instant:?}; one of {}",
                     names.join(", ")
@@ -99,11 +140,7 @@ impl FromStr for Fault {
             Err(_) if !step.is_empty() => Target::Name(step.to_owned()),
             Err(_) => return Err(format!("{ENV}={s:?}: empty step")),
         };
-        Ok(Fault {
-            op,
-            instant,
-            target,
-        })
+        Ok(Fault { op, kind, target })
     }
 }
 
@@ -121,12 +158,20 @@ impl Fault {
         self.op.as_deref().is_none_or(|o| o == op)
     }
 
-    fn matches(&self, instant: Instant, index: usize, name: &str, first_named: usize) -> bool {
-        self.instant == instant
+    fn matches(&self, kind: Kind, index: usize, name: &str, first_named: usize) -> bool {
+        self.kind == kind
             && match &self.target {
                 Target::Index(i) => *i == index,
                 Target::Name(n) => n == name && index == first_named,
             }
+    }
+
+    /// Whether the fault names `kind` at step `index`; `steps` is the plan's
+    /// step names, to resolve a name to its first index.
+    fn fires(&self, kind: Kind, index: usize, steps: &[String]) -> bool {
+        let name = steps.get(index).map(String::as_str).unwrap_or("");
+        let first = steps.iter().position(|s| s == name).unwrap_or(index);
+        self.matches(kind, index, name, first)
     }
 }
 
@@ -134,13 +179,37 @@ impl Fault {
 /// `steps` is the plan's step names, to resolve a name to its first index.
 pub fn point(fault: Option<&Fault>, instant: Instant, index: usize, steps: &[String]) {
     let Some(f) = fault else { return };
-    let name = steps.get(index).map(String::as_str).unwrap_or("");
-    let first = steps.iter().position(|s| s == name).unwrap_or(index);
-    if f.matches(instant, index, name, first) {
-        tracing::warn!(%instant, index, name, "{ENV}: killing the process");
+    if f.fires(Kind::Kill(instant), index, steps) {
+        tracing::warn!(%instant, index, "{ENV}: killing the process");
         // SIGKILL cannot be caught: nothing after this line runs, as in a crash.
         let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
         std::process::abort();
+    }
+}
+
+/// While alive, every fsync and syncfs fails with EIO (see
+/// [`crate::fs::inject_sync_failure`]); disarmed when dropped, so the
+/// failure never outlives the one step it was meant for.
+#[must_use]
+pub struct FailingSyncs(bool);
+
+impl FailingSyncs {
+    /// Arms the injected failure if the fault names this side of this step.
+    pub fn arm(fault: Option<&Fault>, side: Side, index: usize, steps: &[String]) -> Self {
+        let armed = fault.is_some_and(|f| f.fires(Kind::FailSyncs(side), index, steps));
+        if armed {
+            tracing::info!(side = side.name(), index, "{ENV}: failing every sync");
+            crate::fs::inject_sync_failure(true);
+        }
+        FailingSyncs(armed)
+    }
+}
+
+impl Drop for FailingSyncs {
+    fn drop(&mut self) {
+        if self.0 {
+            crate::fs::inject_sync_failure(false);
+        }
     }
 }
 
@@ -154,7 +223,7 @@ mod tests {
             "after-effect:3".parse::<Fault>(),
             Ok(Fault {
                 op: None,
-                instant: Instant::AfterEffect,
+                kind: Kind::Kill(Instant::AfterEffect),
                 target: Target::Index(3)
             })
         );
@@ -162,7 +231,7 @@ mod tests {
             "comp-before-intent:rename-mroot".parse::<Fault>(),
             Ok(Fault {
                 op: None,
-                instant: Instant::CompBeforeIntent,
+                kind: Kind::Kill(Instant::CompBeforeIntent),
                 target: Target::Name("rename-mroot".into())
             })
         );
@@ -174,13 +243,23 @@ mod tests {
         assert!("later:3".parse::<Fault>().is_err());
         assert!("after-done".parse::<Fault>().is_err());
         assert!("after-done:".parse::<Fault>().is_err());
+        let f: Fault = "comp-fsync-eio:write".parse().unwrap();
+        assert_eq!(f.kind, Kind::FailSyncs(Side::Undo));
+        assert_eq!(
+            "fsync-eio:2".parse::<Fault>().map(|f| f.kind),
+            Ok(Kind::FailSyncs(Side::Apply))
+        );
+        let err = "later:3".parse::<Fault>().unwrap_err();
+        assert!(err.contains("comp-fsync-eio"), "{err}");
     }
 
     #[test]
     fn a_name_matches_only_its_first_step() {
         let f: Fault = "after-done:mk".parse().unwrap();
-        assert!(f.matches(Instant::AfterDone, 1, "mk", 1));
-        assert!(!f.matches(Instant::AfterDone, 2, "mk", 1));
-        assert!(!f.matches(Instant::AfterIntent, 1, "mk", 1));
+        let done = Kind::Kill(Instant::AfterDone);
+        assert!(f.matches(done, 1, "mk", 1));
+        assert!(!f.matches(done, 2, "mk", 1));
+        assert!(!f.matches(Kind::Kill(Instant::AfterIntent), 1, "mk", 1));
+        assert!(!f.matches(Kind::FailSyncs(Side::Apply), 1, "mk", 1));
     }
 }

@@ -4,7 +4,8 @@
 //! it shared: any number of them at once, never beside a mutating run.
 
 use std::fs::{File, OpenOptions, TryLockError};
-use std::io::{self, Read, Seek, Write};
+use std::io::{self, Read};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
@@ -71,9 +72,18 @@ impl StateLock {
         // The pid is advisory, for the loser's message; the flock is what
         // excludes. Shared holders write theirs too (any one of them is a
         // right answer), so a mutating loser never names a long-gone run.
-        file.set_len(0).map_err(io_err)?;
-        file.rewind().map_err(io_err)?;
-        write!(file, "{}", std::process::id()).map_err(io_err)?;
+        // Overwritten in place, padded with spaces over the old pid, then cut
+        // to its length: a loser reading at any moment sees the old pid or
+        // the new one, never an empty file ("pid unknown"), as it could
+        // between a truncate and the write.
+        let old_len = file.metadata().map_err(io_err)?.len();
+        let pid = std::process::id().to_string();
+        // Padding is capped: a lock file that long was not written by us,
+        // and its tail goes with the set_len anyway.
+        let width = usize::try_from(old_len).unwrap_or(0).min(64).max(pid.len());
+        file.write_all_at(format!("{pid:<width$}").as_bytes(), 0)
+            .map_err(io_err)?;
+        file.set_len(pid.len() as u64).map_err(io_err)?;
         Ok(StateLock { _file: file })
     }
 }
@@ -95,6 +105,44 @@ mod tests {
         );
         drop(held);
         StateLock::acquire(&p).unwrap();
+    }
+
+    /// The pid file is rewritten by every holder while losers read it: a
+    /// reader must always find a pid (it used to be truncated, then written,
+    /// so a reader between the two named no holder), and a longer earlier
+    /// pid must not leave digits behind.
+    #[test]
+    fn the_pid_is_never_seen_missing() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("lock");
+        std::fs::write(&p, "4194304999").unwrap();
+        drop(StateLock::acquire(&p).unwrap());
+        let me = std::process::id().to_string();
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), me);
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        let seen = std::thread::scope(|s| {
+            let reader = s.spawn(|| {
+                let mut bad = Vec::new();
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let text = std::fs::read_to_string(&p).unwrap();
+                    if text.trim() != me {
+                        bad.push(text);
+                    }
+                }
+                bad
+            });
+            for _ in 0..20_000 {
+                drop(StateLock::acquire(&p).unwrap());
+            }
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            reader.join().unwrap()
+        });
+        assert!(
+            seen.is_empty(),
+            "a reader saw {} bad pids: {:?}",
+            seen.len(),
+            &seen[..seen.len().min(3)]
+        );
     }
 
     #[test]

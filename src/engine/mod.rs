@@ -74,6 +74,23 @@ pub enum EngineError {
         action: String,
         source: Box<ActionError>,
     },
+    /// An fsync or syncfs of a step's effect or undo failed. Whether the
+    /// disk holds what was written is unknown (after a failed fsync the
+    /// kernel may drop the dirty pages and a retry "succeeds"), so nothing
+    /// more is done or journaled: compensating would fsync the same
+    /// directories again and call the result safe.
+    #[error(
+        "transaction {tx}: {doing} step {step} ({name}) failed: {source}; the disk may have lost writes, so jailtx stopped and left the transaction pending: once the disk is healthy, run `jailtx recover`"
+    )]
+    SyncFailed {
+        tx: TxId,
+        doing: &'static str,
+        step: usize,
+        name: String,
+        /// What failed to sync (the source's message names it too).
+        path: std::path::PathBuf,
+        source: Box<ActionError>,
+    },
     #[error(
         "transaction {tx} is committed but step {step} ({name}: {action}) failed: {source}; fix that, then run `jailtx recover` to finish it"
     )]
@@ -95,6 +112,7 @@ impl EngineError {
             EngineError::Pending { .. } => 4,
             EngineError::RolledBack { .. } => 1,
             EngineError::CompensationFailed { .. }
+            | EngineError::SyncFailed { .. }
             | EngineError::AfterCommit { .. }
             | EngineError::Reconcile { .. } => 6,
         }
@@ -453,7 +471,15 @@ impl<S: Storage> Engine<S> {
                 info!(action = %step.action, "run");
                 self.executed += 1;
                 let start_us = clock.elapsed().as_micros() as u64;
-                if let Err(source) = action::apply(&step.action, self.host.as_ref()) {
+                let failing = fault::FailingSyncs::arm(fault, fault::Side::Apply, k, &names);
+                let applied = action::apply(&step.action, self.host.as_ref());
+                drop(failing);
+                if let Err(source) = applied {
+                    // Not a failure to roll back from: the disk itself failed.
+                    let source = match sync_failed(tx, "running", k, &step.name, source) {
+                        Ok(fatal) => return Err(fatal),
+                        Err(other) => other,
+                    };
                     let (name, action) = (step.name.clone(), step.action.to_string());
                     if st.committed {
                         return Err(EngineError::AfterCommit {
@@ -538,16 +564,25 @@ impl<S: Storage> Engine<S> {
             let failed_here = st.abort.as_ref().and_then(|a| a.step) == Some(i as u32)
                 && !st.done[i]
                 && matches!(step.action, Action::Rename { .. });
-            match action::undo(&step.action, self.host.as_ref()) {
+            let failing = fault::FailingSyncs::arm(fault, fault::Side::Undo, i, &names);
+            let undone = action::undo(&step.action, self.host.as_ref());
+            drop(failing);
+            match undone {
                 Err(ActionError::Conflict { .. } | ActionError::Vanished { .. }) if failed_here => {
                 }
-                other => other.map_err(|source| EngineError::CompensationFailed {
-                    tx,
-                    step: i,
-                    name: step.name.clone(),
-                    action: step.action.to_string(),
-                    source: Box::new(source),
-                })?,
+                Err(source) => {
+                    return Err(match sync_failed(tx, "undoing", i, &step.name, source) {
+                        Ok(fatal) => fatal,
+                        Err(source) => EngineError::CompensationFailed {
+                            tx,
+                            step: i,
+                            name: step.name.clone(),
+                            action: step.action.to_string(),
+                            source: Box::new(source),
+                        },
+                    });
+                }
+                Ok(()) => {}
             }
             fault::point(fault, Instant::CompAfterEffect, i, &names);
             self.append(Record::CompDone(mark))?;
@@ -590,6 +625,31 @@ impl<S: Storage> Engine<S> {
             timings: std::mem::take(&mut self.timings),
             notes,
         })
+    }
+}
+
+/// The fatal error for a step (or undo) whose fsync or syncfs failed, or
+/// `source` back when the failure was something else.
+fn sync_failed(
+    tx: TxId,
+    doing: &'static str,
+    step: usize,
+    name: &str,
+    source: ActionError,
+) -> Result<EngineError, ActionError> {
+    match source.sync_failed().map(Path::to_path_buf) {
+        Some(path) => {
+            info!(step, %name, path = %path.display(), "sync failed: stopping");
+            Ok(EngineError::SyncFailed {
+                tx,
+                doing,
+                step,
+                name: name.to_owned(),
+                path,
+                source: Box::new(source),
+            })
+        }
+        None => Err(source),
     }
 }
 

@@ -276,10 +276,7 @@ impl DirFd {
     }
 
     fn sync(&self) -> Result<()> {
-        fsync(&self.fd).map_err(|e| FsError::Fsync {
-            path: self.path.clone(),
-            source: e.into(),
-        })
+        super::fsync_with(&self.path, || Ok(fsync(&self.fd)?))
     }
 
     fn unlink(&self, name: &OsStr) -> Result<bool> {
@@ -411,10 +408,7 @@ fn fill(fd: OwnedFd, path: &Path, contents: &[u8], mode: u32, uid: u32, gid: u32
         path: path.to_path_buf(),
         source,
     })?;
-    file.sync_all().map_err(|source| FsError::Fsync {
-        path: path.to_path_buf(),
-        source,
-    })
+    super::fsync_with(path, || file.sync_all())
 }
 
 /// Undoes [`write_new`]: removes `root/rel` if it still holds `contents`

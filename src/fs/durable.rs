@@ -37,10 +37,7 @@ fn open_dir(dir: &Path) -> Result<OwnedFd> {
 /// Makes the entries of `dir` (creations, renames, unlinks) durable.
 pub fn fsync_dir(dir: &Path) -> Result<()> {
     let fd = open_dir(dir)?;
-    fsync(&fd).map_err(|e| FsError::Fsync {
-        path: dir.to_path_buf(),
-        source: e.into(),
-    })
+    super::fsync_with(dir, || Ok(fsync(&fd)?))
 }
 
 /// Makes `path`'s directory entry durable by fsyncing the directory holding it.
@@ -105,10 +102,7 @@ pub(super) fn chmod_durable(fd: &OwnedFd, path: &Path, mode: u32) -> Result<()> 
         path: path.to_path_buf(),
         source: e.into(),
     })?;
-    fsync(fd).map_err(|e| FsError::Fsync {
-        path: path.to_path_buf(),
-        source: e.into(),
-    })
+    super::fsync_with(path, || Ok(fsync(fd)?))
 }
 
 /// `mkdir -p` where every directory created gets exactly `mode` and is made
@@ -215,10 +209,7 @@ fn write_tmp(tmp: &Path, contents: &[u8], mode: u32) -> Result<()> {
         })?;
     // The data must be durable before the rename makes it visible under the
     // real name, or a crash could leave `path` empty.
-    file.sync_all().map_err(|source| FsError::Fsync {
-        path: tmp.to_path_buf(),
-        source,
-    })
+    super::fsync_with(tmp, || file.sync_all())
 }
 
 /// symlink(2), durable. `target` is stored byte for byte, never resolved.
@@ -313,10 +304,7 @@ pub(crate) fn fsync_tree(tree: &Path) -> Result<()> {
         path: tree.to_path_buf(),
         source: e.into(),
     })?;
-    fsync(&fd).map_err(|e| FsError::Fsync {
-        path: tree.to_path_buf(),
-        source: e.into(),
-    })
+    super::fsync_with(tree, || Ok(fsync(&fd)?))
 }
 
 /// syncfs(2) on the filesystem holding `path` (see [`sync_tree`]).
@@ -333,6 +321,12 @@ fn sync_filesystem(path: &Path) -> Result<()> {
         path: path.to_path_buf(),
         source: e.into(),
     })?;
+    if let Some(source) = super::injected_sync_error() {
+        return Err(FsError::SyncFs {
+            path: path.to_path_buf(),
+            source,
+        });
+    }
     nix::unistd::syncfs(&fd).map_err(|e: nix::errno::Errno| FsError::SyncFs {
         path: path.to_path_buf(),
         source: e.into(),

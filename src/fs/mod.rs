@@ -15,7 +15,8 @@ mod durable;
 mod remove;
 
 use std::io;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 pub use copy::{CopyStats, copy_tree};
 pub use durable::{
@@ -26,6 +27,40 @@ pub use remove::remove_tree;
 
 /// Result of every function in this module.
 pub type Result<T> = std::result::Result<T, FsError>;
+
+/// Test-only fault hook (`JAILTX_FAULT=fsync-eio:<step>`, journal-format
+/// section 12): while armed, every fsync and syncfs made through this module
+/// fails with EIO without reaching the kernel, as on a disk that lost writes.
+/// Process-wide, because a step may sync from any thread; the engine arms it
+/// only around the one step a fault names. Never armed in production.
+static FAIL_SYNCS: AtomicBool = AtomicBool::new(false);
+
+/// Arms (`true`) or disarms the injected sync failure; see [`FAIL_SYNCS`].
+pub fn inject_sync_failure(armed: bool) {
+    FAIL_SYNCS.store(armed, Ordering::SeqCst);
+}
+
+/// The error an injected sync failure returns instead of syncing, if armed.
+fn injected_sync_error() -> Option<io::Error> {
+    FAIL_SYNCS
+        .load(Ordering::SeqCst)
+        .then(|| io::Error::from(nix::errno::Errno::EIO))
+}
+
+/// fsync(2) through `sync`, failing first if a failure is injected: the one
+/// way this module syncs a file or directory, so the hook covers them all.
+fn fsync_with(path: &Path, sync: impl FnOnce() -> io::Result<()>) -> Result<()> {
+    if let Some(source) = injected_sync_error() {
+        return Err(FsError::Fsync {
+            path: path.to_owned(),
+            source,
+        });
+    }
+    sync().map_err(|source| FsError::Fsync {
+        path: path.to_owned(),
+        source,
+    })
+}
 
 /// One variant per failing OS operation, so a log line names the exact step
 /// and path that broke.
@@ -100,6 +135,18 @@ pub enum FsError {
     InTheWay { path: PathBuf, what: String },
     #[error("rename {from} -> {to}: neither exists; something outside jailtx moved it")]
     Vanished { from: PathBuf, to: PathBuf },
+}
+
+impl FsError {
+    /// The path whose fsync or syncfs failed, if that is what this error is.
+    /// Such a failure means writes may be lost whatever a retry says: callers
+    /// stop instead of carrying on (or undoing) as if the data were safe.
+    pub fn sync_failed(&self) -> Option<&Path> {
+        match self {
+            FsError::Fsync { path, .. } | FsError::SyncFs { path, .. } => Some(path),
+            _ => None,
+        }
+    }
 }
 
 #[cfg(test)]

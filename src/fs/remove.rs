@@ -91,10 +91,7 @@ pub fn remove_tree(path: &Path) -> Result<u64> {
     }
     // The one sync that matters: once the top name is gone on disk nothing
     // below is reachable, whatever state the unsynced inner removals are in.
-    fsync(&parent_fd).map_err(|e| FsError::Fsync {
-        path: parent.to_path_buf(),
-        source: e.into(),
-    })?;
+    super::fsync_with(parent, || Ok(fsync(&parent_fd)?))?;
     Ok(remover.removed)
 }
 

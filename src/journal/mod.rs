@@ -105,7 +105,8 @@ pub fn read_log<S: Storage>(
 impl<S: Storage> Log<S> {
     /// Opens for appending: writes the header into an empty file, trims a torn
     /// tail (durably, before anything can be appended after it), and refuses
-    /// corruption without touching the file.
+    /// corruption without touching the file. Every record it returns is
+    /// durable when it returns (see the sync at the end).
     pub fn open(storage: S, path: &Path, magic: [u8; 8]) -> Result<(Self, Scan), JournalError> {
         let scan = read_log(&storage, path, magic)?;
         let mut log = Log {
@@ -127,6 +128,18 @@ impl<S: Storage> Log<S> {
             log.storage
                 .set_len(scan.valid_len)
                 .map_err(|source| log.write_err(source))?;
+            log.sync()?;
+        } else if !scan.records.is_empty() {
+            // What we read may exist only in the page cache: a run killed
+            // (SIGKILL) after a write but before its fdatasync returned
+            // leaves the record visible to us and not durable. Callers act on
+            // what they read without appending it again (recovery runs the
+            // step of an intent it found; Engine::open resets the journal
+            // once history shows the summary), and an effect made durable on
+            // the strength of a record that a power loss can still take back
+            // breaks the write-ahead rule. So make it durable first. With
+            // nothing dirty the sync is cheap, and a journal at rest (a bare
+            // header) has no records and costs none.
             log.sync()?;
         }
         Ok((log, scan))
