@@ -419,6 +419,102 @@ fn each_rule_of_the_merge() {
     assert!(!r.path("js/ns/etc/brand-new").exists());
 }
 
+fn mode_of(path: &Path) -> u32 {
+    std::fs::metadata(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .permissions()
+        .mode()
+        & 0o7777
+}
+
+fn chmod(path: &Path, mode: u32) {
+    std::fs::set_permissions(path, PermissionsExt::from_mode(mode))
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+}
+
+/// Modes follow the three-way rule (ours' mode unless it equals base's,
+/// then theirs'), including when only a mode changed: the new world making
+/// a file 0600 with the same bytes used to be ignored.
+#[test]
+fn modes_follow_the_three_way_rule() {
+    if !in_private_ns("modes_follow_the_three_way_rule") {
+        return;
+    }
+    let r = Root::new(None);
+    // (name, world 1, world 2 with mode 0600; every file is 0644 in world 1).
+    const FILES: [(&str, &str, &str); 7] = [
+        ("mode-only", "v1\n", "v1\n"),
+        ("mode-only-admin-mode", "v1\n", "v1\n"),
+        ("mode-and-content", "v1\n", "v2\n"),
+        ("mode-and-content-admin-mode", "v1\n", "v2\n"),
+        ("mode-only-admin-content", "a\nb\n", "a\nb\n"),
+        ("same-edit-both-sides", "v1\n", "v2\n"),
+        (
+            "world-edit-already-here",
+            "a\nb\nc\nd\ne\n",
+            "A\nb\nc\nd\ne\n",
+        ),
+    ];
+    let w1 = world(&r, 1, |etc| {
+        for (name, text, _) in FILES {
+            std::fs::write(etc.join(name), text).unwrap();
+            chmod(&etc.join(name), 0o644);
+        }
+    });
+    let w2 = world(&r, 2, |etc| {
+        for (name, _, text) in FILES {
+            std::fs::write(etc.join(name), text).unwrap();
+            chmod(&etc.join(name), 0o600);
+        }
+    });
+    r.template(&w1);
+    jail(&r, "ns");
+    let etc = r.path("js/ns/etc");
+    chmod(&etc.join("mode-only-admin-mode"), 0o640);
+    chmod(&etc.join("mode-and-content-admin-mode"), 0o640);
+    r.write("js/ns/etc/mode-only-admin-content", "A\nb\n");
+    r.write("js/ns/etc/same-edit-both-sides", "v2\n");
+    r.write("js/ns/etc/world-edit-already-here", "A\nb\nc\nd\nE\n");
+    let doc = upgrade(&r, &w2, 0);
+    let ns = target(&doc, "ns");
+    assert_eq!(
+        list(ns, "updated"),
+        [
+            "etc/mode-and-content",
+            "etc/mode-and-content-admin-mode",
+            "etc/mode-only",
+            "etc/mode-only-admin-content",
+            "etc/same-edit-both-sides",
+            "etc/world-edit-already-here",
+        ],
+        "{ns}"
+    );
+    for key in ["merged", "conflicts", "refused", "added", "removed"] {
+        assert!(list(ns, key).is_empty(), "{key}: {ns}");
+    }
+    for (name, mode, text) in [
+        // The world changed the mode only, the admin kept the old one.
+        ("mode-only", 0o600, "v1\n"),
+        // The admin changed the mode: kept, whatever the world did.
+        ("mode-only-admin-mode", 0o640, "v1\n"),
+        ("mode-and-content-admin-mode", 0o640, "v2\n"),
+        // The world changed content and mode; the admin touched neither.
+        ("mode-and-content", 0o600, "v2\n"),
+        // The admin's content stays, the world's new mode applies.
+        ("mode-only-admin-content", 0o600, "A\nb\n"),
+        // The admin already had the new content, not the new mode.
+        ("same-edit-both-sides", 0o600, "v2\n"),
+        // A line-wise merge whose result is ours: the mode still follows.
+        ("world-edit-already-here", 0o600, "A\nb\nc\nd\nE\n"),
+    ] {
+        assert_eq!(mode_of(&etc.join(name)), mode, "mode of {name}");
+        assert_eq!(r.read(&format!("js/ns/etc/{name}")), text, "{name}");
+    }
+    // Idempotent: a second run finds every mode where the rule puts it.
+    let again = r.json(&["etc-merge"]);
+    assert_eq!(again["changed"], false, "{again}");
+}
+
 /// A jail's root replaced etc/hosts with a symlink to a host file, and (in
 /// another jail) etc itself with a symlink to a host directory: both are
 /// refused and reported, and nothing on the host changes.
