@@ -515,6 +515,45 @@ fn modes_follow_the_three_way_rule() {
     assert_eq!(again["changed"], false, "{again}");
 }
 
+/// Issue 7 item 1, beyond etc: each template keeps its world's root
+/// dotfiles and `usr/local/etc` pristine too, an archive keeps its own
+/// through the upgrade's renames, and (only etc being merged) the jail's
+/// copies are left as they are.
+#[test]
+fn pristine_config_beyond_etc_moves_with_each_template() {
+    if !in_private_ns("pristine_config_beyond_etc_moves_with_each_template") {
+        return;
+    }
+    let r = Root::new(None);
+    let config = |version: &'static str| {
+        move |etc: &Path| {
+            let w = etc.parent().unwrap();
+            std::fs::write(w.join("root/.profile"), version).unwrap();
+            std::fs::create_dir_all(w.join("usr/local/etc")).unwrap();
+            std::fs::write(w.join("usr/local/etc/app.conf"), version).unwrap();
+        }
+    };
+    let w1 = world(&r, 1, config("v1\n"));
+    let w2 = world(&r, 2, config("v2\n"));
+    r.template(&w1);
+    jail(&r, "ns");
+    assert_eq!(r.read("js/ns/root/.profile"), "v1\n");
+    upgrade(&r, &w2, 0);
+    let archives: Vec<String> = r.archives().into_keys().collect();
+    assert_eq!(archives.len(), 1, "{archives:?}");
+    for (template, want) in [("mroot", "v2\n"), (archives[0].as_str(), "v1\n")] {
+        let kept = format!("j/{template}/usr/share/jailtx/pristine");
+        assert_eq!(r.read(&format!("{kept}/root/.profile")), want, "{template}");
+        assert_eq!(
+            r.read(&format!("{kept}/usr-local/etc/app.conf")),
+            want,
+            "{template}"
+        );
+    }
+    assert_eq!(r.read("js/ns/root/.profile"), "v1\n", "not merged");
+    assert_eq!(r.read("js/ns/usr-local/etc/app.conf"), "v1\n", "not merged");
+}
+
 /// A jail's root replaced etc/hosts with a symlink to a host file, and (in
 /// another jail) etc itself with a symlink to a host directory: both are
 /// refused and reported, and nothing on the host changes.
