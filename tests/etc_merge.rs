@@ -402,16 +402,48 @@ fn each_rule_of_the_merge() {
     // Back to world 1: the rollback leaves etc alone; etc-merge merges back
     // from world 2 (the recorded base) to world 1.
     r.ok(&["rollback"]);
+    let before = merge_state(&r);
     let doc = r.json_code(&["etc-merge", "ns", "--dry-run"], 7);
     assert_eq!(doc["dry_run"], true);
     assert!(!doc["plan"]["steps"].as_array().unwrap().is_empty());
+    // The dry run says per file what the merge back would do: world 2 is
+    // the base now, world 1 theirs.
+    let lists = |ns: &Value| {
+        ["updated", "added", "removed", "merged", "conflicts"].map(|key| (key, list(ns, key)))
+    };
+    let want = [
+        ("updated", vec!["etc/untouched"]),
+        ("added", vec!["etc/dropped", "etc/rc.d/old"]),
+        (
+            "removed",
+            vec!["etc/brand-new", "etc/newdir/conf", "etc/rc.d/fresh"],
+        ),
+        ("merged", vec!["etc/both"]),
+        ("conflicts", vec!["etc/deleted-here", "etc/dropped-changed"]),
+    ]
+    .map(|(key, v)| (key, v.into_iter().map(String::from).collect::<Vec<_>>()));
+    let planned = lists(target(&doc, "ns"));
+    assert_eq!(planned, want, "{doc}");
+    let human = r.code(&["etc-merge", "ns", "--dry-run"], 7);
+    for line in [
+        "etc-merge ns (",
+        "  updated    etc/untouched\n",
+        "  removed    etc/rc.d/fresh\n",
+        "  merged     etc/both\n",
+        "  conflict   etc/dropped-changed (added here and by the new world, differently; \
+         proposal in etc/dropped-changed.jailtx-merge)\n",
+        "  conflict   etc/deleted-here (removed here, changed by the new world: not restored)\n",
+    ] {
+        assert!(human.contains(line), "{line:?} in\n{human}");
+    }
     assert_eq!(
-        r.read("js/ns/etc/untouched"),
-        "v2\n",
+        diff(&before, &merge_state(&r)),
+        Vec::<String>::new(),
         "dry run changes nothing"
     );
     let doc = r.json_code(&["etc-merge", "ns"], 7);
     let ns = target(&doc, "ns");
+    assert_eq!(lists(ns), planned, "the merge does what the dry run said");
     assert_eq!(ns["to"], "mroot");
     assert!(ns["from"].as_str().unwrap().starts_with("mroot."), "{ns}");
     assert_eq!(r.read("js/ns/etc/untouched"), "v1\n");
