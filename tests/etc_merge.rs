@@ -629,6 +629,10 @@ fn hostile_symlinks_are_refused_and_host_files_stay() {
     let doc = upgrade(&r, &w2, 7);
     let ns = target(&doc, "ns");
     assert_eq!(list(ns, "refused"), ["etc/hosts"], "{ns}");
+    assert!(
+        list(ns, "notes").is_empty(),
+        "refused, not also noted: {ns}"
+    );
     assert_eq!(
         list(ns, "updated"),
         ["etc/rc.conf"],
@@ -654,10 +658,22 @@ fn hostile_symlinks_are_refused_and_host_files_stay() {
         host.join("shadow"),
         "the jail's link is left as it is"
     );
-    // etc itself stays refused on every run (hosts only while the world
-    // changes it: the record now says ns is at world 2).
+    // etc itself stays refused on every run. hosts is refused only while
+    // the world changes it (the record now says ns is at world 2); after
+    // that it is a note, which does not ask for the operator (exit 0).
     let human = r.code(&["etc-merge"], 7);
     assert!(human.contains("refused    etc (a symlink"), "{human}");
+    for line in [
+        "  note       etc/hosts (a symlink where the world has a regular file",
+        "  note       etc/rc.d (a symlink where the world has a directory",
+    ] {
+        assert!(human.contains(line), "{line:?} in\n{human}");
+    }
+    let doc = r.json(&["etc-merge", "ns"]);
+    let ns = target(&doc, "ns");
+    assert_eq!(list(ns, "notes"), ["etc/hosts"], "{ns}");
+    assert!(list(ns, "refused").is_empty(), "{ns}");
+    assert_eq!(doc["changed"], false, "{doc}");
     assert_eq!(
         diff(&host_before, &snapshot_live(&host, |_| false)),
         Vec::<String>::new()

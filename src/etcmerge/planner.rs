@@ -16,7 +16,8 @@
 //!
 //! O is read only through `fs::beneath`; a symlink or special file where a
 //! world has a file, or a directory that cannot be entered without following
-//! a link, is refused and reported. A file with a proposal waiting beside it
+//! a link, is refused and reported (noted, without changing the exit code,
+//! when the new world did not change it). A file with a proposal waiting beside it
 //! (unresolved) is left alone.
 //!
 //! Every change is a pair of steps around the commit point: the admin's
@@ -408,7 +409,41 @@ impl Merger<'_> {
                 self.file(k, b, t)?;
             }
         }
+        // A directory noted as a symlink before a changed file below it was
+        // refused is a refusal, said once.
+        let refused = &self.tr.refused;
+        self.tr
+            .notes
+            .retain(|n| !refused.iter().any(|r| r.path == n.path));
         Ok(())
+    }
+
+    /// Notes `k` when the target has a symlink or special file there (a
+    /// symlink where the world has a directory: `dir`) although the new
+    /// world did not change it: left alone as a refusal would be, but
+    /// nothing was to change, so the operator is told without being asked
+    /// for. Best effort: one lstat through the same no-follow walk, and a
+    /// failure only means no note (a changed entry is checked in full).
+    fn note_unfollowed(&mut self, k: &Path, dir: bool) {
+        let Ok(Parent::Dir(d)) = self.parent(k) else {
+            return;
+        };
+        let Ok(Some(st)) = d.stat(k.file_name().unwrap_or_default()) else {
+            return;
+        };
+        let world_has = if dir { "a directory" } else { "a regular file" };
+        let why = match st.kind {
+            Kind::Symlink => "a symlink",
+            Kind::Special if !dir => "a special file",
+            _ => return,
+        };
+        self.tr.notes.push(Refusal {
+            path: Self::shown(k),
+            why: format!(
+                "{why} where the world has {world_has}: never followed, left alone; \
+                 the new world did not change it"
+            ),
+        });
     }
 
     /// `etc/k`, as reported and as the steps name it below the root.
@@ -519,8 +554,9 @@ impl Merger<'_> {
                     format!("the new world replaced this directory with {what}: left alone"),
                 );
             }
-            // Both directories, or one the new world dropped: their files
-            // are merged one by one; directories themselves are never removed.
+            (true, Some(Node::Dir { .. })) => self.note_unfollowed(k, true),
+            // One the new world dropped: its files are merged one by one;
+            // directories themselves are never removed.
             _ => {}
         }
         Ok(())
@@ -530,6 +566,9 @@ impl Merger<'_> {
         // The new world changed neither the contents nor the mode: nothing
         // to carry over, whatever ours is. A mode-only change goes on.
         if Node::identical(b, t) {
+            if matches!(b, Some(Node::File { .. })) {
+                self.note_unfollowed(k, false);
+            }
             return Ok(());
         }
         let parent = self.parent(k)?;
