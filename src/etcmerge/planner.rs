@@ -5,15 +5,19 @@
 //!
 //! | case | action |
 //! | --- | --- |
-//! | T = B (the world did not change it) | nothing, whatever O is |
-//! | O = T | nothing (already there) |
+//! | T = B, mode too (the world did not change it) | nothing, whatever O is |
+//! | T = B but for the mode, or O = T | O's contents kept; mode by the rule below |
 //! | O = B (the admin never touched it) | follow T: update, add or remove |
 //! | all three files, O ≠ B ≠ T | line-wise diff3: merged, or a proposal `NAME.jailtx-merge` beside O |
 //! | T removed it, O changed; O removed it, T changed | conflict, O kept |
 //!
+//! A file's mode follows the same three-way rule ([`Node::merged_mode`]):
+//! O's unless it equals B's, then T's; "=" above compares contents only.
+//!
 //! O is read only through `fs::beneath`; a symlink or special file where a
 //! world has a file, or a directory that cannot be entered without following
-//! a link, is refused and reported. A file with a proposal waiting beside it
+//! a link, is refused and reported (noted, without changing the exit code,
+//! when the new world did not change it). A file with a proposal waiting beside it
 //! (unresolved) is left alone.
 //!
 //! Every change is a pair of steps around the commit point: the admin's
@@ -405,7 +409,41 @@ impl Merger<'_> {
                 self.file(k, b, t)?;
             }
         }
+        // A directory noted as a symlink before a changed file below it was
+        // refused is a refusal, said once.
+        let refused = &self.tr.refused;
+        self.tr
+            .notes
+            .retain(|n| !refused.iter().any(|r| r.path == n.path));
         Ok(())
+    }
+
+    /// Notes `k` when the target has a symlink or special file there (a
+    /// symlink where the world has a directory: `dir`) although the new
+    /// world did not change it: left alone as a refusal would be, but
+    /// nothing was to change, so the operator is told without being asked
+    /// for. Best effort: one lstat through the same no-follow walk, and a
+    /// failure only means no note (a changed entry is checked in full).
+    fn note_unfollowed(&mut self, k: &Path, dir: bool) {
+        let Ok(Parent::Dir(d)) = self.parent(k) else {
+            return;
+        };
+        let Ok(Some(st)) = d.stat(k.file_name().unwrap_or_default()) else {
+            return;
+        };
+        let world_has = if dir { "a directory" } else { "a regular file" };
+        let why = match st.kind {
+            Kind::Symlink => "a symlink",
+            Kind::Special if !dir => "a special file",
+            _ => return,
+        };
+        self.tr.notes.push(Refusal {
+            path: Self::shown(k),
+            why: format!(
+                "{why} where the world has {world_has}: never followed, left alone; \
+                 the new world did not change it"
+            ),
+        });
     }
 
     /// `etc/k`, as reported and as the steps name it below the root.
@@ -516,15 +554,21 @@ impl Merger<'_> {
                     format!("the new world replaced this directory with {what}: left alone"),
                 );
             }
-            // Both directories, or one the new world dropped: their files
-            // are merged one by one; directories themselves are never removed.
+            (true, Some(Node::Dir { .. })) => self.note_unfollowed(k, true),
+            // One the new world dropped: its files are merged one by one;
+            // directories themselves are never removed.
             _ => {}
         }
         Ok(())
     }
 
     fn file(&mut self, k: &Path, b: Option<&Node>, t: Option<&Node>) -> Result<(), String> {
-        if Node::same(b, t) {
+        // The new world changed neither the contents nor the mode: nothing
+        // to carry over, whatever ours is. A mode-only change goes on.
+        if Node::identical(b, t) {
+            if matches!(b, Some(Node::File { .. })) {
+                self.note_unfollowed(k, false);
+            }
             return Ok(());
         }
         let parent = self.parent(k)?;
@@ -573,8 +617,11 @@ impl Merger<'_> {
             }
             _ => {}
         }
-        if Node::same(o, t) {
-            return Ok(());
+        if Node::same(b, t) || Node::same(o, t) {
+            // Ours already has the contents the rules give: its own when
+            // the world changed only the mode (whatever the admin did to
+            // the bytes stays), or the new world's. Only the mode is left.
+            return self.remode(k, &d, o, b, t);
         }
         if Node::same(o, b) {
             return self.follow(k, Some(&d), o, b, t);
@@ -628,19 +675,10 @@ impl Merger<'_> {
                 uid,
                 gid,
             } => {
-                let (mode, uid, gid) = match (o, b) {
-                    (
-                        Some(Node::File {
-                            mode: om, uid, gid, ..
-                        }),
-                        b,
-                    ) => {
-                        let bm = match b {
-                            Some(Node::File { mode, .. }) => Some(*mode),
-                            _ => None,
-                        };
-                        (if bm == Some(*om) { *mode } else { *om }, *uid, *gid)
-                    }
+                let (mode, uid, gid) = match o {
+                    Some(Node::File {
+                        mode: om, uid, gid, ..
+                    }) => (Node::merged_mode(*om, b, *mode), *uid, *gid),
                     _ => (*mode, *uid, *gid),
                 };
                 Action::WriteFileIn {
@@ -660,6 +698,49 @@ impl Merger<'_> {
             Node::Dir { .. } | Node::Special => return,
         };
         self.plan.push(self.step(verb, k), action);
+    }
+
+    /// Ours keeps its contents; its mode becomes what the three-way rule
+    /// gives, by writing the same bytes with that mode over it (the same
+    /// aside-and-write pair as any update, so a rollback gives back the very
+    /// inode and the apply re-checks the bytes the plan read). Nothing when
+    /// ours or theirs is not a file, or the mode is already right.
+    fn remode(
+        &mut self,
+        k: &Path,
+        d: &DirFd,
+        o: Option<&Node>,
+        b: Option<&Node>,
+        t: Option<&Node>,
+    ) -> Result<(), String> {
+        let (
+            Some(
+                on @ Node::File {
+                    bytes,
+                    mode,
+                    uid,
+                    gid,
+                },
+            ),
+            Some(tm),
+        ) = (o, Node::mode(t))
+        else {
+            return Ok(());
+        };
+        if Node::merged_mode(*mode, b, tm) == *mode {
+            return Ok(());
+        }
+        if self.aside(k, d, on)? {
+            let same_bytes = Node::File {
+                bytes: bytes.clone(),
+                mode: tm,
+                uid: *uid,
+                gid: *gid,
+            };
+            self.put("update", k, &same_bytes, o, b);
+            self.tr.updated.push(Self::shown(k));
+        }
+        Ok(())
     }
 
     /// Ours is as the old world had it: becomes what the new world has.
@@ -725,15 +806,15 @@ impl Merger<'_> {
                     _ => &empty,
                 };
                 match diff3::merge(bb, ob, tb, self.labels) {
-                    Merged::Clean(m) if m == *ob => {}
+                    // The new world's change is in ours already (the same
+                    // edit on both sides): only the mode may follow it.
+                    Merged::Clean(m) if m == *ob => return self.remode(k, d, o, b, t),
                     Merged::Clean(m) => {
                         if self.aside(k, d, on)? {
+                            // `put` gives it the mode of the three-way rule.
                             let merged = Node::File {
                                 bytes: m,
-                                mode: match t {
-                                    Some(Node::File { mode, .. }) => *mode,
-                                    _ => *mode,
-                                },
+                                mode: Node::mode(t).unwrap_or(*mode),
                                 uid: *uid,
                                 gid: *gid,
                             };

@@ -46,6 +46,11 @@ pub struct TargetReport {
     pub unresolved: Vec<String>,
     /// Why the target was skipped or merged from an unusual base.
     pub note: Option<String>,
+    /// Entries the merge would refuse (a symlink or special file where the
+    /// world has a file, a symlink where it has a directory) but had nothing
+    /// to change in, because the new world did not change them: said for
+    /// the operator's information, without asking for them (exit code).
+    pub notes: Vec<Refusal>,
 }
 
 impl TargetReport {
@@ -119,6 +124,9 @@ impl fmt::Display for MergeReport {
             }
             for r in &t.refused {
                 writeln!(f, "  refused    {} ({})", r.path, r.why)?;
+            }
+            for n in &t.notes {
+                writeln!(f, "  note       {} ({})", n.path, n.why)?;
             }
             for u in &t.unresolved {
                 writeln!(

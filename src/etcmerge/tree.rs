@@ -41,6 +41,29 @@ impl Node {
         }
     }
 
+    /// Same contents and, for files, the same mode: the world changed
+    /// nothing the merge carries over. Owners aside (a jail's files keep
+    /// their own), and so are directories' modes (directories are only
+    /// ever added, never changed).
+    pub fn identical(a: Option<&Node>, b: Option<&Node>) -> bool {
+        Node::same(a, b) && Node::mode(a) == Node::mode(b)
+    }
+
+    /// A file's permission bits; `None` for anything else.
+    pub fn mode(n: Option<&Node>) -> Option<u32> {
+        match n {
+            Some(Node::File { mode, .. }) => Some(*mode),
+            _ => None,
+        }
+    }
+
+    /// The three-way rule for a file's mode: ours' (`o`) unless it equals
+    /// base's, then theirs' (`t`). A base that is not a file never equals
+    /// ours, so the admin's mode stays.
+    pub fn merged_mode(o: u32, b: Option<&Node>, t: u32) -> u32 {
+        if Node::mode(b) == Some(o) { t } else { o }
+    }
+
     pub fn is_dir(n: Option<&Node>) -> bool {
         matches!(n, Some(Node::Dir { .. }))
     }

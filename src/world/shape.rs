@@ -69,8 +69,12 @@ pub fn shape(
     skel: Option<&Path>,
     carry_over: &[PathBuf],
 ) -> Result<(), WorldError> {
-    // First, while the world's own `etc` is still in place.
-    keep_pristine_etc(template)?;
+    // First, while the world's own configuration is still in place: every
+    // copy is made before anything moves, so a rerun after a crash between
+    // two copies still finds the sources of the missing ones.
+    for (rel, kept_as, what) in crate::etcmerge::PRISTINE_KEPT {
+        keep_pristine(template, rel, kept_as, what)?;
+    }
     if let Some(skel) = skel
         && lstat(skel)?.is_none()
     {
@@ -170,28 +174,71 @@ pub fn shape(
     Ok(())
 }
 
-/// Copies the world's own `etc` to [`crate::etcmerge::PRISTINE_ETC`] inside
-/// the template, the base and "theirs" of every later `/etc` merge. Inside
-/// the template, so it moves with each rename (mroot2, mroot, mroot.DATE),
-/// is covered by the manifest, and an archive keeps its own. Idempotent: the
+/// Copies the world's `rel` (all of it, or its top-level dotfiles) to
+/// `kept_as` below [`crate::etcmerge::PRISTINE`] inside the template: for
+/// `etc`, the base and "theirs" of every later `/etc` merge. Inside the
+/// template, so it moves with each rename (mroot2, mroot, mroot.DATE), is
+/// covered by the manifest, and an archive keeps its own. Idempotent: the
 /// copy is built under a side name, made durable and renamed into place, so
 /// an existing copy is whole; a rerun after a crash rebuilds the side copy.
-/// It runs before `etc` moves to the skel or is dropped, so a rerun that finds
-/// no real `etc` has its copy already (or a world without `etc`: nothing to keep).
-fn keep_pristine_etc(template: &Path) -> Result<(), WorldError> {
-    let dst = template.join(crate::etcmerge::PRISTINE_ETC);
-    let src = template.join("etc");
-    if lstat(&dst)?.is_some() || !lstat(&src)?.is_some_and(|m| m.is_dir()) {
+/// It runs before `rel` moves to the skel or is dropped, so a rerun that
+/// finds no real `rel` has its copy already (or a world without `rel`:
+/// nothing to keep). A `rel` reached through a symlink in the world is not
+/// real (the copy would be of something else) and is not kept either.
+fn keep_pristine(
+    template: &Path,
+    rel: &str,
+    kept_as: &str,
+    what: crate::etcmerge::Kept,
+) -> Result<(), WorldError> {
+    let dst = template.join(crate::etcmerge::PRISTINE).join(kept_as);
+    if lstat(&dst)?.is_some() {
         return Ok(());
+    }
+    let mut src = template.to_owned();
+    for c in Path::new(rel).components() {
+        src.push(c);
+        if !lstat(&src)?.is_some_and(|m| m.is_dir()) {
+            return Ok(());
+        }
     }
     if let Some(parent) = dst.parent() {
         mkdirs(parent)?;
     }
     let partial = super::partial_path(&dst);
     fs::remove_tree(&partial)?;
-    fs::copy_tree(&src, &partial)?;
+    match what {
+        crate::etcmerge::Kept::Tree => {
+            fs::copy_tree(&src, &partial)?;
+        }
+        crate::etcmerge::Kept::DotFiles => copy_dotfiles(&src, &partial)?,
+    }
     fs::sync_tree(&partial)?;
     fs::rename_durable(&partial, &dst)?;
+    Ok(())
+}
+
+/// Makes `dst` with `src`'s mode and copies into it the files and symlinks
+/// of `src` named `.*` (never following one), in name order; subdirectories
+/// (`.ssh`, say) and everything else are an account's data and stay out.
+fn copy_dotfiles(src: &Path, dst: &Path) -> Result<(), WorldError> {
+    let mode = lstat(src)?.map_or(0o700, |m| {
+        std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o7777
+    });
+    fs::create_dir_durable(dst, mode)?;
+    let mut names = Vec::new();
+    for e in std::fs::read_dir(src).map_err(|e| err(src, e))? {
+        let e = e.map_err(|e| err(src, e))?;
+        let ft = e.file_type().map_err(|x| err(&e.path(), x))?;
+        let name = e.file_name();
+        if name.as_encoded_bytes().starts_with(b".") && (ft.is_file() || ft.is_symlink()) {
+            names.push(name);
+        }
+    }
+    names.sort();
+    for n in names {
+        fs::copy_tree(&src.join(&n), &dst.join(&n))?;
+    }
     Ok(())
 }
 
@@ -305,6 +352,60 @@ mod tests {
             !kept.join("make.conf").exists(),
             "the skel's line is not the world's"
         );
+    }
+
+    /// Issue 7 item 1: besides `etc`, the world's `usr/local/etc` and root's
+    /// dotfiles are kept pristine, and nothing of root's data.
+    #[test]
+    fn other_skel_bound_config_is_kept_pristine() {
+        let d = tempfile::tempdir().unwrap();
+        let w = world(d.path());
+        std::fs::create_dir_all(w.join("usr/local/etc/rc.d")).unwrap();
+        std::fs::write(w.join("usr/local/etc/pkg.conf"), "REPOS_DIR=[]\n").unwrap();
+        std::fs::write(w.join("usr/local/etc/rc.d/svc"), "#!/bin/sh\n").unwrap();
+        std::fs::write(w.join("root/.cshrc"), "set prompt\n").unwrap();
+        std::fs::write(w.join("root/.profile"), "PATH=/bin\n").unwrap();
+        std::os::unix::fs::symlink(".cshrc", w.join("root/.tcshrc")).unwrap();
+        std::fs::write(w.join("root/notes"), "data\n").unwrap();
+        std::fs::create_dir(w.join("root/.ssh")).unwrap();
+        std::fs::write(w.join("root/.ssh/id"), "key\n").unwrap();
+        let kept = w.join(crate::etcmerge::PRISTINE);
+        // A crash left a half-built side copy of root's: the run replaces it.
+        std::fs::create_dir_all(super::super::partial_path(&kept.join("root")).join("x")).unwrap();
+        let skel = d.path().join("skel");
+        shape(&w, Some(&skel), &[]).unwrap();
+        let names = |p: &Path| {
+            let mut v: Vec<String> = std::fs::read_dir(p)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            v.sort();
+            v
+        };
+        assert_eq!(names(&kept), ["etc", "root", "usr-local"]);
+        assert_eq!(names(&kept.join("root")), [".cshrc", ".profile", ".tcshrc"]);
+        assert_eq!(
+            std::fs::read_link(kept.join("root/.tcshrc")).unwrap(),
+            Path::new(".cshrc"),
+            "a symlink is kept as a symlink"
+        );
+        assert_eq!(
+            std::fs::read_to_string(kept.join("usr-local/etc/pkg.conf")).unwrap(),
+            "REPOS_DIR=[]\n"
+        );
+        assert!(kept.join("usr-local/etc/rc.d/svc").is_file());
+        // The originals moved to the skel as before.
+        assert!(skel.join("root/.ssh/id").is_file());
+        assert!(skel.join("usr-local/etc/pkg.conf").is_file());
+        // Idempotent: the rerun (sources gone) leaves the copies as they are.
+        shape(&w, Some(&skel), &[]).unwrap();
+        assert_eq!(names(&kept.join("root")), [".cshrc", ".profile", ".tcshrc"]);
+        // A world without usr/local/etc keeps none (nothing to keep).
+        let bare = world(&d.path().join("b"));
+        shape(&bare, None, &[]).unwrap();
+        let kept = bare.join(crate::etcmerge::PRISTINE);
+        assert_eq!(names(&kept), ["etc", "root"]);
+        assert!(names(&kept.join("root")).is_empty());
     }
 
     #[test]
