@@ -1,6 +1,8 @@
 //! Templates and jails for real on the Linux backend (issue 3): every test
 //! re-runs itself inside a private mount namespace (nothing leaks onto the
-//! host) and leaves no jail process behind.
+//! host) and leaves no jail process behind. The crash matrices run a subset
+//! of the instants by default (see `instants_for`); `JAILTX_FULL_MATRIX=1`
+//! runs them all.
 
 mod support;
 
@@ -203,6 +205,12 @@ fn bad_input_is_refused_with_nothing_changed() {
 #[derive(Debug, PartialEq)]
 struct HostState {
     tree: Snapshot,
+    /// The manifests and jail records in the state dir: a template and its
+    /// manifest, a jail and its record, come and go together. Names only: a
+    /// manifest records mtimes, which differ from one root to the next. (A
+    /// jail's console log, `jails/NAME.log`, outlives a rolled-back start
+    /// by design and is left out.)
+    records: Vec<String>,
     mounts: Vec<PathBuf>,
     running: Vec<String>,
 }
@@ -223,8 +231,22 @@ fn host_state(r: &Root) -> HostState {
         .filter(|j| j["running"] == true)
         .map(|j| j["name"].as_str().unwrap().to_owned())
         .collect();
+    let state = r.state();
+    let mut records: Vec<String> = ["manifests", "jails"]
+        .iter()
+        .flat_map(|d| {
+            std::fs::read_dir(state.join(d))
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(move |e| format!("{d}/{}", e.file_name().to_string_lossy()))
+        })
+        .filter(|n| !n.ends_with(".log"))
+        .collect();
+    records.sort();
     HostState {
         tree,
+        records,
         mounts,
         running,
     }
@@ -236,16 +258,42 @@ fn plan_of(r: &Root, args: &[&str]) -> (Vec<String>, usize) {
     (step_names(&plan), plan["commit"].as_u64().unwrap() as usize)
 }
 
-/// Crashes `args` at every step and forward instant, recovers both ways (with
-/// and without a reboot in between), and checks the host is exactly in the
-/// state before or after, as the commit point decides. `setup` makes each
+/// The forward instants a matrix crashes step `i` of `n` at (commit point
+/// `commit`). `JAILTX_FULL_MATRIX=1`: all four. By default the two inside
+/// the step (its intent durable but its effect not, or both done but not
+/// recorded), plus the boundary instants that no neighbour's instant stands
+/// for: before-intent of step 0 (nothing done), after-done of the last step,
+/// and both sides of the commit record (appended just before step
+/// `commit`'s first instant). Elsewhere before-intent:i leaves the host as
+/// after-done:i-1 does, with the same journal.
+fn instants_for(i: usize, n: usize, commit: usize) -> Vec<&'static str> {
+    if std::env::var("JAILTX_FULL_MATRIX").is_ok_and(|v| v == "1") {
+        return FORWARD.to_vec();
+    }
+    FORWARD
+        .into_iter()
+        .filter(|&instant| match instant {
+            "before-intent" => i == 0 || i == commit,
+            "after-done" => i + 1 == n || i + 1 == commit,
+            _ => true,
+        })
+        .collect()
+}
+
+/// Crashes `args` at every step (at the instants [`instants_for`] picks),
+/// recovers both ways (with and without a reboot in between), and checks the
+/// host is exactly in the state before or after, as the commit point decides. `setup` makes each
 /// case's root from world 1; the jails it creates keep their addresses from
 /// one root to the next, as the old root's jails are gone when the next
 /// starts.
 fn crash_matrix(setup: &dyn Fn(&Path) -> Root, args: &[&str]) {
     let worlds = Worlds::new();
-    let world = worlds.get(1);
-    let setup = || setup(&world);
+    crash_matrix_on(&worlds.get(1), setup, args);
+}
+
+/// [`crash_matrix`] with the world given (for commands that name it).
+fn crash_matrix_on(world: &Path, setup: &dyn Fn(&Path) -> Root, args: &[&str]) {
+    let setup = || setup(world);
     let probe = setup();
     let before = host_state(&probe);
     let (steps, commit) = plan_of(&probe, args);
@@ -255,7 +303,7 @@ fn crash_matrix(setup: &dyn Fn(&Path) -> Root, args: &[&str]) {
     assert!(!steps.is_empty(), "{args:?} plans nothing");
     let mut cases = 0;
     for (i, step) in steps.iter().enumerate() {
-        for instant in FORWARD {
+        for instant in instants_for(i, steps.len(), commit) {
             for rollback in [false, true] {
                 // The reboot variant on the instant where the journal knows least.
                 let reboots: &[bool] = if instant == "after-intent" {
@@ -282,6 +330,7 @@ fn crash_matrix(setup: &dyn Fn(&Path) -> Root, args: &[&str]) {
                         "{args:?} crash {fault} ({step}), recover rollback={rollback} reboot={reboot}"
                     );
                     assert_same(&what, &got.tree, &want.tree);
+                    assert_eq!(want.records, got.records, "{what}");
                     assert_eq!(want.mounts, got.mounts, "{what}");
                     assert_eq!(want.running, got.running, "{what}");
                     assert!(r.ok(&["recover"]).contains("nothing to recover"), "{what}");
@@ -326,4 +375,65 @@ fn crash_matrix_restart_and_stop() {
     let setup = |world: &Path| Root::with_jails(None, world, &jails);
     crash_matrix(&setup, &["stop"]);
     crash_matrix(&setup, &["restart", "ns"]);
+}
+
+/// The first template build, crashed at every step and instant and recovered
+/// both ways: nothing (no `mroot`, `mroot2*`, `skel`, manifest) or the whole
+/// template with its skel and manifest.
+#[test]
+fn crash_matrix_template_build() {
+    if !in_private_ns("crash_matrix_template_build") {
+        return;
+    }
+    let worlds = Worlds::new();
+    let world = worlds.get(1);
+    let world_arg = world.to_str().expect("utf-8 world path");
+    let fresh = |_: &Path| Root::new(None);
+    crash_matrix_on(
+        &world,
+        &fresh,
+        &["template", "build", "--from-dir", world_arg],
+    );
+}
+
+/// `template build --from-cmd` whose command fills part of the world, then
+/// exits 1: exit 1 (failed, rolled back), no `mroot*`, `skel` or
+/// half-built directory left, no manifest, nothing pending, and a build
+/// right after succeeds (no leftover stands in its way).
+#[test]
+fn template_build_from_failing_command_leaves_nothing() {
+    if !in_private_ns("template_build_from_failing_command_leaves_nothing") {
+        return;
+    }
+    let worlds = Worlds::new();
+    let r = Root::new(None);
+    let before = host_state(&r);
+    let cmd = format!(
+        "{}/scripts/mkworld {{dest}} && echo half > {{dest}}/half && exit 1",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let out = r.run(&["template", "build", "--from-cmd", &cmd]);
+    assert_eq!(out.code(), Some(1), "{out}");
+    let errors: Vec<&str> = out
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("jailtx: "))
+        .collect();
+    assert_eq!(errors.len(), 1, "{out}");
+    assert!(errors[0].contains("rolled back"), "{out}");
+    let left: Vec<String> = std::fs::read_dir(r.j())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(left, Vec::<String>::new(), "j/ must stay empty");
+    assert_eq!(host_state(&r), before);
+    let h = r.history();
+    assert_eq!(h["pending"], serde_json::Value::Null, "{h}");
+    let last = r.transactions().pop().expect("the build is in history");
+    assert_eq!(last["op"], "template-build", "{h}");
+    assert_eq!(last["outcome"], "rolled-back", "{h}");
+    assert!(r.ok(&["recover"]).contains("nothing to recover"));
+    r.template(&worlds.get(1));
+    assert!(r.j().join("mroot/s").is_dir() && r.j().join("skel/etc").is_dir());
 }
