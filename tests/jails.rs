@@ -8,6 +8,7 @@ mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::time::{Duration, Instant};
 
 use support::{
     FORWARD, JailDef, Root, RunState, Snapshot, Worlds, assert_same, fleet, http_get,
@@ -436,4 +437,66 @@ fn template_build_from_failing_command_leaves_nothing() {
     assert!(r.ok(&["recover"]).contains("nothing to recover"));
     r.template(&worlds.get(1));
     assert!(r.j().join("mroot/s").is_dir() && r.j().join("skel/etc").is_dir());
+}
+
+/// A root with `config` and jail `ns` (not started) whose `/etc/rc` is `rc`.
+fn jail_with_rc(worlds: &Worlds, config: &str, rc: &str) -> (Root, JailDef) {
+    let r = Root::new(Some(config));
+    r.template(&worlds.get(1));
+    let ns = JailDef::new("ns", RunState::Stopped);
+    r.ok(&ns.create_args());
+    r.write("js/ns/etc/rc", rc);
+    (r, ns)
+}
+
+/// `stop` with a 1 s stop timeout and a process that ignores SIGTERM: the
+/// stop succeeds after about the timeout (not the default 10 s, nor the
+/// 5 s the init once hard-coded) and nothing of the jail is left.
+#[test]
+fn stop_kills_a_process_ignoring_sigterm_after_the_timeout() {
+    if !in_private_ns("stop_kills_a_process_ignoring_sigterm_after_the_timeout") {
+        return;
+    }
+    let worlds = Worlds::new();
+    let rc = "#!/bin/sh\n\
+              sh -c \"trap '' TERM; while :; do sleep 1; done\" </dev/null >/dev/null 2>&1 &\n\
+              exit 0\n";
+    let (r, _) = jail_with_rc(&worlds, "[jail]\nstop_timeout_secs = 1\n", rc);
+    r.ok(&["start", "ns"]);
+    let stubborn = processes_under(r.dir());
+    assert!(
+        stubborn.len() >= 2,
+        "init and the stubborn shell: {stubborn:?}"
+    );
+    let t = Instant::now();
+    r.ok(&["stop", "ns"]);
+    let took = t.elapsed();
+    assert!(took < Duration::from_secs(3), "stop took {took:?}");
+    assert_eq!(processes_under(r.dir()), Vec::new());
+    assert_eq!(r.jids()["ns"], None);
+}
+
+/// A stop timeout above 5 s is honoured: a process that needs 6 s to shut
+/// down after SIGTERM finishes (its marker file is written) before the jail
+/// is torn down. The init's grace was a fixed 5 s, which killed it.
+#[test]
+fn stop_gives_processes_the_whole_stop_timeout() {
+    if !in_private_ns("stop_gives_processes_the_whole_stop_timeout") {
+        return;
+    }
+    let worlds = Worlds::new();
+    // `wait` returns when the trapped TERM arrives; the handler's own sleep
+    // starts after the init's SIGTERM to everyone, so nothing cuts it short.
+    let rc = "#!/bin/sh\n\
+              sh -c \"trap 'sleep 6; echo done > /s/tmp/graceful; exit 0' TERM; \
+              sleep 1000 & wait\" </dev/null >/dev/null 2>&1 &\n\
+              exit 0\n";
+    let (r, _) = jail_with_rc(&worlds, "[jail]\nstop_timeout_secs = 9\n", rc);
+    r.ok(&["start", "ns"]);
+    let t = Instant::now();
+    r.ok(&["stop", "ns"]);
+    let took = t.elapsed();
+    assert_eq!(r.read("js/ns/tmp/graceful"), "done\n", "stop took {took:?}");
+    assert!(took < Duration::from_secs(9), "stop took {took:?}");
+    assert_eq!(processes_under(r.dir()), Vec::new());
 }

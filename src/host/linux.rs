@@ -96,6 +96,20 @@ impl LinuxHost {
     }
 }
 
+/// How long a jail's processes get between SIGTERM and SIGKILL: the
+/// config's stop timeout, at least a second (0 would SIGKILL at once and
+/// give exec.stop's survivors no chance to exit cleanly). The init enforces
+/// it; it learns the value when it starts, so a changed config takes effect
+/// at the jail's next start.
+fn stop_grace(jail: &JailSpec) -> Duration {
+    Duration::from_secs(jail.stop_timeout_secs.max(1))
+}
+
+/// How much longer than the grace the stopper waits for the init before
+/// SIGKILLing it: the init exits on its own at the end of the grace, so this
+/// only matters when it is stuck (or predates `--stop-timeout`).
+const INIT_EXIT_SLACK: Duration = Duration::from_secs(2);
+
 /// `--name`, `--root` values out of an init's NUL-separated command line.
 fn init_args(cmdline: &[u8]) -> Option<(String, PathBuf)> {
     let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
@@ -218,6 +232,8 @@ impl Host for LinuxHost {
             .arg(&jail.path)
             .args(["--hostname", &jail.hostname, "--ip", &jail.ip])
             .args(["--start", &jail.exec_start])
+            .arg("--stop-timeout")
+            .arg(stop_grace(jail).as_secs().to_string())
             .env_remove(crate::engine::fault::ENV)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -305,7 +321,6 @@ impl Host for LinuxHost {
             name: jail.name.clone(),
             why,
         };
-        let timeout = Duration::from_secs(jail.stop_timeout_secs.max(1));
         if !jail.exec_stop.trim().is_empty() {
             // exec.stop runs inside the jail: its namespaces and its root.
             let status = Command::new("nsenter")
@@ -334,9 +349,10 @@ impl Host for LinuxHost {
         }
         let pid = Pid::from_raw(jid as i32);
         // The init answers SIGTERM by passing it on and exiting once its
-        // children are gone; SIGKILL to a PID namespace's init ends them all.
+        // children are gone, or at the end of the grace; SIGKILL to a PID
+        // namespace's init ends them all.
         let _ = kill(pid, Signal::SIGTERM);
-        if self.wait_gone(jail, jid, timeout)? {
+        if self.wait_gone(jail, jid, stop_grace(jail) + INIT_EXIT_SLACK)? {
             return Ok(());
         }
         let _ = kill(pid, Signal::SIGKILL);
