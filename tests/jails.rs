@@ -27,6 +27,30 @@ fn in_jail(r: &Root, name: &str, script: &str) -> Output {
         .unwrap()
 }
 
+/// The host PID of jail `name`'s init, found without jailtx: the one
+/// process chrooted at `j/NAME` that runs as `jailtx __jail-init`.
+fn init_pid(r: &Root, name: &str) -> u32 {
+    let root = r.j().join(name);
+    let inits: Vec<u32> = processes_under(r.dir())
+        .into_iter()
+        .filter(|(pid, proot)| {
+            *proot == root
+                && std::fs::read(format!("/proc/{pid}/cmdline"))
+                    .is_ok_and(|c| c.split(|b| *b == 0).nth(1) == Some(&b"__jail-init"[..]))
+        })
+        .map(|(pid, _)| pid)
+        .collect();
+    assert_eq!(inits.len(), 1, "inits of {name}: {inits:?}");
+    inits[0]
+}
+
+/// `jails` in name order, as `status` lists them.
+fn sorted(jails: &[JailDef]) -> Vec<&JailDef> {
+    let mut v: Vec<&JailDef> = jails.iter().collect();
+    v.sort_by(|a, b| a.name.cmp(&b.name));
+    v
+}
+
 /// Everything below the root but the state dir (the journal and history
 /// record every attempt, failed or not).
 fn outside_state(r: &Root) -> Snapshot {
@@ -57,11 +81,45 @@ fn handbook_three_jails() {
     for j in &jails {
         assert_eq!(http_get(&j.ip).unwrap(), format!("{} world 1", j.hostname));
     }
+    // status --json: each jail's record, its root, the template's id (as
+    // `audit` reports it), and its JID, which is its init's host PID.
+    let audit = r.json(&["audit", "--quick"]);
+    let template_id = audit["audit"][0]["id"].as_str().unwrap()[..12].to_owned();
     let st = r.status();
-    for j in st["jails"].as_array().unwrap() {
-        assert_eq!(j["running"], true, "{j}");
-        assert_eq!(j["mounted"], true, "{j}");
+    let rows = st["jails"].as_array().unwrap();
+    assert_eq!(rows.len(), jails.len(), "{st}");
+    for (row, j) in rows.iter().zip(sorted(&jails)) {
+        assert_eq!(row["name"], j.name.as_str(), "{st}");
+        assert_eq!(row["running"], true, "{row}");
+        assert_eq!(row["mounted"], true, "{row}");
+        assert_eq!(row["ip"], j.ip.as_str(), "{row}");
+        assert_eq!(row["hostname"], j.hostname.as_str(), "{row}");
+        assert_eq!(row["path"], r.j().join(&j.name).to_str().unwrap(), "{row}");
+        assert_eq!(row["template"], template_id.as_str(), "{row}");
+        assert_eq!(row["jid"], init_pid(&r, &j.name), "{row}");
     }
+    // The table people read: one line per jail, these columns.
+    let table = r.ok(&["status"]);
+    let mail = &jails[1];
+    let line: Vec<&str> = table
+        .lines()
+        .find(|l| l.starts_with("mail "))
+        .unwrap_or_else(|| panic!("no line for mail: {table}"))
+        .split_whitespace()
+        .collect();
+    let jid = init_pid(&r, "mail").to_string();
+    let path = r.j().join("mail");
+    let want = [
+        "mail",
+        &jid,
+        &mail.ip,
+        &mail.hostname,
+        "yes",
+        "yes",
+        &template_id[..10],
+        path.to_str().unwrap(),
+    ];
+    assert_eq!(line, want, "{table}");
     // Inside a jail: the template is read-only, /s is writable and lands in
     // js/NAME, and every template link resolves to /s/<name>.
     let out = in_jail(
