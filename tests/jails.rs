@@ -558,3 +558,46 @@ fn stop_gives_processes_the_whole_stop_timeout() {
     assert!(took < Duration::from_secs(9), "stop took {took:?}");
     assert_eq!(processes_under(r.dir()), Vec::new());
 }
+
+/// `destroy --purge` of a jail whose data holds symlinks to a host file and
+/// a host directory (what a jail's root can plant under its `/s`): the
+/// purge removes the links, never what they point to.
+#[test]
+fn destroy_purge_never_follows_symlinks_out_of_the_jail() {
+    if !in_private_ns("destroy_purge_never_follows_symlinks_out_of_the_jail") {
+        return;
+    }
+    let worlds = Worlds::new();
+    let mail = JailDef::new("mail", RunState::Running);
+    let r = Root::with_jails(None, &worlds.get(1), std::slice::from_ref(&mail));
+    let host = r.scratch.join("host");
+    std::fs::create_dir_all(host.join("dir/sub")).unwrap();
+    std::fs::write(host.join("file"), "precious\n").unwrap();
+    std::fs::write(host.join("dir/inner"), "inner\n").unwrap();
+    std::fs::write(host.join("dir/sub/deep"), "deep\n").unwrap();
+    let js = r.js().join("mail");
+    std::os::unix::fs::symlink(host.join("file"), js.join("x")).unwrap();
+    std::os::unix::fs::symlink(host.join("dir"), js.join("d")).unwrap();
+    // The same, one level down and relative, as the jail itself would.
+    let up = "../".repeat(js.join("tmp").components().count());
+    let rel = format!("{up}{}", host.join("dir").display());
+    std::os::unix::fs::symlink(&rel, js.join("tmp/rel")).unwrap();
+    assert!(js.join("tmp/rel/inner").is_file(), "{rel} must resolve");
+    let before = snapshot_live(&host, |_| false);
+    assert_eq!(before.len(), 5, "{before:?}");
+    r.ok(&["jail", "destroy", "mail", "--purge"]);
+    assert_same(
+        "host files after the purge",
+        &snapshot_live(&host, |_| false),
+        &before,
+    );
+    assert!(std::fs::symlink_metadata(&js).is_err(), "js/mail is left");
+    let left: Vec<String> = std::fs::read_dir(r.js())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(left, Vec::<String>::new(), "js/ must be empty");
+    assert_eq!(processes_under(r.dir()), Vec::new());
+    assert!(mounts_under(&r.root).is_empty());
+}
