@@ -127,6 +127,10 @@ pub enum Command {
         ip: String,
         #[arg(long)]
         start: String,
+        /// Seconds the jail's processes get between SIGTERM and SIGKILL
+        /// (the config's `stop_timeout_secs`)
+        #[arg(long, value_name = "SECS")]
+        stop_timeout: u64,
     },
     /// Run a plan file (test and debugging aid; not for production use)
     #[command(hide = true)]

@@ -115,6 +115,7 @@ fn run(cli: Cli) -> Result<(), Error> {
         hostname,
         ip,
         start,
+        stop_timeout,
     } = cli.command
     {
         #[cfg(target_os = "linux")]
@@ -124,10 +125,11 @@ fn run(cli: Cli) -> Result<(), Error> {
             hostname,
             ip,
             start,
+            stop_timeout: std::time::Duration::from_secs(stop_timeout),
         });
         #[cfg(not(target_os = "linux"))]
         {
-            let _ = (name, root, hostname, ip, start);
+            let _ = (name, root, hostname, ip, start, stop_timeout);
             return Err(Error::Usage(
                 "__jail-init is the Linux backend's jail init; this is not Linux".into(),
             ));

@@ -56,6 +56,12 @@ impl LinuxHost {
         self
     }
 
+    /// Reads processes from `dir` instead of `/proc` (tests: a fake one).
+    pub fn with_proc_dir(mut self, dir: PathBuf) -> Self {
+        self.proc_dir = dir;
+        self
+    }
+
     fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> String {
         let what = what.into();
         move |e| format!("{what}: {e}")
@@ -86,6 +92,36 @@ impl LinuxHost {
         Ok(!self.is_our_init(pid, &jail.path))
     }
 
+    /// Whether `pid` runs as the init of `jail` (its command line names the
+    /// jail and its root), chrooted yet or not: a start that failed or timed
+    /// out may have stopped before the chroot.
+    fn is_init_of(&self, pid: u32, jail: &JailSpec) -> bool {
+        std::fs::read(self.proc_dir.join(pid.to_string()).join("cmdline"))
+            .ok()
+            .and_then(|c| init_args(&c))
+            .is_some_and(|(name, root)| name == jail.name && root == jail.path)
+    }
+
+    /// SIGKILLs `pid` only if it is still the init of `jail`. The init is
+    /// not our child (it is the child of a process that exited), so it may
+    /// be gone and its PID reused by any process by now. A pidfd opened
+    /// before the check pins the process checked: if the PID is reused
+    /// after the check, the signal goes to the dead init, not to the
+    /// newcomer. Kernels without pidfds (before 5.3) get a plain kill after
+    /// the check, with a window of microseconds instead of none.
+    fn kill_init(&self, pid: u32, jail: &JailSpec) {
+        let pidfd = pidfd_open(pid);
+        if !self.is_init_of(pid, jail) {
+            return;
+        }
+        match pidfd {
+            Some(fd) => pidfd_kill(&fd),
+            None => {
+                let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+            }
+        }
+    }
+
     /// Whether `pid` is a live jail init chrooted at `path`: the root check
     /// makes a reused PID (or a zombie, whose root cannot be read) not count.
     fn is_our_init(&self, pid: u32, path: &Path) -> bool {
@@ -93,6 +129,50 @@ impl LinuxHost {
         std::fs::read_link(dir.join("root")).is_ok_and(|r| r == path)
             && std::fs::read(dir.join("cmdline"))
                 .is_ok_and(|c| c.split(|b| *b == 0).nth(1) == Some(INIT_ARG.as_bytes()))
+    }
+}
+
+/// How long a jail's processes get between SIGTERM and SIGKILL: the
+/// config's stop timeout, at least a second (0 would SIGKILL at once and
+/// give exec.stop's survivors no chance to exit cleanly). The init enforces
+/// it; it learns the value when it starts, so a changed config takes effect
+/// at the jail's next start.
+fn stop_grace(jail: &JailSpec) -> Duration {
+    Duration::from_secs(jail.stop_timeout_secs.max(1))
+}
+
+/// How much longer than the grace the stopper waits for the init before
+/// SIGKILLing it: the init exits on its own at the end of the grace, so this
+/// only matters when it is stuck (or predates `--stop-timeout`).
+const INIT_EXIT_SLACK: Duration = Duration::from_secs(2);
+
+/// A pidfd for `pid` (Linux 5.3+); none when the process is gone or the
+/// kernel has no pidfds.
+fn pidfd_open(pid: u32) -> Option<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    let pid = nix::libc::pid_t::try_from(pid).ok()?;
+    // SAFETY: pidfd_open takes a pid and flags and returns a new file
+    // descriptor or -1; nothing else is read or written.
+    let fd = unsafe { nix::libc::syscall(nix::libc::SYS_pidfd_open, pid, 0) };
+    let fd = i32::try_from(fd).ok().filter(|fd| *fd >= 0)?;
+    // SAFETY: `fd` was just returned by pidfd_open, so it is open and
+    // nothing else owns it.
+    Some(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+}
+
+/// SIGKILLs the process `fd` refers to; a process already gone is no error.
+fn pidfd_kill(fd: &std::os::fd::OwnedFd) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: `fd` is an open pidfd; a null siginfo and zero flags make
+    // this kill(2) aimed at exactly that process.
+    unsafe {
+        nix::libc::syscall(
+            nix::libc::SYS_pidfd_send_signal,
+            fd.as_raw_fd(),
+            nix::libc::SIGKILL,
+            std::ptr::null::<nix::libc::siginfo_t>(),
+            0,
+        );
     }
 }
 
@@ -218,6 +298,8 @@ impl Host for LinuxHost {
             .arg(&jail.path)
             .args(["--hostname", &jail.hostname, "--ip", &jail.ip])
             .args(["--start", &jail.exec_start])
+            .arg("--stop-timeout")
+            .arg(stop_grace(jail).as_secs().to_string())
             .env_remove(crate::engine::fault::ENV)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -290,7 +372,7 @@ impl Host for LinuxHost {
             (pid, v) => {
                 // Leave no jail behind: a failed start is no start (as jail(8)).
                 if let Some(p) = pid {
-                    let _ = kill(Pid::from_raw(p as i32), Signal::SIGKILL);
+                    self.kill_init(p, jail);
                 }
                 Err(fail(v.strip_prefix("failed: ").unwrap_or(v).to_owned()))
             }
@@ -305,7 +387,6 @@ impl Host for LinuxHost {
             name: jail.name.clone(),
             why,
         };
-        let timeout = Duration::from_secs(jail.stop_timeout_secs.max(1));
         if !jail.exec_stop.trim().is_empty() {
             // exec.stop runs inside the jail: its namespaces and its root.
             let status = Command::new("nsenter")
@@ -334,9 +415,10 @@ impl Host for LinuxHost {
         }
         let pid = Pid::from_raw(jid as i32);
         // The init answers SIGTERM by passing it on and exiting once its
-        // children are gone; SIGKILL to a PID namespace's init ends them all.
+        // children are gone, or at the end of the grace; SIGKILL to a PID
+        // namespace's init ends them all.
         let _ = kill(pid, Signal::SIGTERM);
-        if self.wait_gone(jail, jid, timeout)? {
+        if self.wait_gone(jail, jid, stop_grace(jail) + INIT_EXIT_SLACK)? {
             return Ok(());
         }
         let _ = kill(pid, Signal::SIGKILL);
@@ -439,6 +521,97 @@ impl Host for LinuxHost {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn spec(name: &str, path: &str) -> JailSpec {
+        JailSpec {
+            name: name.into(),
+            path: path.into(),
+            hostname: format!("{name}.example.org"),
+            ip: "127.0.0.1".into(),
+            exec_start: "true".into(),
+            exec_stop: String::new(),
+            stop_timeout_secs: 1,
+        }
+    }
+
+    /// Fakes `/proc/PID` under `proc`: its command line and its root.
+    fn fake_proc(proc: &Path, pid: u32, cmdline: &[u8], root: &str) {
+        let d = proc.join(pid.to_string());
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join("cmdline"), cmdline).unwrap();
+        let _ = std::fs::remove_file(d.join("root"));
+        std::os::unix::fs::symlink(root, d.join("root")).unwrap();
+    }
+
+    const NS_INIT: &[u8] = b"/usr/bin/jailtx\0__jail-init\0--name\0ns\0--root\0/b/j/ns\0";
+
+    #[test]
+    fn running_lists_only_inits_chrooted_at_their_root() {
+        let proc = tempfile::tempdir().unwrap();
+        fake_proc(proc.path(), 4242, NS_INIT, "/b/j/ns");
+        // The same command line with another root: a reused PID, or an init
+        // that has not chrooted yet. Neither is a running jail.
+        fake_proc(proc.path(), 4243, NS_INIT, "/");
+        fake_proc(proc.path(), 4244, b"/bin/sleep\x0030\0", "/b/j/ns");
+        std::fs::create_dir(proc.path().join("self")).unwrap();
+        let h = LinuxHost::new().with_proc_dir(proc.path().to_owned());
+        let want = Running {
+            name: "ns".into(),
+            jid: 4242,
+            path: "/b/j/ns".into(),
+        };
+        assert_eq!(h.running().unwrap(), vec![want]);
+        assert!(h.is_our_init(4242, Path::new("/b/j/ns")));
+        assert!(!h.is_our_init(4243, Path::new("/b/j/ns")));
+        assert!(!h.is_our_init(4244, Path::new("/b/j/ns")));
+        assert!(!h.is_our_init(4245, Path::new("/b/j/ns")));
+        assert_eq!(
+            crate::host::running_jid(&h, &spec("ns", "/b/j/ns")).unwrap(),
+            Some(4242)
+        );
+        assert_eq!(
+            crate::host::running_jid(&h, &spec("ns", "/other/j/ns")).unwrap(),
+            None
+        );
+    }
+
+    /// The failed-start path's kill: a real process under a fake /proc that
+    /// says who it is. Only the init of that very jail is killed.
+    #[test]
+    fn kill_init_spares_a_reused_pid() {
+        use std::os::unix::process::ExitStatusExt;
+        let proc = tempfile::tempdir().unwrap();
+        let h = LinuxHost::new().with_proc_dir(proc.path().to_owned());
+        let mut child = Command::new("sleep").arg("30").spawn().unwrap();
+        let pid = child.id();
+        let ns = spec("ns", "/b/j/ns");
+        let alive = |child: &mut std::process::Child| {
+            std::thread::sleep(Duration::from_millis(50));
+            child.try_wait().unwrap().is_none()
+        };
+        // Gone from /proc (exited and reaped), an unrelated process, the
+        // init of another jail, the init of a jail of the same name elsewhere.
+        h.kill_init(pid, &ns);
+        assert!(alive(&mut child), "killed a pid /proc does not list");
+        for cmdline in [
+            &b"/bin/sleep\x0030\0"[..],
+            b"/usr/bin/jailtx\0__jail-init\0--name\0www\0--root\0/b/j/www\0",
+            b"/usr/bin/jailtx\0__jail-init\0--name\0ns\0--root\0/c/j/ns\0",
+        ] {
+            fake_proc(proc.path(), pid, cmdline, "/");
+            h.kill_init(pid, &ns);
+            assert!(
+                alive(&mut child),
+                "killed {:?}",
+                String::from_utf8_lossy(cmdline)
+            );
+        }
+        // The jail's own init, even before its chroot (root still /).
+        fake_proc(proc.path(), pid, NS_INIT, "/");
+        h.kill_init(pid, &ns);
+        let status = child.wait().unwrap();
+        assert_eq!(status.signal(), Some(9), "{status}");
+    }
 
     #[test]
     fn init_args_reads_name_and_root() {

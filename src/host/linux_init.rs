@@ -26,6 +26,9 @@ pub struct InitArgs {
     pub hostname: String,
     pub ip: String,
     pub start: String,
+    /// How long the jail's processes may take to exit after SIGTERM before
+    /// the init exits and the kernel SIGKILLs what is left.
+    pub stop_timeout: Duration,
 }
 
 fn say(line: &str) {
@@ -205,7 +208,7 @@ fn pid1(args: &InitArgs) -> Result<(), String> {
     // Close the status pipe so the starter sees the end of the report.
     let devnull = std::fs::File::open("/dev/null").map_err(|e| format!("open /dev/null: {e}"))?;
     nix::unistd::dup2_stdout(&devnull).map_err(|e| format!("close status pipe: {e}"))?;
-    reap_until_stopped(&waited);
+    reap_until_stopped(&waited, args.stop_timeout);
     Ok(())
 }
 
@@ -227,7 +230,9 @@ fn reap_all() -> bool {
     any_left
 }
 
-fn reap_until_stopped(waited: &SigSet) {
+/// Reaps children until a stop signal comes, then gives the jail's
+/// processes `grace` to exit after SIGTERM (jail(8)'s `stop.timeout`).
+fn reap_until_stopped(waited: &SigSet, grace: Duration) {
     loop {
         match waited.wait() {
             Ok(Signal::SIGCHLD) => {
@@ -240,7 +245,7 @@ fn reap_until_stopped(waited: &SigSet) {
     // Stop: SIGTERM to every process of the namespace, a grace period, then
     // exit; the kernel kills whatever is left when a PID namespace's init exits.
     let _ = kill(Pid::from_raw(-1), Signal::SIGTERM);
-    let until = Instant::now() + Duration::from_secs(5);
+    let until = Instant::now() + grace;
     while Instant::now() < until && reap_all() {
         std::thread::sleep(Duration::from_millis(10));
     }
