@@ -1,9 +1,11 @@
 //! A host double for unit tests: records every call as a typed value, keeps a
 //! model of mounts and running jails, and can be told to fail the Nth call.
+//! Clones share one model, so a test keeps a handle on what the engine (which
+//! owns its host) asked for.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use super::{Host, HostError, JailSpec, Running};
 
@@ -30,9 +32,9 @@ struct Model {
     fail_at: Option<usize>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct RecordingHost {
-    model: Mutex<Model>,
+    model: Arc<Mutex<Model>>,
 }
 
 impl RecordingHost {
