@@ -61,9 +61,12 @@ pub fn extract(archive: &Path, dest: &Path) -> Result<(), WorldError> {
             .unwrap_or_default();
         // A directory's mode and mtime are set again at the end (deepest
         // first): writing its contents later would change the mtime.
-        if entry.header().entry_type().is_dir() {
+        let kind = entry.header().entry_type();
+        if kind.is_dir() {
             dirs.push(entry.header().clone());
         }
+        let special = kind.is_fifo() || kind.is_character_special() || kind.is_block_special();
+        let header = special.then(|| entry.header().clone());
         let inside = entry
             .unpack_in(dest)
             .map_err(|e| err(format!("{name}: {e}")))?;
@@ -71,6 +74,12 @@ pub fn extract(archive: &Path, dest: &Path) -> Result<(), WorldError> {
             return Err(err(format!(
                 "{name}: entry points outside the archive's root"
             )));
+        }
+        if let Some(h) = header {
+            // unpack_in vetted the path and left an empty regular file
+            // there (the tar crate makes no fifos or device nodes).
+            let rel = h.path().map_err(|e| err(e.to_string()))?.into_owned();
+            make_special(&h, &dest.join(rel)).map_err(|e| err(format!("{name}: {e}")))?;
         }
     }
     dirs.sort_by_key(|h| std::cmp::Reverse(h.path().map(|p| p.components().count()).unwrap_or(0)));
@@ -84,6 +93,48 @@ pub fn extract(archive: &Path, dest: &Path) -> Result<(), WorldError> {
         }
         apply_dir_meta(&header, &target).map_err(|e| err(format!("{}: {e}", path.display())))?;
     }
+    Ok(())
+}
+
+/// Replaces the placeholder file at `path` with the fifo or device node
+/// header `h` describes, with its mode, owner and mtime.
+fn make_special(h: &tar::Header, path: &Path) -> std::io::Result<()> {
+    use nix::sys::stat::{Mode, SFlag, UtimensatFlags, mknod, utimensat};
+    let t = h.entry_type();
+    let (kind, dev) = if t.is_fifo() {
+        (SFlag::S_IFIFO, 0)
+    } else {
+        let major = h.device_major()?.unwrap_or(0);
+        let minor = h.device_minor()?.unwrap_or(0);
+        let kind = if t.is_character_special() {
+            SFlag::S_IFCHR
+        } else {
+            SFlag::S_IFBLK
+        };
+        (kind, nix::libc::makedev(major, minor))
+    };
+    let mode = h.mode()? & 0o7777;
+    std::fs::remove_file(path)?;
+    mknod(path, kind, Mode::from_bits_truncate(mode as _), dev)?;
+    if let (Ok(uid), Ok(gid)) = (h.uid(), h.gid()) {
+        std::os::unix::fs::lchown(path, u32::try_from(uid).ok(), u32::try_from(gid).ok())?;
+    }
+    // After the chown, which clears setuid/setgid bits; and past the umask
+    // mknod applied.
+    nix::sys::stat::fchmodat(
+        nix::fcntl::AT_FDCWD,
+        path,
+        Mode::from_bits_truncate(mode as _),
+        nix::sys::stat::FchmodatFlags::FollowSymlink,
+    )?;
+    let mtime = nix::sys::time::TimeSpec::new(i64::try_from(h.mtime()?).unwrap_or(0) as _, 0);
+    utimensat(
+        nix::fcntl::AT_FDCWD,
+        path,
+        &nix::sys::time::TimeSpec::UTIME_OMIT,
+        &mtime,
+        UtimensatFlags::NoFollowSymlink,
+    )?;
     Ok(())
 }
 
@@ -122,6 +173,89 @@ mod tests {
             Some(ArchiveKind::Plain)
         );
         assert_eq!(ArchiveKind::of(Path::new("w.zip")), None);
+    }
+
+    /// Every compression and name, made by the system's tar from a tree with
+    /// what a base system has: a sticky directory, a setuid file of another
+    /// owner, a hard link, a symlink, a fifo, a device node, set times.
+    #[test]
+    fn keeps_modes_owners_times_and_links() {
+        use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: needs root to give files other owners");
+            return;
+        }
+        let d = tempfile::tempdir().unwrap();
+        let src = d.path().join("src");
+        std::fs::create_dir_all(src.join("tmp")).unwrap();
+        std::fs::create_dir_all(src.join("bin")).unwrap();
+        std::fs::write(src.join("bin/su"), b"setuid binary").unwrap();
+        std::os::unix::fs::chown(src.join("bin/su"), Some(1234), Some(5678)).unwrap();
+        std::fs::set_permissions(src.join("bin/su"), std::fs::Permissions::from_mode(0o4755))
+            .unwrap();
+        std::fs::hard_link(src.join("bin/su"), src.join("bin/su2")).unwrap();
+        std::os::unix::fs::symlink("su", src.join("bin/link")).unwrap();
+        nix::unistd::mkfifo(
+            &src.join("tmp/fifo"),
+            nix::sys::stat::Mode::from_bits_truncate(0o640),
+        )
+        .unwrap();
+        nix::sys::stat::mknod(
+            &src.join("bin/null"),
+            nix::sys::stat::SFlag::S_IFCHR,
+            nix::sys::stat::Mode::from_bits_truncate(0o666),
+            nix::sys::stat::makedev(1, 3),
+        )
+        .unwrap();
+        let t = |secs: u64| std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs);
+        std::fs::File::open(src.join("bin/su"))
+            .unwrap()
+            .set_modified(t(1_000_000_000))
+            .unwrap();
+        std::fs::set_permissions(src.join("tmp"), std::fs::Permissions::from_mode(0o1777)).unwrap();
+        std::fs::File::open(src.join("tmp"))
+            .unwrap()
+            .set_modified(t(1_100_000_000))
+            .unwrap();
+        for (name, flag) in [
+            ("w.tar", ""),
+            ("w.tar.gz", "z"),
+            ("w.txz", "J"),
+            ("w.tar.xz", "J"),
+        ] {
+            let tarball = d.path().join(name);
+            let st = std::process::Command::new("tar")
+                .arg(format!("-c{flag}f"))
+                .arg(&tarball)
+                .args(["--numeric-owner", "-C"])
+                .arg(&src)
+                .arg(".")
+                .status()
+                .unwrap();
+            assert!(st.success(), "{name}");
+            let dest = d.path().join(format!("out-{name}"));
+            std::fs::create_dir(&dest).unwrap();
+            extract(&tarball, &dest).unwrap();
+            let m = |p: &str| std::fs::symlink_metadata(dest.join(p)).unwrap();
+            let su = m("bin/su");
+            assert_eq!(su.mode() & 0o7777, 0o4755, "{name}");
+            assert_eq!((su.uid(), su.gid()), (1234, 5678), "{name}");
+            assert_eq!(su.mtime(), 1_000_000_000, "{name}");
+            assert_eq!(su.nlink(), 2, "{name}: the hard link stays a link");
+            assert_eq!(m("bin/su2").ino(), su.ino(), "{name}");
+            assert_eq!(
+                std::fs::read_link(dest.join("bin/link")).unwrap(),
+                Path::new("su"),
+                "{name}"
+            );
+            assert!(m("tmp/fifo").file_type().is_fifo(), "{name}");
+            let null = m("bin/null");
+            assert!(null.file_type().is_char_device(), "{name}");
+            assert_eq!(null.rdev(), nix::sys::stat::makedev(1, 3), "{name}");
+            let tmp = m("tmp");
+            assert_eq!(tmp.mode() & 0o7777, 0o1777, "{name}");
+            assert_eq!(tmp.mtime(), 1_100_000_000, "{name}: set after its contents");
+        }
     }
 
     #[test]
