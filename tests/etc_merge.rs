@@ -439,6 +439,18 @@ fn each_rule_of_the_merge() {
     ] {
         assert!(human.contains(line), "{line:?} in\n{human}");
     }
+    // The FreeBSD dry run prints its commands, the same per-file report
+    // (conflicts have no step) and exits 7 too.
+    let bsd = ["--backend", "freebsd", "etc-merge", "ns", "--dry-run"];
+    let text = r.code(&bsd, 7);
+    assert!(text.starts_with("# jailtx etc-merge on FreeBSD"), "{text}");
+    assert!(text.contains("  merged     etc/both\n"), "{text}");
+    let doc = r.json_code(&bsd, 7);
+    assert!(
+        doc["commands"].as_array().is_some_and(|c| !c.is_empty()),
+        "{doc}"
+    );
+    assert_eq!(lists(target(&doc, "ns")), planned, "{doc}");
     assert_eq!(
         diff(&before, &merge_state(&r)),
         Vec::<String>::new(),

@@ -303,7 +303,12 @@ fn after_recovered_upgrade(
 /// Prints the plan under `--dry-run`, otherwise runs it as one transaction.
 fn execute(ctx: &Ctx, state: Option<&mut State>, plan: Plan) -> Result<(), Error> {
     plan.validate().map_err(EngineError::from)?;
-    if freebsd_dry_run(ctx, &plan) {
+    if let Some(t) = freebsd_dry_run(ctx, &plan) {
+        if ctx.global.json {
+            println!("{}", t.to_json());
+        } else {
+            print!("{t}");
+        }
         return Ok(());
     }
     if ctx.global.dry_run {
@@ -322,22 +327,16 @@ fn execute(ctx: &Ctx, state: Option<&mut State>, plan: Plan) -> Result<(), Error
     Ok(())
 }
 
-/// Under `--backend freebsd --dry-run`, prints the exact commands and files
-/// of `plan` (not the generic step listing) and returns true.
-fn freebsd_dry_run(ctx: &Ctx, plan: &Plan) -> bool {
+/// Under `--backend freebsd --dry-run`: the exact commands and files of
+/// `plan`, to print instead of the generic step listing.
+fn freebsd_dry_run(ctx: &Ctx, plan: &Plan) -> Option<host::transcript::Transcript> {
     if !(ctx.global.dry_run && ctx.backend == "freebsd") {
-        return false;
+        return None;
     }
     if host::native() != "freebsd" {
         output::note(ctx.global.json, host::freebsd::SIMULATED_NOTE);
     }
-    let t = host::transcript::of_plan(plan, &ctx.cfg.freebsd);
-    if ctx.global.json {
-        println!("{}", t.to_json());
-    } else {
-        print!("{t}");
-    }
-    true
+    Some(host::transcript::of_plan(plan, &ctx.cfg.freebsd))
 }
 
 fn init(ctx: &Ctx) -> Result<(), Error> {
@@ -527,13 +526,16 @@ fn etc_merge(ctx: &Ctx, names: &[String]) -> Result<(), Error> {
     let (plan, report) =
         crate::etcmerge::plan(&ctx.world(host.as_ref()), names).map_err(Error::Usage)?;
     plan.validate().map_err(EngineError::from)?;
-    if freebsd_dry_run(ctx, &plan) {
-        return Ok(());
-    }
     let mut merged = output::EtcMerged {
         report: Some(report),
         ..Default::default()
     };
+    if let Some(t) = freebsd_dry_run(ctx, &plan) {
+        // The commands, and beside them the per-file report: refusals and
+        // conflicts have no step, and still make the dry run exit 7.
+        output::etc_merge_transcript(ctx.global.json, &merged, &t);
+        return merged.outcome();
+    }
     match &mut state {
         None => output::etc_merge_plan(ctx.global.json, &merged, &plan),
         Some(state) => {

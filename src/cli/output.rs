@@ -240,6 +240,21 @@ pub fn upgrade_and_merge(json: bool, r: &Report, m: &EtcMerged) {
     m.print();
 }
 
+/// `etc-merge --backend freebsd --dry-run`: the FreeBSD transcript and the
+/// per-file report, as text or one JSON document.
+pub fn etc_merge_transcript(json: bool, m: &EtcMerged, t: &crate::host::transcript::Transcript) {
+    if json {
+        let mut v = t.to_json();
+        v["etc_merge"] = m.json();
+        print_json(&v);
+        return;
+    }
+    print!("{t}");
+    if let Some(r) = &m.report {
+        print!("{r}");
+    }
+}
+
 /// `etc-merge`, run.
 pub fn etc_merge(json: bool, m: &EtcMerged) {
     if json {

@@ -56,7 +56,10 @@ impl StateLock {
             Err(TryLockError::WouldBlock) => {
                 let mut pid = String::new();
                 let _ = file.read_to_string(&mut pid);
-                let pid = pid.trim();
+                // Only the leading digits: shared holders writing at once can
+                // leave a shorter pid followed by another's padding or NULs.
+                let pid = pid.trim_start();
+                let pid = &pid[..pid.find(|c: char| !c.is_ascii_digit()).unwrap_or(pid.len())];
                 let holder = if pid.is_empty() {
                     "pid unknown".to_owned()
                 } else {
@@ -91,6 +94,17 @@ impl StateLock {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pid_left_with_nuls_is_named_by_its_digits() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("lock");
+        let _held = StateLock::acquire(&p).unwrap();
+        std::fs::write(&p, b"9\0\0\0\0").unwrap();
+        let err = StateLock::acquire(&p).unwrap_err().to_string();
+        assert!(err.contains("(pid 9)"), "{err}");
+        assert!(!err.contains('\0'), "{err:?}");
+    }
 
     #[test]
     fn second_lock_names_the_holder() {

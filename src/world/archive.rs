@@ -29,9 +29,13 @@ impl ArchiveKind {
     }
 }
 
-/// Unpacks `archive` into the existing directory `dest`. Entries that would
-/// land outside `dest` (absolute paths, `..`, through a symlink) are refused
-/// by tar's `unpack_in`; such an archive is an error, not a partial world.
+/// Unpacks `archive` into the existing directory `dest`. An entry with `..`
+/// or one that would land outside `dest` through a symlink is refused by
+/// tar's `unpack_in` (such an archive is an error, not a partial world); a
+/// leading `/` is dropped, so `/etc/passwd` lands at `dest/etc/passwd`.
+/// Every path this function itself touches after `unpack_in` (fifos and
+/// devices, directories' metadata) is made the same way by [`inside`],
+/// never by joining the header's path to `dest`.
 pub fn extract(archive: &Path, dest: &Path) -> Result<(), WorldError> {
     let err = |why: String| WorldError::Extract {
         archive: archive.to_owned(),
@@ -55,45 +59,70 @@ pub fn extract(archive: &Path, dest: &Path) -> Result<(), WorldError> {
     let mut dirs = Vec::new();
     for entry in tar.entries().map_err(|e| err(e.to_string()))? {
         let mut entry = entry.map_err(|e| err(e.to_string()))?;
-        let name = entry
-            .path()
-            .map(|p| p.display().to_string())
-            .unwrap_or_default();
+        // The entry's whole name (GNU long names and PAX paths included),
+        // made relative as unpack_in makes it.
+        let path = entry.path().map_err(|e| err(e.to_string()))?.into_owned();
+        let name = path.display().to_string();
+        let Some(rel) = inside(&path) else {
+            return Err(err(format!(
+                "{name}: entry points outside the archive's root"
+            )));
+        };
         // A directory's mode and mtime are set again at the end (deepest
         // first): writing its contents later would change the mtime.
         let kind = entry.header().entry_type();
         if kind.is_dir() {
-            dirs.push(entry.header().clone());
+            dirs.push((rel.clone(), entry.header().clone()));
         }
         let special = kind.is_fifo() || kind.is_character_special() || kind.is_block_special();
         let header = special.then(|| entry.header().clone());
-        let inside = entry
-            .unpack_in(dest)
-            .map_err(|e| err(format!("{name}: {e}")))?;
+        let inside = entry.unpack_in(dest).map_err(|e| {
+            err(format!(
+                "{name}: {e}: {}",
+                std::error::Error::source(&e)
+                    .map(|s| s.to_string())
+                    .unwrap_or_default()
+            ))
+        })?;
         if !inside {
             return Err(err(format!(
                 "{name}: entry points outside the archive's root"
             )));
         }
-        if let Some(h) = header {
+        if let (Some(h), false) = (header, rel.as_os_str().is_empty()) {
             // unpack_in vetted the path and left an empty regular file
             // there (the tar crate makes no fifos or device nodes).
-            let rel = h.path().map_err(|e| err(e.to_string()))?.into_owned();
-            make_special(&h, &dest.join(rel)).map_err(|e| err(format!("{name}: {e}")))?;
+            make_special(&h, &dest.join(&rel)).map_err(|e| err(format!("{name}: {e}")))?;
         }
     }
-    dirs.sort_by_key(|h| std::cmp::Reverse(h.path().map(|p| p.components().count()).unwrap_or(0)));
-    for header in dirs {
-        let path = header.path().map_err(|e| err(e.to_string()))?.into_owned();
-        let target = dest.join(&path);
+    dirs.sort_by_key(|(rel, _)| std::cmp::Reverse(rel.components().count()));
+    for (rel, header) in dirs {
+        // `.` or `/` is the world's root: `dest` itself.
+        let target = dest.join(&rel);
         // unpack_in vetted this path; a later entry may have replaced the
         // directory, and then there is nothing of ours to fix.
         if !std::fs::symlink_metadata(&target).is_ok_and(|m| m.is_dir()) {
             continue;
         }
-        apply_dir_meta(&header, &target).map_err(|e| err(format!("{}: {e}", path.display())))?;
+        apply_dir_meta(&header, &target).map_err(|e| err(format!("{}: {e}", rel.display())))?;
     }
     Ok(())
+}
+
+/// An entry's path relative to the destination, as tar's `unpack_in` reads
+/// it: leading `/`, prefixes and `.` dropped; `None` for any `..`. The
+/// empty path is the archive's root.
+fn inside(path: &Path) -> Option<std::path::PathBuf> {
+    use std::path::Component;
+    let mut rel = std::path::PathBuf::new();
+    for part in path.components() {
+        match part {
+            Component::Prefix(_) | Component::RootDir | Component::CurDir => {}
+            Component::ParentDir => return None,
+            Component::Normal(p) => rel.push(p),
+        }
+    }
+    Some(rel)
 }
 
 /// Replaces the placeholder file at `path` with the fifo or device node
@@ -114,6 +143,15 @@ fn make_special(h: &tar::Header, path: &Path) -> std::io::Result<()> {
         (kind, nix::libc::makedev(major, minor))
     };
     let mode = h.mode()? & 0o7777;
+    // Only the placeholder unpack_in just wrote is replaced: never anything
+    // else that a crafted name could point at.
+    let placeholder = std::fs::symlink_metadata(path)?;
+    if !placeholder.is_file() || placeholder.len() != 0 {
+        return Err(std::io::Error::other(format!(
+            "{} is not the empty file the archive's entry left; refusing to replace it",
+            path.display()
+        )));
+    }
     std::fs::remove_file(path)?;
     mknod(path, kind, Mode::from_bits_truncate(mode as _), dev)?;
     if let (Ok(uid), Ok(gid)) = (h.uid(), h.gid()) {
@@ -256,6 +294,72 @@ mod tests {
             assert_eq!(tmp.mode() & 0o7777, 0o1777, "{name}");
             assert_eq!(tmp.mtime(), 1_100_000_000, "{name}: set after its contents");
         }
+    }
+
+    /// Absolute names land inside the destination (as tar's unpack_in
+    /// puts them) for everything extract does itself too: a fifo or a
+    /// directory named by an absolute path never touches the host's file or
+    /// directory of that name. And a fifo with a GNU long name is made at
+    /// its whole name, not at the header's first 100 bytes.
+    #[test]
+    fn absolute_and_long_names_stay_inside() {
+        use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+        let d = tempfile::tempdir().unwrap();
+        let victim = d.path().join("victim");
+        std::fs::write(&victim, b"host file").unwrap();
+        let victim_dir = d.path().join("victimdir");
+        std::fs::create_dir(&victim_dir).unwrap();
+        std::fs::set_permissions(&victim_dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let tarball = d.path().join("abs.tar");
+        let mut b = tar::Builder::new(std::fs::File::create(&tarball).unwrap());
+        let raw = |b: &mut tar::Builder<std::fs::File>, name: &Path, kind, mode| {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(0);
+            h.set_mode(mode);
+            h.set_uid(0);
+            h.set_gid(0);
+            h.set_mtime(0);
+            h.set_entry_type(kind);
+            let bytes = name.as_os_str().as_encoded_bytes();
+            // set_path refuses absolute names: write the bytes directly.
+            h.as_old_mut().name[..bytes.len()].copy_from_slice(bytes);
+            h.set_cksum();
+            b.append(&h, std::io::empty()).unwrap();
+        };
+        raw(&mut b, &victim, tar::EntryType::Fifo, 0o600);
+        raw(&mut b, &victim_dir, tar::EntryType::Directory, 0o700);
+        let long = format!("{}/fifo", "d".repeat(120));
+        let mut h = tar::Header::new_gnu();
+        h.set_size(0);
+        h.set_mode(0o640);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
+        h.set_entry_type(tar::EntryType::Fifo);
+        b.append_data(&mut h, &long, std::io::empty()).unwrap();
+        b.finish().unwrap();
+        drop(b);
+
+        let dest = d.path().join("out");
+        std::fs::create_dir(&dest).unwrap();
+        extract(&tarball, &dest).unwrap();
+        assert_eq!(std::fs::read(&victim).unwrap(), b"host file");
+        let host_dir = std::fs::metadata(&victim_dir).unwrap();
+        assert_eq!(host_dir.permissions().mode() & 0o7777, 0o755);
+        let inner = dest.join(victim.strip_prefix("/").unwrap());
+        assert!(
+            std::fs::symlink_metadata(&inner)
+                .unwrap()
+                .file_type()
+                .is_fifo()
+        );
+        let inner_dir = dest.join(victim_dir.strip_prefix("/").unwrap());
+        assert_eq!(
+            std::fs::metadata(&inner_dir).unwrap().permissions().mode() & 0o7777,
+            0o700
+        );
+        let fifo = std::fs::symlink_metadata(dest.join(&long)).unwrap();
+        assert!(fifo.file_type().is_fifo(), "made at its whole name");
     }
 
     #[test]
