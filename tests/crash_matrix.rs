@@ -205,17 +205,11 @@ fn failing_plan_rolls_back(fail: Fail) {
     let (r, b, file) = setup(Some(fail));
     assert_same("fixture", &b, before);
     let out = r.run(&["run-plan", file.to_str().unwrap()]);
-    assert_eq!(out.code(), Some(1), "{out}");
     // Logs (WARN lines) may precede it; the error itself is one line.
-    let errors: Vec<&str> = out
-        .stderr
-        .lines()
-        .filter(|l| l.starts_with("jailtx: "))
-        .collect();
-    assert_eq!(errors.len(), 1, "{out}");
+    let error = out.error_line(1);
     let fail_at = d.commit - 1;
     assert!(
-        errors[0].contains(&format!("step {fail_at} (fail:")) && errors[0].contains("rolled back"),
+        error.contains(&format!("step {fail_at} (fail:")) && error.contains("rolled back"),
         "{out}"
     );
     assert!(

@@ -2,12 +2,15 @@
 //! and a jail start makes, in order, and what is asked to undo them when the
 //! Nth call fails (SPEC: a failing step rolls back in reverse, exit 1).
 
+mod support;
+
 use std::path::{Path, PathBuf};
 
 use jailtx::engine::{Action, Engine, EngineError, Plan};
 use jailtx::host::recording::{Call, RecordingHost};
 use jailtx::host::{Host, JailSpec};
 use jailtx::journal::{MemDiskHandle, MemStorage};
+use support::plans::mem_engine;
 
 fn jail() -> JailSpec {
     JailSpec {
@@ -62,17 +65,7 @@ fn forward() -> Vec<Call> {
 }
 
 fn engine(host: &RecordingHost) -> Engine<MemStorage> {
-    let disk = MemDiskHandle::new();
-    Engine::open(
-        disk.file("journal"),
-        Path::new("journal"),
-        disk.file("history"),
-        Path::new("history"),
-        0,
-        None,
-        Box::new(host.clone()),
-    )
-    .expect("open engine")
+    mem_engine(&MemDiskHandle::new(), Box::new(host.clone())).expect("open engine")
 }
 
 #[test]

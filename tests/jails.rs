@@ -467,14 +467,7 @@ fn template_build_from_failing_command_leaves_nothing() {
         env!("CARGO_MANIFEST_DIR")
     );
     let out = r.run(&["template", "build", "--from-cmd", &cmd]);
-    assert_eq!(out.code(), Some(1), "{out}");
-    let errors: Vec<&str> = out
-        .stderr
-        .lines()
-        .filter(|l| l.starts_with("jailtx: "))
-        .collect();
-    assert_eq!(errors.len(), 1, "{out}");
-    assert!(errors[0].contains("rolled back"), "{out}");
+    assert!(out.error_line(1).contains("rolled back"), "{out}");
     let left: Vec<String> = std::fs::read_dir(r.j())
         .unwrap()
         .flatten()

@@ -23,7 +23,8 @@ use jailtx::journal::{
     read_log,
 };
 use support::plans::{
-    Fail, check_representative_after, make_fixture, mkdir_mode, par_map, representative_plan,
+    Fail, check_representative_after, make_fixture, mem_engine, mkdir_mode, par_map,
+    representative_plan,
 };
 use support::{Snapshot, assert_same, snapshot};
 
@@ -34,15 +35,7 @@ const H: &str = "history";
 const OPEN_SYNCS: u64 = 1;
 
 fn open(disk: &MemDiskHandle) -> Result<Engine<MemStorage>, EngineError> {
-    Engine::open(
-        disk.file(J),
-        Path::new(J),
-        disk.file(H),
-        Path::new(H),
-        0,
-        None,
-        Box::new(RecordingHost::new()),
-    )
+    mem_engine(disk, Box::new(RecordingHost::new()))
 }
 
 /// Journal and history as a state dir holds them after one earlier

@@ -16,20 +16,11 @@ use jailtx::host::recording::RecordingHost;
 use jailtx::journal::{HISTORY_MAGIC, MemDiskHandle, MemStorage, Outcome, Record, read_log};
 use proptest::prelude::*;
 use proptest::sample::Index;
-use support::plans::{mkdir_mode, write_mode};
+use support::plans::{mem_engine, mkdir_mode, write_mode};
 use support::{Content, Kind, Snapshot, assert_same, snapshot};
 
 fn open(disk: &MemDiskHandle) -> Engine<MemStorage> {
-    Engine::open(
-        disk.file("journal"),
-        Path::new("journal"),
-        disk.file("history"),
-        Path::new("history"),
-        0,
-        None,
-        Box::new(RecordingHost::new()),
-    )
-    .expect("open engine")
+    mem_engine(disk, Box::new(RecordingHost::new())).expect("open engine")
 }
 
 /// What the model predicts at a path: type, mode, contents or target.

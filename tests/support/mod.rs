@@ -113,6 +113,20 @@ impl Out {
         );
     }
 
+    /// Asserts the exit code and that exactly one stderr line starts
+    /// `jailtx: ` (log lines may precede it); returns that line.
+    #[track_caller]
+    pub fn error_line(&self, code: i32) -> &str {
+        assert_eq!(self.code(), Some(code), "exit code: {self}");
+        let errors: Vec<&str> = self
+            .stderr
+            .lines()
+            .filter(|l| l.starts_with("jailtx: "))
+            .collect();
+        assert_eq!(errors.len(), 1, "one error line: {self}");
+        errors[0]
+    }
+
     /// Asserts the exit code and that stderr is exactly one line starting
     /// `jailtx: `; returns that line.
     #[track_caller]

@@ -5,9 +5,28 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use jailtx::engine::{Action, Plan, Step};
+use jailtx::engine::{Action, Engine, EngineError, Plan, Step};
+use jailtx::host::Host;
+use jailtx::journal::{MemDiskHandle, MemStorage};
 
 use super::{Kind, Snapshot};
+
+/// An engine over an in-memory journal and history (`journal`, `history`
+/// on `disk`) driving `host`, no fault armed.
+pub fn mem_engine(
+    disk: &MemDiskHandle,
+    host: Box<dyn Host>,
+) -> Result<Engine<MemStorage>, EngineError> {
+    Engine::open(
+        disk.file("journal"),
+        Path::new("journal"),
+        disk.file("history"),
+        Path::new("history"),
+        0,
+        None,
+        host,
+    )
+}
 
 /// Builds a [`Plan`] step by step; serialises to the JSON `run-plan` reads.
 pub struct PlanBuilder {
