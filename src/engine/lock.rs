@@ -94,6 +94,21 @@ impl StateLock {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
+
+    /// The lock once it is free: another test of this process forking a
+    /// command may hold a copy of a just-closed descriptor (and its flock)
+    /// until the child's exec closes it.
+    fn acquire_soon(p: &Path) -> StateLock {
+        for _ in 0..1000 {
+            match StateLock::acquire(p) {
+                Ok(lock) => return lock,
+                Err(LockError::Held { .. }) => std::thread::sleep(Duration::from_millis(1)),
+                Err(e) => panic!("{e}"),
+            }
+        }
+        panic!("{} stayed locked for a second", p.display());
+    }
 
     #[test]
     fn a_pid_left_with_nuls_is_named_by_its_digits() {
@@ -134,6 +149,15 @@ mod tests {
         let me = std::process::id().to_string();
         assert_eq!(std::fs::read_to_string(&p).unwrap(), me);
         let stop = std::sync::atomic::AtomicBool::new(false);
+        /// Stops the reader however the writer's loop ends: a panic there
+        /// must fail the test, not leave the scope waiting on a spinning
+        /// reader forever.
+        struct Stop<'a>(&'a std::sync::atomic::AtomicBool);
+        impl Drop for Stop<'_> {
+            fn drop(&mut self) {
+                self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
         let seen = std::thread::scope(|s| {
             let reader = s.spawn(|| {
                 let mut bad = Vec::new();
@@ -145,10 +169,23 @@ mod tests {
                 }
                 bad
             });
-            for _ in 0..20_000 {
-                drop(StateLock::acquire(&p).unwrap());
+            let _stop = Stop(&stop);
+            let mut taken = 0;
+            while taken < 5_000 {
+                match StateLock::acquire(&p) {
+                    Ok(lock) => {
+                        drop(lock);
+                        taken += 1;
+                    }
+                    // Another test of this process forking a command can
+                    // hold a copy of the descriptor (and so the flock) until
+                    // its exec closes it: a moment's wait, not what this
+                    // test is about.
+                    Err(LockError::Held { .. }) => std::thread::yield_now(),
+                    Err(e) => panic!("{e}"),
+                }
             }
-            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            drop(_stop);
             reader.join().unwrap()
         });
         assert!(
@@ -168,7 +205,7 @@ mod tests {
         let err = StateLock::acquire(&p).unwrap_err().to_string();
         assert!(err.contains("holds"), "{err}");
         drop((a, b));
-        let x = StateLock::acquire(&p).unwrap();
+        let x = acquire_soon(&p);
         assert!(StateLock::acquire_shared(&p).is_err());
         drop(x);
     }
