@@ -16,7 +16,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use nix::dir::Dir;
 use nix::errno::Errno;
@@ -24,7 +24,7 @@ use nix::fcntl::{AtFlags, OFlag, open, openat, readlinkat};
 use nix::sys::stat::{FileStat, Mode, SFlag, fstat, fstatat, lstat};
 
 use super::hash;
-use super::{Entry, ManifestError};
+use super::{Entry, Manifest, ManifestError};
 
 /// Told how many bytes of file data were hashed, as they are (from any
 /// thread); `audit` feeds a progress bar with it.
@@ -120,6 +120,29 @@ pub struct Node {
     /// The index of this path in [`Options::entries`], found during the
     /// parallel walk so that an audit's comparison need not look it up.
     pub entry: Option<usize>,
+    /// Found before the entries were decoded ([`Entries::Later`]): `entry`
+    /// is not looked up yet; the caller does that after the walk.
+    pub pending: bool,
+}
+
+/// A manifest's entries, which the walk matches nodes with by path.
+#[derive(Clone, Copy)]
+pub enum Entries<'a> {
+    /// Known before the walk starts (empty for a build).
+    Known(&'a [Entry]),
+    /// Being decoded beside the walk (a full audit's): a node found before
+    /// they are ready is left `pending`, and a directory's children are
+    /// matched once its own entry can be.
+    Later(&'a OnceLock<Manifest>),
+}
+
+impl<'a> Entries<'a> {
+    fn get(self) -> Option<&'a [Entry]> {
+        match self {
+            Entries::Known(e) => Some(e),
+            Entries::Later(slot) => slot.get().map(|m| m.entries.as_slice()),
+        }
+    }
 }
 
 /// What to walk and what to hash.
@@ -128,7 +151,10 @@ pub struct Options<'a> {
     pub exclude: &'a [Vec<u8>],
     /// A manifest's entries (an audit's; empty for a build), which every
     /// node is matched with by path.
-    pub entries: &'a [Entry],
+    pub entries: Entries<'a>,
+    /// About how many nodes to expect (the node list is reserved at this
+    /// size so that it is never copied to grow).
+    pub expect: usize,
     /// Whether this regular file (path, entry and metadata set) is hashed.
     pub hash: &'a (dyn Fn(&Node) -> bool + Sync),
     /// Open regular files (as the directory entry types them) before any
@@ -177,7 +203,7 @@ pub fn walk(root: &Path, opts: &Options<'_>) -> Result<Walked, ManifestError> {
         opts,
         // An audit finds about as many nodes as the manifest has entries:
         // reserved once, the list is never copied to grow (a few MB).
-        out: Mutex::new(Vec::with_capacity(opts.entries.len() + 64)),
+        out: Mutex::new(Vec::with_capacity(opts.expect + 64)),
         error: Mutex::new(None),
         failed: AtomicBool::new(false),
         claimed: Mutex::new(HashSet::new()),
@@ -185,12 +211,11 @@ pub fn walk(root: &Path, opts: &Options<'_>) -> Result<Walked, ManifestError> {
         hashed_bytes: AtomicU64::new(0),
         noatime: AtomicBool::new(true),
     };
-    let top_entry = opts
-        .entries
-        .first()
-        .filter(|e| e.path.is_empty())
-        .map(|_| 0);
-    let top = Walker::node(Vec::new(), meta, top_entry);
+    let mut top = Walker::node(Vec::new(), meta, None);
+    match opts.entries.get() {
+        Some(entries) => top.entry = entries.first().filter(|e| e.path.is_empty()).map(|_| 0),
+        None => top.pending = true,
+    }
     rayon::scope(|s| w.dir(s, fd, top));
     if let Some(e) = w.error.into_inner().unwrap_or_else(PoisonError::into_inner) {
         return Err(e);
@@ -395,6 +420,7 @@ impl<'a> Walker<'a> {
             target: None,
             blake3: None,
             foreign: false,
+            pending: false,
         }
     }
 
@@ -412,8 +438,17 @@ impl<'a> Walker<'a> {
         &'s self,
         s: &rayon::Scope<'s>,
         fd: OwnedFd,
-        node: Node,
+        mut node: Node,
     ) -> Result<(), ManifestError> {
+        let entries = self.opts.entries.get();
+        if node.pending
+            && let Some(entries) = entries
+        {
+            node.entry = super::find(entries, &node.path);
+            node.pending = false;
+        }
+        let pending = entries.is_none();
+        let entries = entries.unwrap_or_default();
         let path = &node.path;
         let read_err = |e: Errno| ManifestError::ReadDir {
             path: self.path(path),
@@ -431,24 +466,34 @@ impl<'a> Walker<'a> {
                 let name = entry.file_name();
                 if name != c"." && name != c".." {
                     // d_type, where the filesystem gives it (else an lstat decides).
-                    let regular = entry.file_type() == Some(nix::dir::Type::File);
-                    names.push((name.to_owned(), regular));
+                    names.push((name.to_owned(), entry.file_type()));
                 }
             }
         }
         let fd = Arc::new(fd);
-        let kids = Children::of(self.opts.entries, node.entry);
+        let kids = Children::of(entries, node.entry);
         let mut local = Vec::with_capacity(names.len() + 1);
         let mut batch = Vec::new();
         let mut batch_bytes = 0;
-        for (name, regular) in names {
+        for (name, d_type) in names {
             let cpath = child(path, &name);
             if self.opts.exclude.binary_search(&cpath).is_ok() {
                 continue;
             }
-            let entry = kids.find(self.opts.entries, name.to_bytes());
-            if regular && self.opts.open_first {
-                let node = Walker::node(cpath, UNSTATED, entry);
+            let entry = kids.find(entries, name.to_bytes());
+            if d_type == Some(nix::dir::Type::Directory) {
+                // Opened without an lstat first: `subdir` takes the
+                // metadata from the open directory, and stats the name
+                // only if it is a mount point it does not enter.
+                let mut node = Walker::node(cpath, UNSTATED, entry);
+                node.pending = pending;
+                let fd = Arc::clone(&fd);
+                s.spawn(move |s| self.subdir(s, &fd, &name, node));
+                continue;
+            }
+            if d_type == Some(nix::dir::Type::File) && self.opts.open_first {
+                let mut node = Walker::node(cpath, UNSTATED, entry);
+                node.pending = pending;
                 batch.push(Queued {
                     name,
                     node,
@@ -473,6 +518,7 @@ impl<'a> Walker<'a> {
             };
             let m = Meta::from(&st);
             let mut node = Walker::node(cpath, m, entry);
+            node.pending = pending;
             match m.file_type() {
                 SFlag::S_IFDIR => {
                     if m.dev != self.root_dev {
@@ -523,30 +569,36 @@ impl<'a> Walker<'a> {
         let dir = Arc::clone(dir);
         s.spawn(move |_| {
             let mut done = Vec::with_capacity(batch.len());
+            // Files and bytes hashed, added to the shared counts once per
+            // batch: two threads adding per file made its cache line bounce.
+            let mut tally = (0, 0);
             for q in batch {
                 if self.failed.load(Ordering::Relaxed) {
                     return;
                 }
-                match self.hash_file(&dir, &q.name, q.node, q.stated) {
+                match self.hash_file(&dir, &q.name, q.node, q.stated, &mut tally) {
                     Ok(Some(node)) => done.push(node),
                     Ok(None) => {}
                     Err(e) => return self.fail(e),
                 }
             }
+            self.hashed_files.fetch_add(tally.0, Ordering::Relaxed);
+            self.hashed_bytes.fetch_add(tally.1, Ordering::Relaxed);
             lock(&self.out).append(&mut done);
         });
     }
 
     /// Opens and walks a subdirectory found in `parent`, or records it as a
-    /// mount point when it is one.
+    /// mount point when it is one. `node.meta` is the walk's lstat, or
+    /// [`UNSTATED`] when the directory entry typed it a directory.
     fn subdir<'s>(&'s self, s: &rayon::Scope<'s>, parent: &OwnedFd, name: &CString, node: Node) {
         if self.failed.load(Ordering::Relaxed) {
             return;
         }
         match open_subdir(parent.as_fd(), name) {
+            // What was opened is a directory (O_DIRECTORY, no symlink
+            // followed), and its own metadata is what is recorded.
             Ok(fd) => match fstat(&fd) {
-                // Identity check: what we opened is what we lstat'ed (or at
-                // least a directory of this filesystem, if it was swapped).
                 Ok(st) if Meta::from(&st).dev == self.root_dev => self.dir(
                     s,
                     fd,
@@ -555,8 +607,9 @@ impl<'a> Walker<'a> {
                         ..node
                     },
                 ),
-                Ok(_) => lock(&self.out).push(Node {
+                Ok(st) => lock(&self.out).push(Node {
                     foreign: true,
+                    meta: Meta::from(&st),
                     ..node
                 }),
                 Err(e) => self.fail(ManifestError::Stat {
@@ -564,10 +617,22 @@ impl<'a> Walker<'a> {
                     source: e.into(),
                 }),
             },
-            Err(Errno::EXDEV) => lock(&self.out).push(Node {
-                foreign: true,
-                ..node
-            }),
+            // A mount point, not entered: recorded with what lstat says
+            // of it (the mounted root's metadata, as for any path).
+            Err(Errno::EXDEV) => {
+                match fstatat(parent, name.as_c_str(), AtFlags::AT_SYMLINK_NOFOLLOW) {
+                    Ok(st) => lock(&self.out).push(Node {
+                        foreign: true,
+                        meta: Meta::from(&st),
+                        ..node
+                    }),
+                    Err(Errno::ENOENT) => {}
+                    Err(e) => self.fail(ManifestError::Stat {
+                        path: self.path(&node.path),
+                        source: e.into(),
+                    }),
+                }
+            }
             Err(Errno::ENOENT) => {}
             Err(Errno::ELOOP | Errno::ENOTDIR) => self.fail(ManifestError::Changed {
                 path: self.path(&node.path),
@@ -595,6 +660,7 @@ impl<'a> Walker<'a> {
         name: &CStr,
         mut node: Node,
         stated: bool,
+        tally: &mut (u64, u64),
     ) -> Result<Option<Node>, ManifestError> {
         // O_NONBLOCK and O_NOCTTY: if the name now holds a fifo or a
         // device, opening it must neither block nor grab a terminal.
@@ -654,8 +720,8 @@ impl<'a> Walker<'a> {
             path: self.path(&node.path),
             source,
         })?;
-        self.hashed_files.fetch_add(1, Ordering::Relaxed);
-        self.hashed_bytes.fetch_add(n, Ordering::Relaxed);
+        tally.0 += 1;
+        tally.1 += n;
         self.opts.progress.add(n);
         node.blake3 = Some(digest);
         Ok(Some(node))
@@ -676,7 +742,8 @@ mod tests {
         let exclude = vec![b"usr/ports".to_vec()];
         let opts = Options {
             exclude: &exclude,
-            entries,
+            entries: Entries::Known(entries),
+            expect: entries.len(),
             hash,
             open_first,
             progress: &(),
