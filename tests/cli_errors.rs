@@ -185,6 +185,80 @@ fn pending_transaction_exits_4_naming_it() {
     }
 }
 
+/// SPEC: bad input is exit 2 and changes nothing, also while a transaction
+/// is pending: the arguments are checked before the pending check (exit 4)
+/// and before `--auto-recover` would recover it.
+#[test]
+fn bad_arguments_exit_2_before_the_pending_check() {
+    let r = pending_root();
+    let before = r.everything();
+    let cases: [(&[&str], &str); 10] = [
+        (
+            &[
+                "jail",
+                "create",
+                "bad name",
+                "--hostname",
+                "h.example",
+                "--ip",
+                "192.0.2.9",
+            ],
+            "bad name",
+        ),
+        (
+            &[
+                "jail",
+                "create",
+                "ok",
+                "--hostname",
+                "bad_host",
+                "--ip",
+                "192.0.2.9",
+            ],
+            "bad_host",
+        ),
+        (
+            &[
+                "jail",
+                "create",
+                "ok",
+                "--hostname",
+                "h.example",
+                "--ip",
+                "999.1.1.1",
+            ],
+            "999.1.1.1",
+        ),
+        (&["jail", "destroy", "../x"], "../x"),
+        (&["start", "mroot"], "mroot"),
+        (&["stop", "ns", "bad/name"], "bad/name"),
+        (&["etc-merge", "skel", "a b"], "a b"),
+        (&["rollback", "--to", "yesterday"], "yesterday"),
+        (
+            &["upgrade", "--from-dir", "/nonexistent/world"],
+            "/nonexistent/world",
+        ),
+        (
+            &["template", "build", "--from-tar", "/nonexistent.txz"],
+            "/nonexistent.txz",
+        ),
+    ];
+    for (args, named) in cases {
+        for auto in [false, true] {
+            let mut all = if auto { vec!["--auto-recover"] } else { vec![] };
+            all.extend_from_slice(args);
+            let what = format!("{all:?} with tx 2 pending");
+            let out = r.run(&all);
+            let line = out.one_line_error(2, &what);
+            assert!(line.contains(named), "{what}: must name {named:?}: {line}");
+            assert_same(&what, &r.everything(), &before);
+        }
+    }
+    // A good command still meets the pending transaction.
+    r.run(&["stop", "ns"])
+        .one_line_error(4, "stop ns with tx 2 pending");
+}
+
 #[test]
 fn auto_recover_finishes_the_pending_transaction_then_proceeds() {
     let r = pending_root();

@@ -157,6 +157,7 @@ fn run(cli: Cli) -> Result<(), Error> {
             "--backend linux (bind mounts, namespaced jails) runs only on Linux; use --backend freebsd".into(),
         ));
     }
+    check_input(&cli.command)?;
     let ctx = Ctx {
         global: cli.global,
         cfg,
@@ -397,6 +398,53 @@ fn run_plan(ctx: &Ctx, file: &std::path::Path) -> Result<(), Error> {
     }
     let mut state = open_state(ctx)?;
     execute(ctx, Some(&mut state), plan)
+}
+
+/// The checks of a command's arguments that need no state: run before the
+/// lock, so that a typo is exit 2 with nothing changed even while a
+/// transaction is pending (which would be exit 4, or, under
+/// `--auto-recover`, a recovery the operator did not mean to start now).
+/// The planners check the same again against the state.
+fn check_input(command: &Command) -> Result<(), Error> {
+    use ops::validate;
+    let names = |names: &[String]| names.iter().try_for_each(|n| validate::jail_name(n));
+    let checked = match command {
+        Command::Jail(JailCmd::Create {
+            name, hostname, ip, ..
+        }) => validate::jail_name(name)
+            .and_then(|()| validate::hostname(hostname))
+            .and_then(|()| validate::ip(ip).map(drop)),
+        Command::Jail(JailCmd::Destroy { name, .. }) => validate::jail_name(name),
+        Command::Start { names: n }
+        | Command::Stop { names: n }
+        | Command::Restart { names: n } => names(n),
+        // skel's /etc is merged like a jail's.
+        Command::EtcMerge { names: n } => n
+            .iter()
+            .filter(|n| n.as_str() != "skel")
+            .try_for_each(|n| validate::jail_name(n)),
+        Command::Rollback { to: Some(to) } => {
+            let name = if to.starts_with("mroot.") {
+                to.clone()
+            } else {
+                format!("mroot.{to}")
+            };
+            match ops::upgrade::parse_archive(&name) {
+                Some(_) => Ok(()),
+                None => Err(format!(
+                    "--to {to:?}: expected an archive name, mroot.YYYYMMDD[.N] or YYYYMMDD[.N]"
+                )),
+            }
+        }
+        Command::Template(TemplateCmd::Build { source }) | Command::Upgrade { source } => {
+            match world_source(source.clone()) {
+                Ok(s) => validate::source(&s),
+                Err(e) => return Err(e),
+            }
+        }
+        _ => Ok(()),
+    };
+    checked.map_err(Error::Usage)
 }
 
 fn world_source(s: args::Source) -> Result<crate::world::Source, Error> {
