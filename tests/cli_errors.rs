@@ -254,9 +254,27 @@ fn bad_arguments_exit_2_before_the_pending_check() {
             assert_same(&what, &r.everything(), &before);
         }
     }
-    // A good command still meets the pending transaction.
-    r.run(&["stop", "ns"])
-        .one_line_error(4, "stop ns with tx 2 pending");
+    // Good arguments (the forms each check accepts) still meet the pending
+    // transaction.
+    for args in [
+        &["stop", "ns"][..],
+        &["etc-merge", "skel", "ns"],
+        &["rollback", "--to", "20260101"],
+        &["rollback", "--to", "mroot.20260101.2"],
+        &[
+            "jail",
+            "create",
+            "ns",
+            "--hostname",
+            "ns.example",
+            "--ip",
+            "2001:db8::53",
+        ],
+    ] {
+        let what = format!("{args:?} with tx 2 pending");
+        r.run(args).one_line_error(4, &what);
+    }
+    assert_same("good arguments", &r.everything(), &before);
 }
 
 #[test]

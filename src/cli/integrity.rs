@@ -13,11 +13,12 @@ use crate::manifest::{self, Manifest, ManifestError, Mode, Report, audit, mtree}
 use crate::ops::upgrade::parse_archive;
 use crate::statedir::StateError;
 
-/// A template to check: its directory and where its manifest is.
+/// A template to check: its directory and its manifest, already read.
 struct Target {
     name: String,
     dir: PathBuf,
     manifest_path: PathBuf,
+    manifest: Manifest,
 }
 
 /// Exit 3 for a template that drifted, 2 for everything else (a missing or
@@ -43,32 +44,19 @@ fn resolve(ctx: &Ctx, name: &str) -> Result<Target, Error> {
         )));
     }
     let manifest_path = manifest::path_for(&ctx.layout.manifests, name);
+    let manifest = manifest::read(&manifest_path).map_err(to_error)?;
     Ok(Target {
         name: name.to_owned(),
         dir,
         manifest_path,
+        manifest,
     })
-}
-
-/// Template `name` and its manifest, read and checked.
-fn load(ctx: &Ctx, name: &str) -> Result<(Target, Manifest), Error> {
-    let t = resolve(ctx, name)?;
-    let m = manifest::read(&t.manifest_path).map_err(to_error)?;
-    Ok((t, m))
 }
 
 /// The named templates (default `mroot`), or with `--all` the current one
 /// and every archive that has a manifest. Every manifest is read and checked
-/// before any audit starts, so a bad one fails fast with exit 2, except the
-/// first's when `defer_first` (its audit reads it beside the walk, and
-/// still fails with exit 2 before any report): its manifest is then none,
-/// and only known to exist.
-fn targets(
-    ctx: &Ctx,
-    names: &[String],
-    all: bool,
-    defer_first: bool,
-) -> Result<Vec<(Target, Option<Manifest>)>, Error> {
+/// before any audit starts, so a bad one fails fast with exit 2.
+fn targets(ctx: &Ctx, names: &[String], all: bool) -> Result<Vec<Target>, Error> {
     if !ctx.layout.state.is_dir() {
         return Err(StateError::Missing(ctx.layout.state.clone()).into());
     }
@@ -98,22 +86,7 @@ fn targets(
     };
     let mut seen = std::collections::HashSet::new();
     wanted.retain(|n| seen.insert(n.clone()));
-    wanted
-        .iter()
-        .enumerate()
-        .map(|(k, n)| {
-            if k > 0 || !defer_first {
-                return load(ctx, n).map(|(t, m)| (t, Some(m)));
-            }
-            let t = resolve(ctx, n)?;
-            if !t.manifest_path.exists() {
-                return Err(to_error(ManifestError::Missing {
-                    path: t.manifest_path,
-                }));
-            }
-            Ok((t, None))
-        })
-        .collect()
+    wanted.iter().map(|n| resolve(ctx, n)).collect()
 }
 
 /// Hashed bytes into a progress bar, when there is one.
@@ -128,24 +101,23 @@ impl manifest::Progress for Bar {
 }
 
 impl Bar {
-    /// Whether a full audit draws a bar: only when stderr is a terminal and
+    /// A bar on stderr for a full audit, only when stderr is a terminal and
     /// the output is for a person.
-    fn wanted(ctx: &Ctx, mode: Mode) -> bool {
+    fn new(ctx: &Ctx, t: &Target, mode: Mode) -> Bar {
         let g = &ctx.global;
-        mode == Mode::Full && !g.json && !g.quiet && std::io::stderr().is_terminal()
-    }
-
-    fn new(ctx: &Ctx, name: &str, m: &Manifest, mode: Mode) -> Bar {
-        if !Bar::wanted(ctx, mode) {
+        if mode != Mode::Full || g.json || g.quiet || !std::io::stderr().is_terminal() {
             return Bar(None);
         }
-        let bar = ProgressBar::with_draw_target(Some(m.file_bytes()), ProgressDrawTarget::stderr());
+        let bar = ProgressBar::with_draw_target(
+            Some(t.manifest.file_bytes()),
+            ProgressDrawTarget::stderr(),
+        );
         let style = ProgressStyle::with_template(
             "{msg} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
         )
         .unwrap_or_else(|_| ProgressStyle::default_bar());
         bar.set_style(style.progress_chars("=> "));
-        bar.set_message(format!("audit {name}"));
+        bar.set_message(format!("audit {}", t.name));
         Bar(Some(bar))
     }
 
@@ -156,13 +128,13 @@ impl Bar {
     }
 }
 
-fn report_json(t: &Target, m: &Manifest, r: &Report) -> serde_json::Value {
+fn report_json(t: &Target, r: &Report) -> serde_json::Value {
     // Paths as display strings: `json!` panics on a path that is not UTF-8.
     json!({
         "template": t.name,
         "path": t.dir.display().to_string(),
         "manifest": t.manifest_path.display().to_string(),
-        "id": m.id(),
+        "id": t.manifest.id(),
         "clean": r.is_clean(),
         "counts": r.counts(),
         "new_setid": r.new_setid(),
@@ -175,35 +147,30 @@ pub(super) fn audit(ctx: &Ctx, names: &[String], all: bool, quick: bool) -> Resu
     // rayon's threads start while the manifests are read, rather than when
     // the first is decoded (which is parallel).
     rayon::spawn(|| {});
-    let mode = if quick { Mode::Quick } else { Mode::Full };
     // Bad names are refused (exit 2) before the lock, which writes its pid.
-    // A bar needs the first manifest's size before its walk.
-    let targets = targets(ctx, names, all, !Bar::wanted(ctx, mode))?;
+    let targets = targets(ctx, names, all)?;
     // Shared: audits run side by side, but never beside an upgrade, rollback
     // or prune, which rename and remove the trees being walked (exit 5).
     let _lock = StateLock::acquire_shared(&ctx.layout.lock).map_err(StateError::from)?;
+    let mode = if quick { Mode::Quick } else { Mode::Full };
     let mut results = Vec::with_capacity(targets.len());
-    for (t, m) in targets {
-        let (m, report) = match m {
-            Some(m) => {
-                let bar = Bar::new(ctx, &t.name, &m, mode);
-                let report = audit::run(&t.dir, &m, mode, &bar).map_err(to_error)?;
-                bar.done();
-                (m, report)
-            }
-            None => audit::run_file(&t.dir, &t.manifest_path, mode, &()).map_err(to_error)?,
-        };
-        results.push((t, m, report));
+    for t in &targets {
+        let bar = Bar::new(ctx, t, mode);
+        let report = audit::run(&t.dir, &t.manifest, mode, &bar).map_err(to_error)?;
+        bar.done();
+        results.push(report);
     }
-    let drifted: Vec<String> = results
+    let drifted: Vec<String> = targets
         .iter()
-        .filter(|(_, _, r)| !r.is_clean())
-        .map(|(t, _, r)| format!("{} ({} differences)", t.name, r.differences.len()))
+        .zip(&results)
+        .filter(|(_, r)| !r.is_clean())
+        .map(|(t, r)| format!("{} ({} differences)", t.name, r.differences.len()))
         .collect();
     if ctx.global.json {
-        let docs: Vec<_> = results
+        let docs: Vec<_> = targets
             .iter()
-            .map(|(t, m, r)| report_json(t, m, r))
+            .zip(&results)
+            .map(|(t, r)| report_json(t, r))
             .collect();
         let code = if drifted.is_empty() { 0 } else { 3 };
         println!(
@@ -219,11 +186,12 @@ pub(super) fn audit(ctx: &Ctx, names: &[String], all: bool, quick: bool) -> Resu
         }
         return Ok(());
     }
-    for (t, _, r) in &results {
+    for (t, r) in targets.iter().zip(&results) {
         print!("{}", r.render(&t.name));
     }
     // The manifests and reports go with the process: freeing their tens of
     // thousands of small allocations one by one would only delay the exit.
+    std::mem::forget(targets);
     std::mem::forget(results);
     if drifted.is_empty() {
         Ok(())
@@ -245,12 +213,12 @@ pub(super) fn export(ctx: &Ctx, template: Option<&str>, format: &str) -> Result<
     if !ctx.layout.state.is_dir() {
         return Err(StateError::Missing(ctx.layout.state.clone()).into());
     }
-    let (t, m) = load(ctx, template.unwrap_or("mroot"))?;
-    let spec = mtree::export(&t.dir, &m, &t.name).map_err(to_error)?;
+    let t = resolve(ctx, template.unwrap_or("mroot"))?;
+    let spec = mtree::export(&t.dir, &t.manifest, &t.name).map_err(to_error)?;
     if ctx.global.json {
         println!(
             "{}",
-            json!({ "template": t.name, "id": m.id(), "format": "mtree", "spec": spec })
+            json!({ "template": t.name, "id": t.manifest.id(), "format": "mtree", "spec": spec })
         );
         return Ok(());
     }

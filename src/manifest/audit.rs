@@ -3,14 +3,13 @@
 use std::collections::HashMap;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
-use std::sync::OnceLock;
 
 use nix::sys::stat::SFlag;
 use rayon::prelude::*;
 use serde::Serialize;
 
 use super::report::{DiffKind, Difference, Report};
-use super::walk::{self, Entries, Meta, Node, Options, Progress, Walked};
+use super::walk::{self, Meta, Node, Options, Progress};
 use super::{Kind, Manifest, ManifestError, display_path, hex};
 
 /// How much of the template's data an audit reads.
@@ -73,103 +72,13 @@ pub fn run(
         dir,
         &Options {
             exclude: &m.excluded,
-            entries: Entries::Known(&m.entries),
-            expect: m.entries.len(),
+            entries: &m.entries,
             hash: &wanted,
             // A full audit hashes nearly every file; a quick one few.
             open_first: mode == Mode::Full,
             progress,
         },
     )?;
-    compare(dir, m, mode, walked)
-}
-
-/// Audits the template at `dir` against the manifest file at `path`, and
-/// returns the manifest with the report. A full audit reads and decodes the
-/// manifest beside the walk rather than before it: on one thread, that
-/// would leave the other cores idle for the first few milliseconds.
-/// The file is checked exactly as [`super::read`] checks it, and a corrupt
-/// one is an error whatever the walk found.
-pub fn run_file(
-    dir: &Path,
-    path: &Path,
-    mode: Mode,
-    progress: &dyn Progress,
-) -> Result<(Manifest, Report), ManifestError> {
-    let Some(super::Peeked { excluded, len }) = super::peek(path)? else {
-        // Not a manifest we can start from (it is corrupt, and reading it
-        // whole says how).
-        let m = super::read(path)?;
-        let r = run(dir, &m, mode, progress)?;
-        return Ok((m, r));
-    };
-    if mode == Mode::Quick {
-        // Which files a quick audit hashes is the stat cache's call.
-        let m = super::read(path)?;
-        let r = run(dir, &m, mode, progress)?;
-        return Ok((m, r));
-    }
-    let slot = OnceLock::new();
-    let (decoded, walked) = rayon::join(
-        || super::read(path).map(|m| slot.set(m).is_ok()),
-        // Every entry takes at least 20 bytes of the file.
-        || walk_beside(dir, &excluded, &slot, len / 20, progress),
-    );
-    decoded?;
-    let walked = walked?;
-    let Some(m) = slot.into_inner() else {
-        return Err(ManifestError::Changed {
-            path: path.to_owned(),
-        });
-    };
-    // The file is read twice (its first bytes, then all of it): the walk
-    // left out what the checked manifest leaves out, or it is no audit.
-    if m.excluded != excluded {
-        return Err(ManifestError::Changed {
-            path: path.to_owned(),
-        });
-    }
-    let r = finish(dir, &m, walked)?;
-    Ok((m, r))
-}
-
-/// A full audit's walk while `slot` is being filled with the manifest,
-/// leaving out `excluded`.
-fn walk_beside(
-    dir: &Path,
-    excluded: &[Vec<u8>],
-    slot: &OnceLock<Manifest>,
-    expect: u64,
-    progress: &dyn Progress,
-) -> Result<Walked, ManifestError> {
-    // Files found before the entries are ready are hashed: most are
-    // wanted, and an unwanted hash is ignored.
-    let wanted = |n: &Node| n.pending || slot.get().is_some_and(|m| wanted(m, Mode::Full, n));
-    walk::walk(
-        dir,
-        &Options {
-            exclude: excluded,
-            entries: Entries::Later(slot),
-            expect: usize::try_from(expect).unwrap_or(0),
-            hash: &wanted,
-            open_first: true,
-            progress,
-        },
-    )
-}
-
-/// The full audit's report of [`walk_beside`]'s nodes: those found before
-/// the entries were ready are matched first.
-fn finish(dir: &Path, m: &Manifest, mut walked: Walked) -> Result<Report, ManifestError> {
-    for n in walked.nodes.iter_mut().filter(|n| n.pending) {
-        n.entry = m.find(&n.path);
-        n.pending = false;
-    }
-    compare(dir, m, Mode::Full, walked)
-}
-
-/// The report of a walk whose nodes are matched with `m`'s entries.
-fn compare(dir: &Path, m: &Manifest, mode: Mode, walked: Walked) -> Result<Report, ManifestError> {
     let mut report = Report {
         mode,
         entries: m.entries.len(),
@@ -525,7 +434,6 @@ fn lossy(b: &[u8]) -> String {
 mod tests {
     use super::*;
     use crate::manifest::build;
-    use std::os::unix::fs::PermissionsExt;
 
     fn kinds(r: &Report) -> Vec<(&str, DiffKind)> {
         r.differences
@@ -582,108 +490,6 @@ mod tests {
                 ("/sub/deep/c", DiffKind::Removed)
             ]
         );
-    }
-
-    /// Drift of most kinds in `tree()`'s tree.
-    fn drift(t: &Path) {
-        std::fs::write(t.join("sub/new"), b"new").unwrap();
-        std::fs::create_dir(t.join("sub/newdir")).unwrap();
-        std::fs::write(t.join("sub/newdir/x"), b"x").unwrap();
-        std::fs::remove_file(t.join("sub/deep/c")).unwrap();
-        std::fs::remove_file(t.join("b")).unwrap();
-        std::fs::write(t.join("b"), b"aaa").unwrap();
-        std::fs::write(t.join("a"), b"AAA").unwrap();
-        std::fs::remove_file(t.join("link")).unwrap();
-        std::os::unix::fs::symlink("sub", t.join("link")).unwrap();
-        std::fs::set_permissions(t.join("sub"), std::fs::Permissions::from_mode(0o700)).unwrap();
-    }
-
-    #[test]
-    fn a_walk_beside_the_decoding_reports_what_a_walk_after_it_does() {
-        let (d, t) = tree();
-        let m = build(&t, &["ports".into()]).unwrap();
-        drift(&t);
-        let want = full(&t, &m).unwrap();
-        assert_eq!(
-            kinds(&want),
-            [
-                ("/a", DiffKind::Content),
-                ("/b", DiffKind::Link),
-                ("/link", DiffKind::Link),
-                ("/sub", DiffKind::Mode),
-                ("/sub/deep/c", DiffKind::Removed),
-                ("/sub/new", DiffKind::Added),
-                ("/sub/newdir", DiffKind::Added),
-                ("/sub/newdir/x", DiffKind::Added),
-            ]
-        );
-        // The manifest ready before the walk starts, and only after it
-        // ends (every node then matched afterwards): the same report.
-        for ready in [true, false] {
-            let slot = OnceLock::new();
-            if ready {
-                slot.set(m.clone()).unwrap();
-            }
-            let walked = walk_beside(&t, &m.excluded, &slot, 0, &()).unwrap();
-            assert_eq!(walked.nodes.iter().all(|n| n.pending), !ready);
-            let got = finish(&t, &m, walked).unwrap();
-            assert_eq!(got.differences, want.differences, "ready {ready}");
-            assert_eq!(got.found, want.found);
-        }
-        // Ready part way: at the first file hashed, so that directories
-        // found before are matched when they are listed, and their
-        // children as they are found.
-        let mut mixed = false;
-        for _ in 0..50 {
-            let slot = OnceLock::new();
-            let hash = |n: &Node| {
-                let _ = slot.set(m.clone());
-                n.pending || wanted(&m, Mode::Full, n)
-            };
-            let opts = Options {
-                exclude: &m.excluded,
-                entries: Entries::Later(&slot),
-                expect: 0,
-                hash: &hash,
-                open_first: true,
-                progress: &(),
-            };
-            let walked = walk::walk(&t, &opts).unwrap();
-            mixed |=
-                walked.nodes.iter().any(|n| n.pending) && walked.nodes.iter().any(|n| !n.pending);
-            let got = finish(&t, &m, walked).unwrap();
-            assert_eq!(got.differences, want.differences, "ready part way");
-        }
-        assert!(mixed, "never ready part way");
-        // And from the manifest file, quick and full.
-        let file = d.path().join("t.manifest");
-        crate::manifest::write(&file, &m).unwrap();
-        let (read, got) = run_file(&t, &file, Mode::Full, &()).unwrap();
-        assert_eq!((read.id(), &got.differences), (m.id(), &want.differences));
-        let (_, got) = run_file(&t, &file, Mode::Quick, &()).unwrap();
-        assert_eq!(got.differences, quick(&t, &m).unwrap().differences);
-    }
-
-    #[test]
-    fn a_corrupt_manifest_file_is_refused_after_a_walk_beside_it() {
-        let (d, t) = tree();
-        let m = build(&t, &[]).unwrap();
-        let file = d.path().join("t.manifest");
-        crate::manifest::write(&file, &m).unwrap();
-        let mut bytes = std::fs::read(&file).unwrap();
-        // Past the excluded paths (the walk starts from them), then in the
-        // magic (the walk cannot start).
-        for at in [bytes.len() - 40, 0] {
-            bytes[at] ^= 1;
-            std::fs::write(&file, &bytes).unwrap();
-            for mode in [Mode::Full, Mode::Quick] {
-                match run_file(&t, &file, mode, &()) {
-                    Err(ManifestError::Corrupt { .. }) => {}
-                    other => panic!("byte {at}, {mode:?}: {:?}", other.map(|(_, r)| r)),
-                }
-            }
-            bytes[at] ^= 1;
-        }
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use nix::sys::stat::SFlag;
 
-use super::walk::{self, Entries, Node, Options};
+use super::walk::{self, Node, Options};
 use super::{Entry, Kind, Manifest, ManifestError, Stat, StatCache, exclude_keys};
 
 /// How far before the instant a file is read its ctime must lie for
@@ -42,8 +42,7 @@ pub fn build_with(
         dir,
         &Options {
             exclude: &excluded,
-            entries: Entries::Known(&[]),
-            expect: 0,
+            entries: &[],
             hash: &|_| true,
             open_first: true,
             progress,

@@ -111,19 +111,6 @@ fn section<'a, T: Deserialize<'a>>(bytes: &'a [u8], name: &'static str) -> Resul
     Ok(value)
 }
 
-/// The excluded paths at the start of a manifest file's content section,
-/// from the file's first bytes, unchecked: none if they do not hold them.
-/// An audit walks with these while the whole file is decoded beside it,
-/// and then requires the checked manifest to carry the same.
-pub(super) fn peek_excluded(prefix: &[u8]) -> Option<Vec<Vec<u8>>> {
-    if prefix.get(..8)? != MAGIC {
-        return None;
-    }
-    postcard::take_from_bytes(prefix.get(HEADER_LEN..)?)
-        .ok()
-        .map(|(excluded, _)| excluded)
-}
-
 pub(super) fn decode(bytes: &[u8]) -> Result<Manifest, DecodeError> {
     if bytes.len() < 8 || bytes[..8] != MAGIC {
         return Err(DecodeError::BadMagic);

@@ -200,7 +200,9 @@ impl Manifest {
 
     /// The index of `path`'s entry.
     pub fn find(&self, path: &[u8]) -> Option<usize> {
-        find(&self.entries, path)
+        self.entries
+            .binary_search_by(|e| e.path.as_slice().cmp(path))
+            .ok()
     }
 
     /// The entry holding `i`'s data: itself, or the one a hard link names.
@@ -222,13 +224,6 @@ impl Manifest {
             })
             .sum()
     }
-}
-
-/// The index of the entry at `path` in sorted `entries`.
-pub(crate) fn find(entries: &[Entry], path: &[u8]) -> Option<usize> {
-    entries
-        .binary_search_by(|e| e.path.as_slice().cmp(path))
-        .ok()
 }
 
 /// Byte strings through serde as bytes rather than as a sequence of u8.
@@ -282,15 +277,7 @@ pub fn path_for(manifests_dir: &Path, template_dir_name: &str) -> PathBuf {
 /// Reads and checks a manifest file. A missing file, a checksum mismatch or
 /// a malformed body is an error naming the path: never "everything drifted".
 pub fn read(path: &Path) -> Result<Manifest, ManifestError> {
-    let bytes = std::fs::read(path).map_err(|e| read_error(path, e))?;
-    Manifest::decode(&bytes).map_err(|source| ManifestError::Corrupt {
-        path: path.to_owned(),
-        source,
-    })
-}
-
-fn read_error(path: &Path, source: std::io::Error) -> ManifestError {
-    match source.kind() {
+    let bytes = std::fs::read(path).map_err(|source| match source.kind() {
         std::io::ErrorKind::NotFound => ManifestError::Missing {
             path: path.to_owned(),
         },
@@ -298,29 +285,11 @@ fn read_error(path: &Path, source: std::io::Error) -> ManifestError {
             path: path.to_owned(),
             source,
         },
-    }
-}
-
-/// What an audit starts its walk from before the manifest is decoded.
-pub(crate) struct Peeked {
-    /// The excluded paths the file names, unchecked.
-    pub excluded: Vec<Vec<u8>>,
-    /// The file's length.
-    pub len: u64,
-}
-
-/// The excluded paths a manifest file names, from its first bytes and
-/// unchecked (see [`audit::run_file`]); none when they are not in its
-/// first 64 KiB or do not decode.
-pub(crate) fn peek(path: &Path) -> Result<Option<Peeked>, ManifestError> {
-    use std::io::Read;
-    let file = std::fs::File::open(path).map_err(|e| read_error(path, e))?;
-    let len = file.metadata().map_err(|e| read_error(path, e))?.len();
-    let mut prefix = Vec::with_capacity(64 << 10);
-    file.take(64 << 10)
-        .read_to_end(&mut prefix)
-        .map_err(|e| read_error(path, e))?;
-    Ok(format::peek_excluded(&prefix).map(|excluded| Peeked { excluded, len }))
+    })?;
+    Manifest::decode(&bytes).map_err(|source| ManifestError::Corrupt {
+        path: path.to_owned(),
+        source,
+    })
 }
 
 /// Writes `m` to `path` atomically and durably (temp, fsync, rename, fsync

@@ -16,7 +16,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use nix::dir::Dir;
 use nix::errno::Errno;
@@ -24,7 +24,7 @@ use nix::fcntl::{AtFlags, OFlag, open, openat, readlinkat};
 use nix::sys::stat::{FileStat, Mode, SFlag, fstat, fstatat, lstat};
 
 use super::hash;
-use super::{Entry, Manifest, ManifestError};
+use super::{Entry, ManifestError};
 
 /// Told how many bytes of file data were hashed, as they are (from any
 /// thread); `audit` feeds a progress bar with it.
@@ -120,29 +120,6 @@ pub struct Node {
     /// The index of this path in [`Options::entries`], found during the
     /// parallel walk so that an audit's comparison need not look it up.
     pub entry: Option<usize>,
-    /// Found before the entries were decoded ([`Entries::Later`]): `entry`
-    /// is not looked up yet; the caller does that after the walk.
-    pub pending: bool,
-}
-
-/// A manifest's entries, which the walk matches nodes with by path.
-#[derive(Clone, Copy)]
-pub enum Entries<'a> {
-    /// Known before the walk starts (empty for a build).
-    Known(&'a [Entry]),
-    /// Being decoded beside the walk (a full audit's): a node found before
-    /// they are ready is left `pending`, and a directory's children are
-    /// matched once its own entry can be.
-    Later(&'a OnceLock<Manifest>),
-}
-
-impl<'a> Entries<'a> {
-    fn get(self) -> Option<&'a [Entry]> {
-        match self {
-            Entries::Known(e) => Some(e),
-            Entries::Later(slot) => slot.get().map(|m| m.entries.as_slice()),
-        }
-    }
 }
 
 /// What to walk and what to hash.
@@ -151,10 +128,7 @@ pub struct Options<'a> {
     pub exclude: &'a [Vec<u8>],
     /// A manifest's entries (an audit's; empty for a build), which every
     /// node is matched with by path.
-    pub entries: Entries<'a>,
-    /// About how many nodes to expect (the node list is reserved at this
-    /// size so that it is never copied to grow).
-    pub expect: usize,
+    pub entries: &'a [Entry],
     /// Whether this regular file (path, entry and metadata set) is hashed.
     pub hash: &'a (dyn Fn(&Node) -> bool + Sync),
     /// Open regular files (as the directory entry types them) before any
@@ -203,7 +177,7 @@ pub fn walk(root: &Path, opts: &Options<'_>) -> Result<Walked, ManifestError> {
         opts,
         // An audit finds about as many nodes as the manifest has entries:
         // reserved once, the list is never copied to grow (a few MB).
-        out: Mutex::new(Vec::with_capacity(opts.expect + 64)),
+        out: Mutex::new(Vec::with_capacity(opts.entries.len() + 64)),
         error: Mutex::new(None),
         failed: AtomicBool::new(false),
         claimed: Mutex::new(HashSet::new()),
@@ -211,11 +185,12 @@ pub fn walk(root: &Path, opts: &Options<'_>) -> Result<Walked, ManifestError> {
         hashed_bytes: AtomicU64::new(0),
         noatime: AtomicBool::new(true),
     };
-    let mut top = Walker::node(Vec::new(), meta, None);
-    match opts.entries.get() {
-        Some(entries) => top.entry = entries.first().filter(|e| e.path.is_empty()).map(|_| 0),
-        None => top.pending = true,
-    }
+    let top_entry = opts
+        .entries
+        .first()
+        .filter(|e| e.path.is_empty())
+        .map(|_| 0);
+    let top = Walker::node(Vec::new(), meta, top_entry);
     rayon::scope(|s| w.dir(s, fd, top));
     if let Some(e) = w.error.into_inner().unwrap_or_else(PoisonError::into_inner) {
         return Err(e);
@@ -420,7 +395,6 @@ impl<'a> Walker<'a> {
             target: None,
             blake3: None,
             foreign: false,
-            pending: false,
         }
     }
 
@@ -438,17 +412,8 @@ impl<'a> Walker<'a> {
         &'s self,
         s: &rayon::Scope<'s>,
         fd: OwnedFd,
-        mut node: Node,
+        node: Node,
     ) -> Result<(), ManifestError> {
-        let entries = self.opts.entries.get();
-        if node.pending
-            && let Some(entries) = entries
-        {
-            node.entry = super::find(entries, &node.path);
-            node.pending = false;
-        }
-        let pending = entries.is_none();
-        let entries = entries.unwrap_or_default();
         let path = &node.path;
         let read_err = |e: Errno| ManifestError::ReadDir {
             path: self.path(path),
@@ -471,7 +436,7 @@ impl<'a> Walker<'a> {
             }
         }
         let fd = Arc::new(fd);
-        let kids = Children::of(entries, node.entry);
+        let kids = Children::of(self.opts.entries, node.entry);
         let mut local = Vec::with_capacity(names.len() + 1);
         let mut batch = Vec::new();
         let mut batch_bytes = 0;
@@ -480,20 +445,18 @@ impl<'a> Walker<'a> {
             if self.opts.exclude.binary_search(&cpath).is_ok() {
                 continue;
             }
-            let entry = kids.find(entries, name.to_bytes());
+            let entry = kids.find(self.opts.entries, name.to_bytes());
             if d_type == Some(nix::dir::Type::Directory) {
                 // Opened without an lstat first: `subdir` takes the
                 // metadata from the open directory, and stats the name
                 // only if it is a mount point it does not enter.
-                let mut node = Walker::node(cpath, UNSTATED, entry);
-                node.pending = pending;
+                let node = Walker::node(cpath, UNSTATED, entry);
                 let fd = Arc::clone(&fd);
                 s.spawn(move |s| self.subdir(s, &fd, &name, node));
                 continue;
             }
             if d_type == Some(nix::dir::Type::File) && self.opts.open_first {
-                let mut node = Walker::node(cpath, UNSTATED, entry);
-                node.pending = pending;
+                let node = Walker::node(cpath, UNSTATED, entry);
                 batch.push(Queued {
                     name,
                     node,
@@ -518,7 +481,6 @@ impl<'a> Walker<'a> {
             };
             let m = Meta::from(&st);
             let mut node = Walker::node(cpath, m, entry);
-            node.pending = pending;
             match m.file_type() {
                 SFlag::S_IFDIR => {
                     if m.dev != self.root_dev {
@@ -742,8 +704,7 @@ mod tests {
         let exclude = vec![b"usr/ports".to_vec()];
         let opts = Options {
             exclude: &exclude,
-            entries: Entries::Known(entries),
-            expect: entries.len(),
+            entries,
             hash,
             open_first,
             progress: &(),
