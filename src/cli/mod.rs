@@ -424,12 +424,7 @@ fn check_input(command: &Command) -> Result<(), Error> {
             .filter(|n| n.as_str() != "skel")
             .try_for_each(|n| validate::jail_name(n)),
         Command::Rollback { to: Some(to) } => {
-            let name = if to.starts_with("mroot.") {
-                to.clone()
-            } else {
-                format!("mroot.{to}")
-            };
-            match ops::upgrade::parse_archive(&name) {
+            match ops::upgrade::parse_archive(&ops::upgrade::archive_name(to)) {
                 Some(_) => Ok(()),
                 None => Err(format!(
                     "--to {to:?}: expected an archive name, mroot.YYYYMMDD[.N] or YYYYMMDD[.N]"
@@ -437,10 +432,7 @@ fn check_input(command: &Command) -> Result<(), Error> {
             }
         }
         Command::Template(TemplateCmd::Build { source }) | Command::Upgrade { source } => {
-            match world_source(source.clone()) {
-                Ok(s) => validate::source(&s),
-                Err(e) => return Err(e),
-            }
+            validate::source(&world_source(source.clone())?)
         }
         _ => Ok(()),
     };

@@ -38,6 +38,15 @@ pub fn parse_archive(name: &str) -> Option<(u32, u32)> {
     Some((date.parse().ok()?, n))
 }
 
+/// The archive `rollback --to` names: `mroot.DATE[.N]`, or `DATE[.N]` for it.
+pub fn archive_name(to: &str) -> String {
+    if to.starts_with("mroot.") {
+        to.to_owned()
+    } else {
+        format!("mroot.{to}")
+    }
+}
+
 /// Archived templates in `j/`, newest first.
 pub fn archives(w: &World) -> Result<Vec<String>, String> {
     let dir = &w.layout.j;
@@ -415,11 +424,7 @@ pub fn plan_rollback_on(
     let list = archives(w)?;
     let target = match to {
         Some(t) => {
-            let name = if t.starts_with("mroot.") {
-                t.to_owned()
-            } else {
-                format!("mroot.{t}")
-            };
+            let name = archive_name(t);
             if !list.contains(&name) {
                 return Err(format!(
                     "no archived template {name:?}; archives: {}",
