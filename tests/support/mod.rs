@@ -8,6 +8,7 @@
 //! also covers [`plans`]).
 #![allow(dead_code)]
 
+pub mod decoy;
 pub mod plans;
 
 use std::collections::{BTreeMap, BTreeSet};
