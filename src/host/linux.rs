@@ -418,27 +418,17 @@ impl Host for LinuxHost {
             why,
         };
         if !jail.exec_stop.trim().is_empty() {
-            // exec.stop runs inside the jail: its namespaces and its root.
-            let status = Command::new("nsenter")
-                .args([
-                    "-t",
-                    &jid.to_string(),
-                    "-m",
-                    "-u",
-                    "-i",
-                    "-p",
-                    "-r",
-                    "-w",
-                    "--",
-                ])
-                .args(["/bin/sh", "-c", &jail.exec_stop])
-                .env_remove(crate::engine::fault::ENV)
-                .stdin(Stdio::null())
-                .stdout(self.log_file(&jail.name))
-                .stderr(self.log_file(&jail.name))
-                .status()
-                .map_err(Self::io("run nsenter for exec.stop"))
-                .map_err(fail)?;
+            // exec.stop runs inside the jail: its namespaces, its root and
+            // its capabilities (the script is the jail's to rewrite).
+            let status =
+                super::linux_exec::command_in_jail(jid, &["/bin/sh", "-c", &jail.exec_stop])
+                    .map_err(fail)?
+                    .stdin(Stdio::null())
+                    .stdout(self.log_file(&jail.name))
+                    .stderr(self.log_file(&jail.name))
+                    .status()
+                    .map_err(Self::io("run exec.stop in the jail"))
+                    .map_err(fail)?;
             if !status.success() {
                 tracing::warn!(jail = %jail.name, %status, "exec.stop failed; stopping the jail anyway");
             }

@@ -101,6 +101,16 @@ pub enum CapError {
     Capset { errno: i32 },
 }
 
+impl CapError {
+    pub fn errno(&self) -> i32 {
+        match self {
+            CapError::Bounding { errno, .. }
+            | CapError::Ambient { errno }
+            | CapError::Capset { errno } => *errno,
+        }
+    }
+}
+
 impl std::fmt::Display for CapError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {

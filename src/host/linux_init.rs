@@ -165,19 +165,45 @@ fn pivot_into(root: &Path) -> Result<(), String> {
     chdir("/").map_err(|e| format!("chdir /: {e}"))
 }
 
-/// A `/proc` of the jail's own PID namespace, so ps and kill work inside.
+/// The parts of `/proc` that act on the whole host rather than on the
+/// jail's namespaces, made read-only (as container runtimes do): uid 0
+/// writes `/proc/sys` files (`kernel.hostname` in the jail's UTS
+/// namespace, but also host-wide ones) and `/proc/sysrq-trigger` on file
+/// modes alone, no capability asked.
+const PROC_READ_ONLY: [&str; 5] = [
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+    "/proc/irq",
+    "/proc/bus",
+    "/proc/fs",
+];
+
+/// A `/proc` of the jail's own PID namespace, so ps and kill work inside,
+/// with [`PROC_READ_ONLY`] bound read-only over itself.
 fn mount_proc() -> Result<(), String> {
     if !std::fs::symlink_metadata("/proc").is_ok_and(|m| m.is_dir()) {
         return Ok(());
     }
-    nix::mount::mount(
-        Some("proc"),
-        "/proc",
-        Some("proc"),
-        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC | MsFlags::MS_NODEV,
-        None::<&str>,
-    )
-    .map_err(|e| format!("mount proc on /proc: {e}"))
+    let safe = MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC | MsFlags::MS_NODEV;
+    nix::mount::mount(Some("proc"), "/proc", Some("proc"), safe, None::<&str>)
+        .map_err(|e| format!("mount proc on /proc: {e}"))?;
+    for p in PROC_READ_ONLY {
+        if std::fs::symlink_metadata(p).is_err() {
+            continue;
+        }
+        nix::mount::mount(
+            Some(p),
+            p,
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None::<&str>,
+        )
+        .map_err(|e| format!("bind {p} onto itself: {e}"))?;
+        let ro = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | safe;
+        nix::mount::mount(None::<&str>, p, None::<&str>, ro, None::<&str>)
+            .map_err(|e| format!("make {p} read-only: {e}"))?;
+    }
+    Ok(())
 }
 
 /// Stage 3, last before `exec.start`: the jail's capabilities, for the init

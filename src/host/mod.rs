@@ -9,6 +9,8 @@ pub mod linux;
 #[cfg(target_os = "linux")]
 pub mod linux_caps;
 #[cfg(target_os = "linux")]
+pub mod linux_exec;
+#[cfg(target_os = "linux")]
 pub mod linux_init;
 #[cfg(target_os = "linux")]
 pub mod linux_mount;
