@@ -1093,7 +1093,9 @@ pub fn kill_processes_under(dir: &Path) -> Vec<(u32, PathBuf)> {
 pub fn processes_under(dir: &Path) -> Vec<(u32, PathBuf)> {
     let dir = dir.canonicalize().unwrap_or_else(|_| dir.to_owned());
     let ours = std::fs::read_link("/proc/self/ns/pid").ok();
-    let procs: Vec<(u32, Option<PathBuf>, Option<PathBuf>, Vec<u8>)> = std::fs::read_dir("/proc")
+    // (pid, root link, PID namespace link, command line)
+    type Proc = (u32, Option<PathBuf>, Option<PathBuf>, Vec<u8>);
+    let procs: Vec<Proc> = std::fs::read_dir("/proc")
         .unwrap()
         .flatten()
         .filter_map(|e| {
