@@ -168,6 +168,7 @@ int main(int argc, char **argv) {
     if (!strcmp(c, "mknod"))
         return say("mknod", mknod("/s/disk", S_IFBLK | 0600, makedev(8, 0)));
     if (!strcmp(c, "unshare")) return say("unshare", unshare(CLONE_NEWNS));
+    if (!strcmp(c, "userns")) return say("userns", unshare(CLONE_NEWUSER | CLONE_NEWNS));
     if (!strcmp(c, "hostname")) {
         int fd = open("/proc/sys/kernel/hostname", O_WRONLY);
         if (fd < 0) return say("hostname", -1);
@@ -194,6 +195,7 @@ mkdir -p m
   if mount -t tmpfs none /s/m 2>/dev/null; then echo "mount-cmd=ok"; else echo "mount-cmd=refused"; fi
   /bin/probe mknod
   /bin/probe unshare
+  /bin/probe userns
   /bin/probe hostname
   /bin/probe dev /usr/share/devnull
   /bin/probe dev /s/devnull
@@ -279,7 +281,7 @@ fn issue12_jail_root_cannot_reach_the_host() {
             "{k} worked inside the jail: {v:?}\n{out}"
         );
     };
-    for k in ["escape", "mount", "mknod", "unshare", "hostname"] {
+    for k in ["escape", "mount", "mknod", "unshare", "userns", "hostname"] {
         refused(k);
     }
     assert_eq!(results.get("mount-cmd"), Some(&"refused"), "{out}");
@@ -301,7 +303,7 @@ fn issue12_jail_root_cannot_reach_the_host() {
     // exec.stop runs the jail's own (rewritable) rc.shutdown: with the
     // jail's confinement too, not with the host's capabilities.
     let shutdown = format!(
-        "#!/bin/sh\ncd /s\n{{ /bin/probe escape {d}/srv/escaped-at-stop; /bin/probe mount; /bin/probe mknod; /bin/probe unshare; }} > /s/stop.out 2>&1\nexit 0\n",
+        "#!/bin/sh\ncd /s\n{{ /bin/probe escape {d}/srv/escaped-at-stop; /bin/probe mount; /bin/probe mknod; /bin/probe unshare; /bin/probe userns; }} > /s/stop.out 2>&1\nexit 0\n",
         d = decoy.dir.display()
     );
     std::fs::write(r.js().join("ns/etc/rc.shutdown"), shutdown).unwrap();
@@ -310,7 +312,7 @@ fn issue12_jail_root_cannot_reach_the_host() {
     let out = std::fs::read_to_string(r.js().join("ns/stop.out")).unwrap();
     let results: std::collections::BTreeMap<&str, &str> =
         out.lines().filter_map(|l| l.split_once('=')).collect();
-    for k in ["escape", "mount", "mknod", "unshare"] {
+    for k in ["escape", "mount", "mknod", "unshare", "userns"] {
         let v = results.get(k).copied();
         assert!(
             v.is_some() && v != Some("ok"),

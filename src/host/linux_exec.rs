@@ -34,7 +34,8 @@ fn open(path: &str, flags: libc::c_int) -> Result<OwnedFd, String> {
 /// the exec, the child enters the init's namespaces (those that differ from
 /// ours), chroots to its root, forks once more so the command is in the
 /// jail's PID namespace (the middle process waits and passes on the exit
-/// status), and cuts its capabilities to the jail's. The environment is
+/// status), forbids it user namespaces and cuts its capabilities to the
+/// jail's. The environment is
 /// only `PATH` and `HOME`: nothing of the host's leaks in.
 pub fn command_in_jail(jid: u32, argv: &[&str]) -> Result<Command, String> {
     let (program, args) = argv.split_first().ok_or("empty command")?;
@@ -112,5 +113,6 @@ fn enter(fds: &[(OwnedFd, libc::c_int)], root: &OwnedFd) -> std::io::Result<()> 
         unsafe { libc::_exit(code) };
     }
     // The errno alone: building a message would allocate here.
+    super::linux_seccomp::forbid_user_namespaces().map_err(std::io::Error::from_raw_os_error)?;
     super::linux_caps::confine().map_err(|e| std::io::Error::from_raw_os_error(e.errno()))
 }

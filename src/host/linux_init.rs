@@ -1,8 +1,8 @@
 //! The jail's init on Linux: enters new namespaces, becomes PID 1 of its own
 //! PID namespace, `pivot_root`s into the jail's root (the host's root is
-//! detached: no path leads back), sets up `/dev` and `/proc`, drops every
-//! capability a jail does not need, runs `exec.start`, then reaps children
-//! until told to stop. Each confinement stage is one function, called in
+//! detached: no path leads back), sets up `/dev` and `/proc`, forbids user
+//! namespaces, drops every capability a jail does not need, runs
+//! `exec.start`, then reaps children until told to stop. Each confinement stage is one function, called in
 //! order by `pid1`.
 //!
 //! It reports to the starting jailtx on stdout: `pid N` (its host PID, the
@@ -206,7 +206,18 @@ fn mount_proc() -> Result<(), String> {
     Ok(())
 }
 
-/// Stage 3, last before `exec.start`: the jail's capabilities, for the init
+/// Stage 3: no user namespaces inside the jail (see
+/// [`super::linux_seccomp`]); needs `sys_admin`, so before stage 4.
+fn forbid_user_namespaces() -> Result<(), String> {
+    super::linux_seccomp::forbid_user_namespaces().map_err(|e| {
+        format!(
+            "install the seccomp filter: {}",
+            nix::errno::Errno::from_raw(e)
+        )
+    })
+}
+
+/// Stage 4, last before `exec.start`: the jail's capabilities, for the init
 /// and everything it starts (see [`super::linux_caps`]).
 fn drop_capabilities() -> Result<(), String> {
     super::linux_caps::confine().map_err(|e| e.to_string())
@@ -218,6 +229,7 @@ fn pid1(args: &InitArgs) -> Result<(), String> {
     pivot_into(&args.root)?;
     setup_dev()?;
     mount_proc()?;
+    forbid_user_namespaces()?;
     drop_capabilities()?;
 
     // Block the signals the loop below waits for before any child exists.

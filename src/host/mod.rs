@@ -14,6 +14,8 @@ pub mod linux_exec;
 pub mod linux_init;
 #[cfg(target_os = "linux")]
 pub mod linux_mount;
+#[cfg(target_os = "linux")]
+pub mod linux_seccomp;
 pub mod mountinfo;
 pub mod recording;
 pub mod transcript;
