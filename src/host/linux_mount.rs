@@ -194,11 +194,6 @@ fn bind_new_api(src: &OwnedFd, dst: &OwnedFd, read_only: bool) -> std::io::Resul
     Ok(())
 }
 
-/// The flags of the mount `path` lies on (`statvfs`), for tests and checks.
-pub fn mount_flags(path: &Path) -> std::io::Result<nix::sys::statvfs::FsFlags> {
-    Ok(nix::sys::statvfs::statvfs(path)?.flags())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
