@@ -278,14 +278,52 @@ pub fn parse_jls(json: &str) -> Result<Vec<Running>, String> {
         .collect()
 }
 
+/// Refuses a mount path with a symlink in any component, or whose last
+/// component is there and not a directory: mount(8) resolves its arguments
+/// with realpath(3), following links, and has no descriptor-based form, so
+/// this `lstat` of each component just before it runs is the check. The
+/// window between the two is not a jail's to use: every path checked lies in
+/// `BASE/j`, `BASE/js` (written by the host only) or inside the template,
+/// which a jail sees read-only (see docs/freebsd.md). A component that does
+/// not exist is left for mount(8) to report.
+fn no_symlink_in(path: &Path) -> Result<(), HostError> {
+    let refused = |why: String| HostError::Refused {
+        path: path.to_owned(),
+        why,
+    };
+    let mut cur = PathBuf::new();
+    for c in path.components() {
+        cur.push(c);
+        match std::fs::symlink_metadata(&cur) {
+            Ok(m) if m.file_type().is_symlink() => {
+                return Err(refused(format!(
+                    "{} is a symlink; jailtx mounts only onto directories it made (replace it with a directory)",
+                    cur.display()
+                )));
+            }
+            Ok(m) if !m.is_dir() => {
+                return Err(refused(format!(
+                    "{} is not a directory; jailtx mounts only onto directories it made",
+                    cur.display()
+                )));
+            }
+            Ok(_) => {}
+            Err(_) => return Ok(()),
+        }
+    }
+    Ok(())
+}
+
 impl Host for FreeBsdHost {
     fn name(&self) -> &'static str {
         "freebsd"
     }
     fn mount(&self, src: &Path, dst: &Path, read_only: bool) -> Result<(), HostError> {
+        no_symlink_in(dst)?;
         if self.is_mounted(dst)? {
             return Ok(());
         }
+        no_symlink_in(src)?;
         self.run(mount_argv(src, dst, read_only))
             .map(|_| ())
             .map_err(|e| HostError::Mount {
@@ -405,6 +443,38 @@ mod tests {
         );
         assert_eq!(m[2].src, PathBuf::from("/tmp/a b"));
         assert_eq!(m[2].dst, PathBuf::from("/mnt/x\\y"));
+    }
+
+    #[test]
+    fn mount_refuses_a_symlink_and_never_runs_mount() {
+        let t = tempfile::tempdir().unwrap();
+        let base = t.path().canonicalize().unwrap();
+        std::fs::create_dir_all(base.join("j/mroot/s")).unwrap();
+        std::fs::create_dir_all(base.join("js")).unwrap();
+        std::fs::create_dir_all(base.join("decoy")).unwrap();
+        std::os::unix::fs::symlink(base.join("decoy"), base.join("js/ns")).unwrap();
+        let runner = std::sync::Arc::new(RecordingRunner::default());
+        struct Shared(std::sync::Arc<RecordingRunner>);
+        impl Runner for Shared {
+            fn run(&self, argv: &[String]) -> Result<String, String> {
+                self.0.run(argv)
+            }
+        }
+        let h = FreeBsdHost::new(Box::new(Shared(runner.clone())));
+        let e = h
+            .mount(&base.join("js/ns"), &base.join("j/mroot/s"), false)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("is a symlink"), "{e}");
+        std::fs::remove_dir(base.join("j/mroot/s")).unwrap();
+        std::os::unix::fs::symlink(base.join("decoy"), base.join("j/mroot/s")).unwrap();
+        let e = h
+            .mount(&base.join("j/mroot"), &base.join("j/mroot/s"), true)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("is a symlink"), "{e}");
+        let ran = runner.commands.lock().unwrap().clone();
+        assert!(ran.iter().all(|c| !c.starts_with("mount -t")), "{ran:?}");
     }
 
     #[test]

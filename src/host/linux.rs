@@ -1,18 +1,18 @@
 //! The Linux backend: read-only bind mounts for nullfs, and jails as process
-//! trees in their own mount, PID, UTS and IPC namespaces, chrooted into the
-//! jail's root, under a small init (see [`super::linux_init`]).
+//! trees in their own mount, PID, UTS and IPC namespaces, `pivot_root`ed into
+//! the jail's root, under a small init (see [`super::linux_init`]).
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use nix::mount::{MntFlags, MsFlags};
+use nix::mount::MntFlags;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-use super::mountinfo;
 use super::{Host, HostError, JailSpec, Running};
+use super::{linux_mount, mountinfo};
 
 /// The hidden subcommand the jail's init runs as (argv[1]).
 pub const INIT_ARG: &str = "__jail-init";
@@ -93,8 +93,8 @@ impl LinuxHost {
     }
 
     /// Whether `pid` runs as the init of `jail` (its command line names the
-    /// jail and its root), chrooted yet or not: a start that failed or timed
-    /// out may have stopped before the chroot.
+    /// jail and its root), pivoted yet or not: a start that failed or timed
+    /// out may have stopped before the pivot.
     fn is_init_of(&self, pid: u32, jail: &JailSpec) -> bool {
         std::fs::read(self.proc_dir.join(pid.to_string()).join("cmdline"))
             .ok()
@@ -122,13 +122,30 @@ impl LinuxHost {
         }
     }
 
-    /// Whether `pid` is a live jail init chrooted at `path`: the root check
-    /// makes a reused PID (or a zombie, whose root cannot be read) not count.
+    /// Whether `pid` is the live init of the jail at `path`, in its jail
+    /// already. After `pivot_root` its `/proc/PID/root` reads as `/` from
+    /// the host, so three things are checked instead: its command line
+    /// names `path`; it is PID 1 of a PID namespace one level below ours
+    /// (`NSpid: N 1`), which only the init is, so a jail's process that
+    /// copies the init's command line does not count; and its root is the
+    /// directory mounted at `path` (same device and inode), which a reused
+    /// PID, a zombie (its root cannot be read) or an init that has not
+    /// pivoted yet (its root is still the host's) is not.
     fn is_our_init(&self, pid: u32, path: &Path) -> bool {
+        use std::os::unix::fs::MetadataExt;
         let dir = self.proc_dir.join(pid.to_string());
-        std::fs::read_link(dir.join("root")).is_ok_and(|r| r == path)
-            && std::fs::read(dir.join("cmdline"))
-                .is_ok_and(|c| c.split(|b| *b == 0).nth(1) == Some(INIT_ARG.as_bytes()))
+        let names_path = std::fs::read(dir.join("cmdline"))
+            .ok()
+            .and_then(|c| init_args(&c))
+            .is_some_and(|(_, root)| root == path);
+        let same =
+            |a: &std::fs::Metadata, b: &std::fs::Metadata| a.dev() == b.dev() && a.ino() == b.ino();
+        names_path
+            && std::fs::read_to_string(dir.join("status")).is_ok_and(|s| is_ns_init(&s))
+            && match (std::fs::metadata(dir.join("root")), std::fs::metadata(path)) {
+                (Ok(a), Ok(b)) => same(&a, &b),
+                _ => false,
+            }
     }
 }
 
@@ -174,6 +191,19 @@ fn pidfd_kill(fd: &std::os::fd::OwnedFd) {
             0,
         );
     }
+}
+
+/// Whether a `/proc/PID/status` text is that of PID 1 of a PID namespace
+/// one level below the reader's (`NSpid:` lists the PID in each namespace
+/// from the reader's down).
+fn is_ns_init(status: &str) -> bool {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("NSpid:"))
+        .is_some_and(|v| {
+            let ids: Vec<&str> = v.split_whitespace().collect();
+            ids.len() == 2 && ids[1] == "1"
+        })
 }
 
 /// `--name`, `--root` values out of an init's NUL-separated command line.
@@ -230,37 +260,37 @@ impl Host for LinuxHost {
         "linux"
     }
 
+    /// Mounts only onto what jailtx made: `dst` and `src` are opened
+    /// without following a symlink in any component and must be
+    /// directories; the mount goes through those descriptors (see
+    /// [`super::linux_mount`]), `nodev`.
     fn mount(&self, src: &Path, dst: &Path, read_only: bool) -> Result<(), HostError> {
-        if self.is_mounted(dst)? {
+        let refused = |path: &Path, why: linux_mount::Refused| HostError::Refused {
+            path: path.to_owned(),
+            why: why.to_string(),
+        };
+        let dst_fd = linux_mount::open_dir(dst).map_err(|e| refused(dst, e))?;
+        let mounted = match linux_mount::is_mount_root(&dst_fd) {
+            Some(m) => m,
+            None => self.is_mounted(dst)?,
+        };
+        if mounted {
             return Ok(());
         }
-        nix::mount::mount(Some(src), dst, None::<&str>, MsFlags::MS_BIND, None::<&str>).map_err(
-            |e| HostError::Mount {
-                src: src.to_owned(),
-                dst: dst.to_owned(),
-                source: e.into(),
-            },
-        )?;
-        if read_only {
-            // A bind mount ignores MS_RDONLY on creation: it takes a remount.
-            let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
-            if let Err(e) = nix::mount::mount(None::<&str>, dst, None::<&str>, flags, None::<&str>)
-            {
-                let _ = nix::mount::umount2(dst, MntFlags::empty());
-                return Err(HostError::Remount {
-                    dst: dst.to_owned(),
-                    source: e.into(),
-                });
-            }
-        }
-        Ok(())
+        let src_fd = linux_mount::open_dir(src).map_err(|e| refused(src, e))?;
+        linux_mount::bind(&src_fd, &dst_fd, read_only).map_err(|source| HostError::Mount {
+            src: src.to_owned(),
+            dst: dst.to_owned(),
+            source,
+        })
     }
 
     fn unmount(&self, dst: &Path) -> Result<(), HostError> {
         if !self.is_mounted(dst)? {
             return Ok(());
         }
-        nix::mount::umount2(dst, MntFlags::empty()).map_err(|e| HostError::Unmount {
+        // A symlink put in the mount's place is not followed to another mount.
+        nix::mount::umount2(dst, MntFlags::UMOUNT_NOFOLLOW).map_err(|e| HostError::Unmount {
             dst: dst.to_owned(),
             source: e.into(),
         })
@@ -388,27 +418,17 @@ impl Host for LinuxHost {
             why,
         };
         if !jail.exec_stop.trim().is_empty() {
-            // exec.stop runs inside the jail: its namespaces and its root.
-            let status = Command::new("nsenter")
-                .args([
-                    "-t",
-                    &jid.to_string(),
-                    "-m",
-                    "-u",
-                    "-i",
-                    "-p",
-                    "-r",
-                    "-w",
-                    "--",
-                ])
-                .args(["/bin/sh", "-c", &jail.exec_stop])
-                .env_remove(crate::engine::fault::ENV)
-                .stdin(Stdio::null())
-                .stdout(self.log_file(&jail.name))
-                .stderr(self.log_file(&jail.name))
-                .status()
-                .map_err(Self::io("run nsenter for exec.stop"))
-                .map_err(fail)?;
+            // exec.stop runs inside the jail: its namespaces, its root and
+            // its capabilities (the script is the jail's to rewrite).
+            let status =
+                super::linux_exec::command_in_jail(jid, &["/bin/sh", "-c", &jail.exec_stop])
+                    .map_err(fail)?
+                    .stdin(Stdio::null())
+                    .stdout(self.log_file(&jail.name))
+                    .stderr(self.log_file(&jail.name))
+                    .status()
+                    .map_err(Self::io("run exec.stop in the jail"))
+                    .map_err(fail)?;
             if !status.success() {
                 tracing::warn!(jail = %jail.name, %status, "exec.stop failed; stopping the jail anyway");
             }
@@ -534,41 +554,60 @@ mod tests {
         }
     }
 
-    /// Fakes `/proc/PID` under `proc`: its command line and its root.
-    fn fake_proc(proc: &Path, pid: u32, cmdline: &[u8], root: &str) {
+    /// Fakes `/proc/PID` under `proc`: its command line, its root and its
+    /// `NSpid` (PIDs from the reader's namespace down).
+    fn fake_proc(proc: &Path, pid: u32, cmdline: &[u8], root: &Path, nspid: &str) {
         let d = proc.join(pid.to_string());
         std::fs::create_dir_all(&d).unwrap();
         std::fs::write(d.join("cmdline"), cmdline).unwrap();
+        std::fs::write(d.join("status"), format!("Name:\tx\nNSpid:\t{nspid}\n")).unwrap();
         let _ = std::fs::remove_file(d.join("root"));
         std::os::unix::fs::symlink(root, d.join("root")).unwrap();
     }
 
     const NS_INIT: &[u8] = b"/usr/bin/jailtx\0__jail-init\0--name\0ns\0--root\0/b/j/ns\0";
 
+    fn init_cmdline(name: &str, root: &Path) -> Vec<u8> {
+        let mut c = format!("/usr/bin/jailtx\0__jail-init\0--name\0{name}\0--root\0").into_bytes();
+        c.extend_from_slice(root.as_os_str().as_encoded_bytes());
+        c.push(0);
+        c
+    }
+
     #[test]
-    fn running_lists_only_inits_chrooted_at_their_root() {
+    fn running_lists_only_inits_pivoted_into_their_root() {
         let proc = tempfile::tempdir().unwrap();
-        fake_proc(proc.path(), 4242, NS_INIT, "/b/j/ns");
-        // The same command line with another root: a reused PID, or an init
-        // that has not chrooted yet. Neither is a running jail.
-        fake_proc(proc.path(), 4243, NS_INIT, "/");
-        fake_proc(proc.path(), 4244, b"/bin/sleep\x0030\0", "/b/j/ns");
-        std::fs::create_dir(proc.path().join("self")).unwrap();
-        let h = LinuxHost::new().with_proc_dir(proc.path().to_owned());
+        let base = tempfile::tempdir().unwrap();
+        let ns = base.path().join("j/ns");
+        let www = base.path().join("j/www");
+        std::fs::create_dir_all(&ns).unwrap();
+        std::fs::create_dir_all(&www).unwrap();
+        let p = proc.path();
+        fake_proc(p, 4242, &init_cmdline("ns", &ns), &ns, "4242\t1");
+        // An init that has not pivoted yet (its root is the host's), a
+        // reused PID, a jail's process posing as another jail's init (not
+        // PID 1 of its namespace), one a namespace deeper, and one whose
+        // root is another jail's.
+        fake_proc(p, 4243, &init_cmdline("ns", &ns), Path::new("/"), "4243\t1");
+        fake_proc(p, 4244, b"/bin/sleep\x0030\0", &ns, "4244\t1");
+        fake_proc(p, 4245, &init_cmdline("www", &www), &www, "4245\t7");
+        fake_proc(p, 4246, &init_cmdline("www", &www), &www, "4246\t7\t1");
+        fake_proc(p, 4247, &init_cmdline("www", &www), &ns, "4247\t1");
+        std::fs::create_dir(p.join("self")).unwrap();
+        let h = LinuxHost::new().with_proc_dir(p.to_owned());
         let want = Running {
             name: "ns".into(),
             jid: 4242,
-            path: "/b/j/ns".into(),
+            path: ns.clone(),
         };
         assert_eq!(h.running().unwrap(), vec![want]);
-        assert!(h.is_our_init(4242, Path::new("/b/j/ns")));
-        assert!(!h.is_our_init(4243, Path::new("/b/j/ns")));
-        assert!(!h.is_our_init(4244, Path::new("/b/j/ns")));
-        assert!(!h.is_our_init(4245, Path::new("/b/j/ns")));
-        assert_eq!(
-            crate::host::running_jid(&h, &spec("ns", "/b/j/ns")).unwrap(),
-            Some(4242)
-        );
+        assert!(h.is_our_init(4242, &ns));
+        for pid in 4243..=4248 {
+            assert!(!h.is_our_init(pid, &ns), "{pid}");
+            assert!(!h.is_our_init(pid, &www), "{pid}");
+        }
+        let ns_spec = spec("ns", ns.to_str().unwrap());
+        assert_eq!(crate::host::running_jid(&h, &ns_spec).unwrap(), Some(4242));
         assert_eq!(
             crate::host::running_jid(&h, &spec("ns", "/other/j/ns")).unwrap(),
             None
@@ -598,7 +637,7 @@ mod tests {
             b"/usr/bin/jailtx\0__jail-init\0--name\0www\0--root\0/b/j/www\0",
             b"/usr/bin/jailtx\0__jail-init\0--name\0ns\0--root\0/c/j/ns\0",
         ] {
-            fake_proc(proc.path(), pid, cmdline, "/");
+            fake_proc(proc.path(), pid, cmdline, Path::new("/"), "1");
             h.kill_init(pid, &ns);
             assert!(
                 alive(&mut child),
@@ -607,7 +646,7 @@ mod tests {
             );
         }
         // The jail's own init, even before its chroot (root still /).
-        fake_proc(proc.path(), pid, NS_INIT, "/");
+        fake_proc(proc.path(), pid, NS_INIT, Path::new("/"), "1");
         h.kill_init(pid, &ns);
         let status = child.wait().unwrap();
         assert_eq!(status.signal(), Some(9), "{status}");

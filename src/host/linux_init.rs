@@ -1,6 +1,9 @@
 //! The jail's init on Linux: enters new namespaces, becomes PID 1 of its own
-//! PID namespace, sets up `/dev`, chroots, runs `exec.start`, then reaps
-//! children until told to stop.
+//! PID namespace, `pivot_root`s into the jail's root (the host's root is
+//! detached: no path leads back), sets up `/dev` and `/proc`, forbids user
+//! namespaces, drops every capability a jail does not need, runs
+//! `exec.start`, then reaps children until told to stop. Each confinement stage is one function, called in
+//! order by `pid1`.
 //!
 //! It reports to the starting jailtx on stdout: `pid N` (its host PID, the
 //! JID), then `ready` or `failed: REASON`, then closes stdout.
@@ -11,12 +14,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use nix::mount::MsFlags;
+use nix::mount::{MntFlags, MsFlags};
 use nix::sched::CloneFlags;
 use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, kill, sigaction};
 use nix::sys::stat::{Mode, SFlag, makedev, mknod};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
-use nix::unistd::{ForkResult, Pid, chdir, chroot, fork, sethostname};
+use nix::unistd::{ForkResult, Pid, chdir, fchdir, fork, pivot_root, sethostname};
 
 /// What the init is told on its command line.
 #[derive(Debug, Clone)]
@@ -68,22 +71,22 @@ pub fn main(args: InitArgs) -> ! {
     }
 }
 
-fn setup_dev(root: &Path) -> Result<(), String> {
-    let dev = root.join("dev");
-    if !dev.is_dir() {
-        return Err(format!(
-            "{} is missing; the template needs a /dev directory",
-            dev.display()
-        ));
+/// The jail's small `/dev` (a tmpfs: the only place in a jail where device
+/// nodes work, since every bind mount of the template and `js/NAME` is
+/// `nodev`). Runs after the pivot, so `/dev` is the jail's own.
+fn setup_dev() -> Result<(), String> {
+    let dev = Path::new("/dev");
+    if !std::fs::symlink_metadata(dev).is_ok_and(|m| m.is_dir()) {
+        return Err("the template's /dev is missing or not a directory; the template needs a /dev directory".into());
     }
     nix::mount::mount(
         Some("tmpfs"),
-        &dev,
+        dev,
         Some("tmpfs"),
         MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
         Some("mode=0755,size=64k"),
     )
-    .map_err(|e| format!("mount tmpfs on {}: {e}", dev.display()))?;
+    .map_err(|e| format!("mount tmpfs on /dev: {e}"))?;
     let nodes = [
         ("null", 1, 3),
         ("zero", 1, 5),
@@ -121,8 +124,8 @@ fn setup_dev(root: &Path) -> Result<(), String> {
     Ok(())
 }
 
-fn pid1(args: &InitArgs) -> Result<(), String> {
-    // Nothing mounted in here may reach the host's namespace.
+/// Stage 1: nothing mounted in here may reach the host's namespace.
+fn make_mounts_private() -> Result<(), String> {
     nix::mount::mount(
         None::<&str>,
         "/",
@@ -130,23 +133,104 @@ fn pid1(args: &InitArgs) -> Result<(), String> {
         MsFlags::MS_REC | MsFlags::MS_PRIVATE,
         None::<&str>,
     )
-    .map_err(|e| format!("make mounts private: {e}"))?;
-    sethostname(&args.hostname).map_err(|e| format!("sethostname {}: {e}", args.hostname))?;
-    setup_dev(&args.root)?;
-    let proc_dir = args.root.join("proc");
-    if proc_dir.is_dir() {
-        // A /proc of the jail's own PID namespace, so ps and kill work inside.
+    .map_err(|e| format!("make mounts private: {e}"))
+}
+
+/// Stage 2: `pivot_root` into the jail's root and detach the host's root,
+/// so that no path (not `..` from a nested chroot, not a symlink, not
+/// `/proc/1/root`) leads back to the host. The root is opened without
+/// following a symlink in any component; a root that is not a mount point
+/// (pivot_root needs one) is bound onto itself first.
+fn pivot_into(root: &Path) -> Result<(), String> {
+    let open = || super::linux_mount::open_dir(root).map_err(|e| format!("jail root: {e}"));
+    let mut fd = open()?;
+    if super::linux_mount::is_mount_root(&fd) != Some(true) {
+        let at = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&fd));
         nix::mount::mount(
-            Some("proc"),
-            &proc_dir,
-            Some("proc"),
-            MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC | MsFlags::MS_NODEV,
+            Some(at.as_str()),
+            at.as_str(),
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
             None::<&str>,
         )
-        .map_err(|e| format!("mount proc on {}: {e}", proc_dir.display()))?;
+        .map_err(|e| format!("bind {} onto itself: {e}", root.display()))?;
+        fd = open()?;
     }
-    chroot(&args.root).map_err(|e| format!("chroot {}: {e}", args.root.display()))?;
-    chdir("/").map_err(|e| format!("chdir /: {e}"))?;
+    fchdir(&fd).map_err(|e| format!("chdir {}: {e}", root.display()))?;
+    // The old root is stacked on the new one at `.`; detaching it leaves
+    // the jail's root as the namespace's root.
+    pivot_root(".", ".").map_err(|e| format!("pivot_root {}: {e}", root.display()))?;
+    nix::mount::umount2(".", MntFlags::MNT_DETACH)
+        .map_err(|e| format!("detach the host's root: {e}"))?;
+    chdir("/").map_err(|e| format!("chdir /: {e}"))
+}
+
+/// The parts of `/proc` that act on the whole host rather than on the
+/// jail's namespaces, made read-only (as container runtimes do): uid 0
+/// writes `/proc/sys` files (`kernel.hostname` in the jail's UTS
+/// namespace, but also host-wide ones) and `/proc/sysrq-trigger` on file
+/// modes alone, no capability asked.
+const PROC_READ_ONLY: [&str; 5] = [
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+    "/proc/irq",
+    "/proc/bus",
+    "/proc/fs",
+];
+
+/// A `/proc` of the jail's own PID namespace, so ps and kill work inside,
+/// with [`PROC_READ_ONLY`] bound read-only over itself.
+fn mount_proc() -> Result<(), String> {
+    if !std::fs::symlink_metadata("/proc").is_ok_and(|m| m.is_dir()) {
+        return Ok(());
+    }
+    let safe = MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC | MsFlags::MS_NODEV;
+    nix::mount::mount(Some("proc"), "/proc", Some("proc"), safe, None::<&str>)
+        .map_err(|e| format!("mount proc on /proc: {e}"))?;
+    for p in PROC_READ_ONLY {
+        if std::fs::symlink_metadata(p).is_err() {
+            continue;
+        }
+        nix::mount::mount(
+            Some(p),
+            p,
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None::<&str>,
+        )
+        .map_err(|e| format!("bind {p} onto itself: {e}"))?;
+        let ro = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | safe;
+        nix::mount::mount(None::<&str>, p, None::<&str>, ro, None::<&str>)
+            .map_err(|e| format!("make {p} read-only: {e}"))?;
+    }
+    Ok(())
+}
+
+/// Stage 3: no user namespaces inside the jail (see
+/// [`super::linux_seccomp`]); needs `sys_admin`, so before stage 4.
+fn forbid_user_namespaces() -> Result<(), String> {
+    super::linux_seccomp::forbid_user_namespaces().map_err(|e| {
+        format!(
+            "install the seccomp filter: {}",
+            nix::errno::Errno::from_raw(e)
+        )
+    })
+}
+
+/// Stage 4, last before `exec.start`: the jail's capabilities, for the init
+/// and everything it starts (see [`super::linux_caps`]).
+fn drop_capabilities() -> Result<(), String> {
+    super::linux_caps::confine().map_err(|e| e.to_string())
+}
+
+fn pid1(args: &InitArgs) -> Result<(), String> {
+    make_mounts_private()?;
+    sethostname(&args.hostname).map_err(|e| format!("sethostname {}: {e}", args.hostname))?;
+    pivot_into(&args.root)?;
+    setup_dev()?;
+    mount_proc()?;
+    forbid_user_namespaces()?;
+    drop_capabilities()?;
 
     // Block the signals the loop below waits for before any child exists.
     // They also need a handler: the kernel drops a signal sent to a PID

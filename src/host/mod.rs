@@ -7,7 +7,15 @@ pub mod freebsd_sim;
 #[cfg(target_os = "linux")]
 pub mod linux;
 #[cfg(target_os = "linux")]
+pub mod linux_caps;
+#[cfg(target_os = "linux")]
+pub mod linux_exec;
+#[cfg(target_os = "linux")]
 pub mod linux_init;
+#[cfg(target_os = "linux")]
+pub mod linux_mount;
+#[cfg(target_os = "linux")]
+pub mod linux_seccomp;
 pub mod mountinfo;
 pub mod recording;
 pub mod transcript;
@@ -47,11 +55,10 @@ pub enum HostError {
         dst: PathBuf,
         source: std::io::Error,
     },
-    #[error("remount {dst} read-only: {source}")]
-    Remount {
-        dst: PathBuf,
-        source: std::io::Error,
-    },
+    /// A mount source or target that is not a plain directory jailtx made
+    /// (a symlink in its path, a file): never mounted through.
+    #[error("refusing to mount {path}: {why}")]
+    Refused { path: PathBuf, why: String },
     #[error("unmount {dst}: {source}")]
     Unmount {
         dst: PathBuf,

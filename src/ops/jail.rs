@@ -16,6 +16,54 @@ fn exists(p: &std::path::Path) -> bool {
     std::fs::symlink_metadata(p).is_ok()
 }
 
+/// Refuses a mount source or target that is not a real directory or absent:
+/// a symlink in any component of `p`, or a last component that is not a
+/// directory, is exit 2 with nothing changed. The host backend checks again
+/// when it mounts (through descriptors opened without following links);
+/// this is what turns a planted link into a clear refusal before anything
+/// happens, instead of a failed step and a rollback.
+fn mountable(p: &std::path::Path) -> Result<(), String> {
+    let mut cur = PathBuf::new();
+    for c in p.components() {
+        cur.push(c);
+        match std::fs::symlink_metadata(&cur) {
+            Ok(m) if m.file_type().is_symlink() => {
+                return Err(format!(
+                    "{} is a symlink; jailtx mounts only onto directories it made: replace it with a directory",
+                    cur.display()
+                ));
+            }
+            Ok(m) if !m.is_dir() => {
+                return Err(format!(
+                    "{} is not a directory; jailtx mounts only onto directories it made: move it aside",
+                    cur.display()
+                ));
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(format!("{}: {e}", cur.display())),
+        }
+    }
+    Ok(())
+}
+
+/// [`mountable`] for every path a jail's two mounts involve: the template
+/// and its `s` (which `j/NAME/s` is once the root is mounted), `j/NAME`,
+/// `j/NAME/s` as it stands, and `js/NAME`.
+fn mounts_ok(l: &Layout, name: &str) -> Result<(), String> {
+    let root = l.j.join(name);
+    for p in [
+        l.mroot.clone(),
+        l.mroot.join("s"),
+        root.join("s"),
+        root,
+        l.js.join(name),
+    ] {
+        mountable(&p)?;
+    }
+    Ok(())
+}
+
 /// What the planners need to know of the host.
 pub struct World<'a> {
     pub layout: &'a Layout,
@@ -109,6 +157,7 @@ impl World<'_> {
     /// Mount steps that are missing for `spec`, then its start.
     fn bring_up(&self, plan: &mut Plan, spec: &JailSpec) -> Result<(), String> {
         let name = &spec.name;
+        mounts_ok(self.layout, name)?;
         if !self.mounted(&spec.path)? {
             plan.push(
                 format!("mount-root-{name}"),
@@ -165,6 +214,7 @@ pub fn plan_create(
         ));
     }
     let root = l.j.join(name);
+    mounts_ok(l, name)?;
     if exists(&root) {
         return Err(format!(
             "{} already exists; move it aside or pick another name",

@@ -1086,16 +1086,49 @@ pub fn kill_processes_under(dir: &Path) -> Vec<(u32, PathBuf)> {
     }
 }
 
-/// (pid, root) of the processes whose root is below `dir` (jail processes).
+/// (pid, root) of the jail processes below `dir`: those chrooted below it,
+/// and those in the PID namespace of a jail init whose `--root` is below it
+/// (after `pivot_root` a jail's `/proc/PID/root` reads `/` from the host;
+/// the root reported is then the init's `--root`).
 pub fn processes_under(dir: &Path) -> Vec<(u32, PathBuf)> {
     let dir = dir.canonicalize().unwrap_or_else(|_| dir.to_owned());
-    std::fs::read_dir("/proc")
+    let ours = std::fs::read_link("/proc/self/ns/pid").ok();
+    // (pid, root link, PID namespace link, command line)
+    type Proc = (u32, Option<PathBuf>, Option<PathBuf>, Vec<u8>);
+    let procs: Vec<Proc> = std::fs::read_dir("/proc")
         .unwrap()
         .flatten()
         .filter_map(|e| {
             let pid = e.file_name().to_str()?.parse::<u32>().ok()?;
-            let root = std::fs::read_link(e.path().join("root")).ok()?;
-            root.starts_with(&dir).then_some((pid, root))
+            let root = std::fs::read_link(e.path().join("root")).ok();
+            let ns = std::fs::read_link(e.path().join("ns/pid")).ok();
+            let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+            Some((pid, root, ns, cmdline))
+        })
+        .collect();
+    let init_root = |cmdline: &[u8]| -> Option<PathBuf> {
+        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+        if args.get(1) != Some(&&b"__jail-init"[..]) {
+            return None;
+        }
+        let i = args.iter().position(|a| *a == b"--root")?;
+        let root = PathBuf::from(<OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(
+            args.get(i + 1)?,
+        ));
+        root.starts_with(&dir).then_some(root)
+    };
+    let jail_ns: BTreeMap<PathBuf, PathBuf> = procs
+        .iter()
+        .filter_map(|(_, _, ns, cmdline)| {
+            let ns = ns.clone().filter(|n| Some(n) != ours.as_ref())?;
+            Some((ns, init_root(cmdline)?))
+        })
+        .collect();
+    procs
+        .into_iter()
+        .filter_map(|(pid, root, ns, _)| match root {
+            Some(root) if root.starts_with(&dir) => Some((pid, root)),
+            _ => Some((pid, jail_ns.get(ns.as_ref()?)?.clone())),
         })
         .collect()
 }
