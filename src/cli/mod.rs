@@ -118,6 +118,14 @@ fn run(cli: Cli) -> Result<(), Error> {
         stop_timeout,
     } = cli.command
     {
+        // The init's grace is the jail's stop timeout: refused outside the
+        // config's range, so its deadline arithmetic cannot overflow.
+        crate::config::in_range(
+            "--stop-timeout",
+            stop_timeout,
+            &crate::config::STOP_TIMEOUT_SECS,
+        )
+        .map_err(Error::Usage)?;
         #[cfg(target_os = "linux")]
         host::linux_init::main(host::linux_init::InitArgs {
             name,
@@ -356,9 +364,7 @@ fn init(ctx: &Ctx) -> Result<(), Error> {
 fn recover(ctx: &Ctx, rollback: bool) -> Result<(), Error> {
     if ctx.global.dry_run {
         // Read only: opening for writing would trim a torn tail.
-        if !ctx.layout.state.is_dir() {
-            return Err(statedir::StateError::Missing(ctx.layout.state.clone()).into());
-        }
+        crate::statedir::require(&ctx.layout)?;
         let (_, pending) = statedir::read_history(&ctx.layout)?;
         output::pending(ctx.global.json, pending.as_ref());
         return Ok(());
@@ -378,9 +384,7 @@ fn recover(ctx: &Ctx, rollback: bool) -> Result<(), Error> {
 }
 
 fn history(ctx: &Ctx) -> Result<(), Error> {
-    if !ctx.layout.state.is_dir() {
-        return Err(statedir::StateError::Missing(ctx.layout.state.clone()).into());
-    }
+    crate::statedir::require(&ctx.layout)?;
     let (done, pending) = statedir::read_history(&ctx.layout)?;
     output::history(ctx.global.json, &done, pending.as_ref());
     Ok(())
@@ -434,6 +438,9 @@ fn check_input(command: &Command) -> Result<(), Error> {
         Command::Template(TemplateCmd::Build { source }) | Command::Upgrade { source } => {
             validate::source(&world_source(source.clone())?)
         }
+        Command::Prune { keep: Some(keep) } => {
+            crate::config::in_range("--keep", *keep, &crate::config::KEEP_ARCHIVES).map(drop)
+        }
         _ => Ok(()),
     };
     checked.map_err(Error::Usage)
@@ -457,9 +464,7 @@ fn plan_and_run(
     ctx: &Ctx,
     planner: impl FnOnce(&Ctx, &dyn Host) -> Result<Plan, String>,
 ) -> Result<(), Error> {
-    if !ctx.layout.state.is_dir() {
-        return Err(statedir::StateError::Missing(ctx.layout.state.clone()).into());
-    }
+    crate::statedir::require(&ctx.layout)?;
     let host = ctx.host();
     if ctx.global.dry_run {
         let plan = planner(ctx, host.as_ref()).map_err(Error::Usage)?;
@@ -478,9 +483,7 @@ fn plan_window_and_run(
     merge_etc: bool,
     planner: impl FnOnce(&Ctx, &dyn Host) -> Result<(Plan, (usize, usize)), String>,
 ) -> Result<(), Error> {
-    if !ctx.layout.state.is_dir() {
-        return Err(statedir::StateError::Missing(ctx.layout.state.clone()).into());
-    }
+    crate::statedir::require(&ctx.layout)?;
     let host = ctx.host();
     if ctx.global.dry_run {
         let (plan, _) = planner(ctx, host.as_ref()).map_err(Error::Usage)?;
@@ -554,9 +557,7 @@ fn merge_etc_after_commit(ctx: &Ctx, state: &mut State, host: &dyn Host) -> outp
 
 /// `etc-merge [NAME…]`: the three-way `/etc` merge as one transaction.
 fn etc_merge(ctx: &Ctx, names: &[String]) -> Result<(), Error> {
-    if !ctx.layout.state.is_dir() {
-        return Err(statedir::StateError::Missing(ctx.layout.state.clone()).into());
-    }
+    crate::statedir::require(&ctx.layout)?;
     let host = ctx.host();
     let mut state = if ctx.global.dry_run {
         None
@@ -589,9 +590,7 @@ fn etc_merge(ctx: &Ctx, names: &[String]) -> Result<(), Error> {
 }
 
 fn status(ctx: &Ctx) -> Result<(), Error> {
-    if !ctx.layout.state.is_dir() {
-        return Err(statedir::StateError::Missing(ctx.layout.state.clone()).into());
-    }
+    crate::statedir::require(&ctx.layout)?;
     let host = ctx.host();
     let world = ctx.world(host.as_ref());
     let template = ops::upgrade::current_id(&world);
