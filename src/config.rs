@@ -178,7 +178,14 @@ impl Config {
             // toml's messages span several lines; an operator gets one.
             message: e.message().replace('\n', " "),
         })?;
-        cfg.check()?;
+        // Every refusal names the file it is about.
+        cfg.check().map_err(|e| match e {
+            ConfigError::Invalid(message) => ConfigError::Parse {
+                path: path.to_owned(),
+                message,
+            },
+            e => e,
+        })?;
         Ok(cfg)
     }
 

@@ -467,12 +467,31 @@ fn plan_and_run(
     crate::statedir::require(&ctx.layout)?;
     let host = ctx.host();
     if ctx.global.dry_run {
-        let plan = planner(ctx, host.as_ref()).map_err(Error::Usage)?;
+        let plan = planner(ctx, host.as_ref()).map_err(|e| dry_run_refusal(ctx, e))?;
         return execute(ctx, None, plan);
     }
     let mut state = open_state(ctx)?;
     let plan = planner(ctx, host.as_ref()).map_err(Error::Usage)?;
     execute(ctx, Some(&mut state), plan)
+}
+
+/// Why a dry run could not plan. A dry run takes no lock, so what it finds
+/// in the way (`mroot2.jailtx-partial`, a staged manifest) may belong to a
+/// run in progress or to an interrupted transaction: then that is the
+/// answer (exit 5 or 4), never advice to remove what a transaction owns.
+fn dry_run_refusal(ctx: &Ctx, planner_error: String) -> Error {
+    if let Err(held) = crate::engine::lock::StateLock::probe(&ctx.layout.lock) {
+        return statedir::StateError::Lock(held).into();
+    }
+    match statedir::read_history(&ctx.layout) {
+        Ok((_, Some(p))) => EngineError::Pending {
+            tx: p.tx(),
+            op: p.begin.plan.op.clone(),
+            summary: p.begin.plan.summary.clone(),
+        }
+        .into(),
+        _ => Error::Usage(planner_error),
+    }
 }
 
 /// [`plan_and_run`] for plans with a downtime window, which the end record
@@ -486,7 +505,7 @@ fn plan_window_and_run(
     crate::statedir::require(&ctx.layout)?;
     let host = ctx.host();
     if ctx.global.dry_run {
-        let (plan, _) = planner(ctx, host.as_ref()).map_err(Error::Usage)?;
+        let (plan, _) = planner(ctx, host.as_ref()).map_err(|e| dry_run_refusal(ctx, e))?;
         return execute(ctx, None, plan);
     }
     let mut state = open_state(ctx)?;

@@ -29,7 +29,45 @@ pub struct StateLock {
     _file: File,
 }
 
+/// The loser's error, naming the holder's pid as the lock file says it.
+fn held(path: &Path, file: &File) -> LockError {
+    // A pid is a few digits; a longer file was not written by us.
+    let mut head = Vec::new();
+    let _ = file.take(64).read_to_end(&mut head);
+    let pid = String::from_utf8_lossy(&head);
+    // Only the leading digits: shared holders writing at once can
+    // leave a shorter pid followed by another's padding or NULs.
+    let pid = pid.trim_start();
+    let pid = &pid[..pid.find(|c: char| !c.is_ascii_digit()).unwrap_or(pid.len())];
+    let holder = if pid.is_empty() {
+        "pid unknown".to_owned()
+    } else {
+        format!("pid {pid}")
+    };
+    LockError::Held {
+        path: path.to_owned(),
+        holder,
+    }
+}
+
 impl StateLock {
+    /// Whether a mutating run holds the lock now ([`LockError::Held`]),
+    /// without taking it or writing a byte: for `--dry-run`, which plans
+    /// without the lock and must not mistake a run's work for leftovers.
+    pub fn probe(path: &Path) -> Result<(), LockError> {
+        let Some(file) = statefile::open_read(path, Kind::Lock)? else {
+            return Ok(());
+        };
+        match file.try_lock_shared() {
+            Ok(()) => Ok(()),
+            Err(TryLockError::WouldBlock) => Err(held(path, &file)),
+            Err(TryLockError::Error(source)) => Err(LockError::Io {
+                path: path.to_owned(),
+                source,
+            }),
+        }
+    }
+
     /// The exclusive lock of a mutating command.
     pub fn acquire(path: &Path) -> Result<Self, LockError> {
         Self::take(path, false)
@@ -53,25 +91,7 @@ impl StateLock {
         };
         match taken {
             Ok(()) => {}
-            Err(TryLockError::WouldBlock) => {
-                // A pid is a few digits; a longer file was not written by us.
-                let mut head = Vec::new();
-                let _ = (&file).take(64).read_to_end(&mut head);
-                let pid = String::from_utf8_lossy(&head);
-                // Only the leading digits: shared holders writing at once can
-                // leave a shorter pid followed by another's padding or NULs.
-                let pid = pid.trim_start();
-                let pid = &pid[..pid.find(|c: char| !c.is_ascii_digit()).unwrap_or(pid.len())];
-                let holder = if pid.is_empty() {
-                    "pid unknown".to_owned()
-                } else {
-                    format!("pid {pid}")
-                };
-                return Err(LockError::Held {
-                    path: path.to_owned(),
-                    holder,
-                });
-            }
+            Err(TryLockError::WouldBlock) => return Err(held(path, &file)),
             Err(TryLockError::Error(e)) => return Err(io_err(e)),
         }
         // The pid is advisory, for the loser's message; the flock is what
