@@ -20,6 +20,20 @@ pub const HEALTH_TIMEOUT_SECS: std::ops::RangeInclusive<u64> = 0..=3600;
 /// `keep_archives` and `prune --keep`: archived templates kept.
 pub const KEEP_ARCHIVES: std::ops::RangeInclusive<u32> = 0..=1000;
 
+/// How long a jail's processes get between SIGTERM and SIGKILL for a stop
+/// timeout of `secs`: at least a second, at most [`STOP_TIMEOUT_SECS`]'s
+/// end. Clamped rather than trusted, because a plan read back from the
+/// journal may carry any value and recovery must finish on it.
+pub fn stop_grace(secs: u64) -> std::time::Duration {
+    std::time::Duration::from_secs(secs.clamp(1, *STOP_TIMEOUT_SECS.end()))
+}
+
+/// The health check's time limit for `secs`, clamped like [`stop_grace`]
+/// to [`HEALTH_TIMEOUT_SECS`] (0 means a second).
+pub fn health_timeout(secs: u64) -> std::time::Duration {
+    std::time::Duration::from_secs(secs.clamp(1, *HEALTH_TIMEOUT_SECS.end()))
+}
+
 /// `value` if `range` holds it, else the error naming `key` and the range.
 pub fn in_range<T>(key: &str, value: T, range: &std::ops::RangeInclusive<T>) -> Result<T, String>
 where

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use jailtx::engine::Action;
 use jailtx::host::JailSpec;
-use support::decoy::{Decoy, SECRET};
+use support::decoy::Decoy;
 use support::plans::PlanBuilder;
 use support::{Out, Root, Snapshot, Worlds, assert_same, in_private_ns, snapshot};
 
@@ -634,20 +634,4 @@ fn a_dry_run_during_a_run_never_advises_removing_its_work() {
     assert!(partial.is_dir());
     assert_same("dry run", &state_snapshot(&r), &before);
     drop(lock);
-}
-
-/// The secret a state file may be made to hold never reaches an error:
-/// a record that is a plain root-owned copy of it (not a link) is refused
-/// for what it is, without quoting it.
-#[test]
-fn a_record_holding_a_secret_is_not_quoted() {
-    let r = Root::fresh();
-    let rec = r.state().join("jails/web.toml");
-    std::fs::write(&rec, SECRET).unwrap();
-    std::fs::set_permissions(&rec, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let out = run_within(&r, &[], &["status"]);
-    let line = out.one_line_error(2, "secret record");
-    assert!(line.contains(&rec.display().to_string()), "{line}");
-    assert!(!out.stderr.contains(SECRET_MARK), "{out}");
-    assert!(!out.stdout.contains(SECRET_MARK), "{out}");
 }

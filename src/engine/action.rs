@@ -261,8 +261,7 @@ fn health_check(
             ("JAIL_HOSTNAME".to_owned(), jail.hostname.clone()),
         ];
         // Clamped: a plan read back from the journal may carry any value.
-        let most = *crate::config::HEALTH_TIMEOUT_SECS.end();
-        let timeout = std::time::Duration::from_secs(timeout_secs.clamp(1, most));
+        let timeout = crate::config::health_timeout(timeout_secs);
         host.run_command(cmd, &env, Some(timeout))
             .map_err(|e| ActionError::Unhealthy {
                 jail: jail.name.clone(),

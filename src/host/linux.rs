@@ -141,8 +141,7 @@ impl LinuxHost {
 /// Clamped to the config's range: a plan read back from the journal may
 /// carry any value, and recovery must not overflow on it.
 fn stop_grace(jail: &JailSpec) -> Duration {
-    let most = *crate::config::STOP_TIMEOUT_SECS.end();
-    Duration::from_secs(jail.stop_timeout_secs.clamp(1, most))
+    crate::config::stop_grace(jail.stop_timeout_secs)
 }
 
 /// How much longer than the grace the stopper waits for the init before
