@@ -5,8 +5,50 @@ use std::path::{Component, Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::fs::statefile::{self, Kind};
+
 /// Where the config file is looked for when neither `--config` nor `--root` says.
 pub const DEFAULT_CONFIG: &str = "/usr/local/etc/jailtx.toml";
+
+/// `[jail] stop_timeout_secs`, in seconds: 0 (a second, the least grace
+/// a jail gets) to an hour. Also the range `__jail-init --stop-timeout`
+/// takes, and what a plan read back from the journal is clamped to.
+pub const STOP_TIMEOUT_SECS: std::ops::RangeInclusive<u64> = 0..=3600;
+/// `[health] timeout_secs`, in seconds: 0 (a second) to an hour. It runs
+/// inside the downtime window; a plan from the journal is clamped to it.
+pub const HEALTH_TIMEOUT_SECS: std::ops::RangeInclusive<u64> = 0..=3600;
+/// `keep_archives` and `prune --keep`: archived templates kept.
+pub const KEEP_ARCHIVES: std::ops::RangeInclusive<u32> = 0..=1000;
+
+/// How long a jail's processes get between SIGTERM and SIGKILL for a stop
+/// timeout of `secs`: at least a second, at most [`STOP_TIMEOUT_SECS`]'s
+/// end. Clamped rather than trusted, because a plan read back from the
+/// journal may carry any value and recovery must finish on it.
+pub fn stop_grace(secs: u64) -> std::time::Duration {
+    std::time::Duration::from_secs(secs.clamp(1, *STOP_TIMEOUT_SECS.end()))
+}
+
+/// The health check's time limit for `secs`, clamped like [`stop_grace`]
+/// to [`HEALTH_TIMEOUT_SECS`] (0 means a second).
+pub fn health_timeout(secs: u64) -> std::time::Duration {
+    std::time::Duration::from_secs(secs.clamp(1, *HEALTH_TIMEOUT_SECS.end()))
+}
+
+/// `value` if `range` holds it, else the error naming `key` and the range.
+pub fn in_range<T>(key: &str, value: T, range: &std::ops::RangeInclusive<T>) -> Result<T, String>
+where
+    T: PartialOrd + std::fmt::Display + Copy,
+{
+    if range.contains(&value) {
+        Ok(value)
+    } else {
+        Err(format!(
+            "{key} = {value} is out of range: use {} to {}",
+            range.start(),
+            range.end()
+        ))
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -130,6 +172,9 @@ pub enum ConfigError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// The config file is a symlink, a fifo, another user's, huge, …
+    #[error(transparent)]
+    Unsafe(#[from] crate::fs::statefile::StateFileError),
 }
 
 /// Where the configuration comes from, as the global options say.
@@ -147,7 +192,14 @@ impl Config {
             // toml's messages span several lines; an operator gets one.
             message: e.message().replace('\n', " "),
         })?;
-        cfg.check()?;
+        // Every refusal names the file it is about.
+        cfg.check().map_err(|e| match e {
+            ConfigError::Invalid(message) => ConfigError::Parse {
+                path: path.to_owned(),
+                message,
+            },
+            e => e,
+        })?;
         Ok(cfg)
     }
 
@@ -184,6 +236,24 @@ impl Config {
                 )));
             }
         }
+        let ranges = [
+            in_range(
+                "jail.stop_timeout_secs",
+                self.jail.stop_timeout_secs,
+                &STOP_TIMEOUT_SECS,
+            )
+            .map(drop),
+            in_range(
+                "health.timeout_secs",
+                self.health.timeout_secs,
+                &HEALTH_TIMEOUT_SECS,
+            )
+            .map(drop),
+            in_range("keep_archives", self.keep_archives, &KEEP_ARCHIVES).map(drop),
+        ];
+        for r in ranges {
+            r.map_err(ConfigError::Invalid)?;
+        }
         if !matches!(self.backend.as_str(), "" | "linux" | "freebsd") {
             return Err(ConfigError::Invalid(format!(
                 "backend {:?} is not one of linux, freebsd",
@@ -195,18 +265,19 @@ impl Config {
 
     /// Loads the config the global options point at, then applies `--root`.
     pub fn load(src: &Sources) -> Result<Config, ConfigError> {
-        let file = match (&src.config, &src.root) {
-            (Some(c), _) => Some(c.clone()),
-            (None, Some(r)) => Some(r.join("jailtx.toml")).filter(|p| p.exists()),
-            (None, None) => Some(PathBuf::from(DEFAULT_CONFIG)).filter(|p| p.exists()),
+        // --config must exist; the file beside --root and the default one may not.
+        let (path, required) = match (&src.config, &src.root) {
+            (Some(c), _) => (c.clone(), true),
+            (None, Some(r)) => (r.join("jailtx.toml"), false),
+            (None, None) => (PathBuf::from(DEFAULT_CONFIG), false),
         };
-        let mut cfg = match file {
-            Some(path) => {
-                let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
-                    path: path.clone(),
-                    source,
-                })?;
-                Config::parse(&text, &path)?
+        let mut cfg = match statefile::read_to_string(&path, Kind::Config)? {
+            Some(text) => Config::parse(&text, &path)?,
+            None if required => {
+                return Err(ConfigError::Read {
+                    path,
+                    source: std::io::ErrorKind::NotFound.into(),
+                });
             }
             None => Config::default(),
         };
@@ -284,6 +355,15 @@ pub struct Layout {
 
 impl Layout {
     pub fn new(cfg: &Config) -> Result<Layout, ConfigError> {
+        // The state dir's own name must not be a symlink (resolving it
+        // would put the journal and the lock wherever it points); the
+        // admin's directories above it may be.
+        if std::fs::symlink_metadata(&cfg.state_dir).is_ok_and(|m| m.file_type().is_symlink()) {
+            return Err(ConfigError::Invalid(format!(
+                "state dir {} is a symlink; remove it or make it a root-owned directory with mode 0700",
+                cfg.state_dir.display()
+            )));
+        }
         let base = physical(&cfg.base)?;
         let state = physical(&cfg.state_dir)?;
         let j = base.join("j");

@@ -36,7 +36,12 @@ impl Error {
             Error::Config(_) | Error::Usage(_) => 2,
             Error::Drift(_) => 3,
             Error::Attention(_) => 7,
-            Error::State(StateError::Missing(_) | StateError::BadEnv { .. }) => 2,
+            Error::State(
+                StateError::Missing(_)
+                | StateError::BadEnv { .. }
+                | StateError::Unsafe(_)
+                | StateError::Lock(LockError::Unsafe(_)),
+            ) => 2,
             Error::State(StateError::Lock(LockError::Held { .. })) => 5,
             Error::State(StateError::Engine(e)) | Error::Engine(e) => e.exit_code(),
             Error::State(StateError::Journal(j)) => j.exit_code(),

@@ -7,18 +7,21 @@ use crate::config::Layout;
 use crate::engine::lock::{LockError, StateLock};
 use crate::engine::{Engine, EngineError, Fault};
 use crate::fs;
+use crate::fs::statefile::{self, StateFileError};
 use crate::host::Host;
 use crate::journal::frame::HEADER_LEN;
 use crate::journal::state::fold;
 use crate::journal::{
-    FileStorage, HISTORY_MAGIC, JOURNAL_MAGIC, JournalError, Record, Summary, TxId, TxState,
-    read_log,
+    FileStorage, HISTORY_MAGIC, JOURNAL_MAGIC, JournalError, Record, Storage, Summary, TxId,
+    TxState, read_log,
 };
 
 /// A history file past this size is rotated to `history.1` (and so on).
 pub const HISTORY_ROTATE_BYTES: u64 = 1 << 20;
 /// Rotated history files kept (about 5,000 transactions each).
 pub const HISTORY_KEEP: u32 = 8;
+/// The largest [`ROTATE_ENV`] accepted: a history is read whole.
+pub const MAX_ROTATE_BYTES: u64 = 1 << 30;
 /// Test-only (journal-format sections 1 and 12): replaces
 /// [`HISTORY_ROTATE_BYTES`], so a test can rotate after a few transactions.
 pub const ROTATE_ENV: &str = "JAILTX_HISTORY_ROTATE_BYTES";
@@ -34,11 +37,11 @@ fn rotate_threshold() -> Result<u64, StateError> {
     value
         .to_str()
         .and_then(|v| v.parse::<u64>().ok())
-        .filter(|&n| n > HEADER_LEN)
+        .filter(|&n| n > HEADER_LEN && n <= MAX_ROTATE_BYTES)
         .ok_or_else(|| StateError::BadEnv {
             name: ROTATE_ENV,
             value: value.to_string_lossy().into_owned(),
-            want: "a byte count above 16 (test-only; unset it in production)",
+            want: "a byte count above 16 and at most 1 GiB (test-only; unset it in production)",
         })
 }
 
@@ -53,6 +56,9 @@ pub enum StateError {
     },
     #[error(transparent)]
     Lock(#[from] LockError),
+    /// A state file or directory jailtx did not make: exit 2, nothing changed.
+    #[error(transparent)]
+    Unsafe(#[from] StateFileError),
     #[error(transparent)]
     Engine(#[from] EngineError),
     #[error(transparent)]
@@ -73,22 +79,39 @@ pub struct State {
     _lock: StateLock,
 }
 
-fn open_file(path: &Path) -> Result<FileStorage, StateError> {
-    FileStorage::open(path).map_err(|source| StateError::Open {
-        path: path.to_owned(),
-        source,
-    })
+/// Whether the state dir exists, after checking it and its directories
+/// (`jails`, `manifests`, `etc-merge`): each a real directory, root's,
+/// writable by no one else, or absent. Every command checks this before it
+/// reads or writes a state file, so no file is reached through a symlinked
+/// or foreign directory.
+pub fn check_dirs(layout: &Layout) -> Result<bool, StateError> {
+    if !statefile::check_dir(&layout.state)? {
+        return Ok(false);
+    }
+    for dir in [
+        &layout.jails,
+        &layout.manifests,
+        &crate::etcmerge::record::dir(layout),
+    ] {
+        statefile::check_dir(dir)?;
+    }
+    Ok(true)
+}
+
+/// [`check_dirs`], with a missing state dir an error (run `jailtx init`).
+pub fn require(layout: &Layout) -> Result<(), StateError> {
+    if check_dirs(layout)? {
+        Ok(())
+    } else {
+        Err(StateError::Missing(layout.state.clone()))
+    }
 }
 
 /// The highest transaction number in a history file, 0 when none.
 fn last_tx_in(path: &Path) -> Result<TxId, StateError> {
-    if !path.exists() {
+    let Some(storage) = FileStorage::open_read_only(path)? else {
         return Ok(0);
-    }
-    let storage = FileStorage::open_read_only(path).map_err(|source| StateError::Open {
-        path: path.to_owned(),
-        source,
-    })?;
+    };
     let scan = read_log(&storage, path, HISTORY_MAGIC)?;
     Ok(scan.records.last().map(|(_, r)| r.tx()).unwrap_or(0))
 }
@@ -97,11 +120,20 @@ fn last_tx_in(path: &Path) -> Result<TxId, StateError> {
 /// `threshold` bytes or more, so the history stays bounded. Runs under the
 /// lock, before the engine opens.
 fn rotate_history(layout: &Layout, threshold: u64) -> Result<(), StateError> {
-    let size = std::fs::metadata(&layout.history)
-        .map(|m| m.len())
-        .unwrap_or(0);
+    let size = match FileStorage::open_read_only(&layout.history)? {
+        Some(h) => h.len().map_err(|source| StateError::Open {
+            path: layout.history.clone(),
+            source,
+        })?,
+        None => 0,
+    };
     if size < threshold {
         return Ok(());
+    }
+    // Every file the rotation renames is checked before the first rename,
+    // so a planted one is refused with nothing moved.
+    for n in 1..=HISTORY_KEEP {
+        FileStorage::open_read_only(&layout.history_rotated(n))?;
     }
     let oldest = layout.history_rotated(HISTORY_KEEP);
     if oldest.exists() {
@@ -125,18 +157,17 @@ impl State {
         fault: Option<Fault>,
         host: Box<dyn Host>,
     ) -> Result<State, StateError> {
-        if !layout.state.is_dir() {
-            return Err(StateError::Missing(layout.state.clone()));
-        }
+        require(layout)?;
         let threshold = rotate_threshold()?;
         let lock = StateLock::acquire(&layout.lock)?;
         rotate_history(layout, threshold)?;
         let filed = last_tx_in(&layout.history_rotated(1))?;
-        let new_files = !layout.journal.exists() || !layout.history.exists();
+        let missing = |p: &Path| std::fs::symlink_metadata(p).is_err();
+        let new_files = missing(&layout.journal) || missing(&layout.history);
         let engine = Engine::open(
-            open_file(&layout.journal)?,
+            FileStorage::open(&layout.journal)?,
             &layout.journal,
-            open_file(&layout.history)?,
+            FileStorage::open(&layout.history)?,
             &layout.history,
             filed,
             fault,
@@ -156,17 +187,17 @@ impl State {
 /// Every finished transaction, oldest first, and the interrupted one if any.
 /// Reads without the lock and without changing a byte.
 pub fn read_history(layout: &Layout) -> Result<(Vec<Summary>, Option<TxState>), StateError> {
+    require(layout)?;
     let mut out = Vec::new();
     let mut files: Vec<_> = (1..=HISTORY_KEEP)
         .rev()
         .map(|n| layout.history_rotated(n))
         .collect();
     files.push(layout.history.clone());
-    for path in files.iter().filter(|p| p.exists()) {
-        let s = FileStorage::open_read_only(path).map_err(|source| StateError::Open {
-            path: path.clone(),
-            source,
-        })?;
+    for path in &files {
+        let Some(s) = FileStorage::open_read_only(path)? else {
+            continue;
+        };
         for (_, r) in read_log(&s, path, HISTORY_MAGIC)?.records {
             if let Record::Summary(sum) = r {
                 out.push(sum);
@@ -174,12 +205,7 @@ pub fn read_history(layout: &Layout) -> Result<(Vec<Summary>, Option<TxState>), 
         }
     }
     let mut pending = None;
-    if layout.journal.exists() {
-        let s =
-            FileStorage::open_read_only(&layout.journal).map_err(|source| StateError::Open {
-                path: layout.journal.clone(),
-                source,
-            })?;
+    if let Some(s) = FileStorage::open_read_only(&layout.journal)? {
         let scan = read_log(&s, &layout.journal, JOURNAL_MAGIC)?;
         let last = out.last().map(|s| s.tx).unwrap_or(0);
         for tx in fold(&layout.journal, &scan.records)? {

@@ -57,9 +57,7 @@ fn resolve(ctx: &Ctx, name: &str) -> Result<Target, Error> {
 /// and every archive that has a manifest. Every manifest is read and checked
 /// before any audit starts, so a bad one fails fast with exit 2.
 fn targets(ctx: &Ctx, names: &[String], all: bool) -> Result<Vec<Target>, Error> {
-    if !ctx.layout.state.is_dir() {
-        return Err(StateError::Missing(ctx.layout.state.clone()).into());
-    }
+    crate::statedir::require(&ctx.layout)?;
     if all && !names.is_empty() {
         return Err(Error::Usage(
             "give template names or --all, not both".into(),
@@ -210,9 +208,7 @@ pub(super) fn export(ctx: &Ctx, template: Option<&str>, format: &str) -> Result<
             "--format {format:?}: the only export format is mtree"
         )));
     }
-    if !ctx.layout.state.is_dir() {
-        return Err(StateError::Missing(ctx.layout.state.clone()).into());
-    }
+    crate::statedir::require(&ctx.layout)?;
     let t = resolve(ctx, template.unwrap_or("mroot"))?;
     let spec = mtree::export(&t.dir, &t.manifest, &t.name).map_err(to_error)?;
     if ctx.global.json {

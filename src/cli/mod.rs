@@ -118,6 +118,14 @@ fn run(cli: Cli) -> Result<(), Error> {
         stop_timeout,
     } = cli.command
     {
+        // The init's grace is the jail's stop timeout: refused outside the
+        // config's range, so its deadline arithmetic cannot overflow.
+        crate::config::in_range(
+            "--stop-timeout",
+            stop_timeout,
+            &crate::config::STOP_TIMEOUT_SECS,
+        )
+        .map_err(Error::Usage)?;
         #[cfg(target_os = "linux")]
         host::linux_init::main(host::linux_init::InitArgs {
             name,
@@ -356,9 +364,7 @@ fn init(ctx: &Ctx) -> Result<(), Error> {
 fn recover(ctx: &Ctx, rollback: bool) -> Result<(), Error> {
     if ctx.global.dry_run {
         // Read only: opening for writing would trim a torn tail.
-        if !ctx.layout.state.is_dir() {
-            return Err(statedir::StateError::Missing(ctx.layout.state.clone()).into());
-        }
+        crate::statedir::require(&ctx.layout)?;
         let (_, pending) = statedir::read_history(&ctx.layout)?;
         output::pending(ctx.global.json, pending.as_ref());
         return Ok(());
@@ -378,9 +384,7 @@ fn recover(ctx: &Ctx, rollback: bool) -> Result<(), Error> {
 }
 
 fn history(ctx: &Ctx) -> Result<(), Error> {
-    if !ctx.layout.state.is_dir() {
-        return Err(statedir::StateError::Missing(ctx.layout.state.clone()).into());
-    }
+    crate::statedir::require(&ctx.layout)?;
     let (done, pending) = statedir::read_history(&ctx.layout)?;
     output::history(ctx.global.json, &done, pending.as_ref());
     Ok(())
@@ -434,6 +438,9 @@ fn check_input(command: &Command) -> Result<(), Error> {
         Command::Template(TemplateCmd::Build { source }) | Command::Upgrade { source } => {
             validate::source(&world_source(source.clone())?)
         }
+        Command::Prune { keep: Some(keep) } => {
+            crate::config::in_range("--keep", *keep, &crate::config::KEEP_ARCHIVES).map(drop)
+        }
         _ => Ok(()),
     };
     checked.map_err(Error::Usage)
@@ -457,17 +464,34 @@ fn plan_and_run(
     ctx: &Ctx,
     planner: impl FnOnce(&Ctx, &dyn Host) -> Result<Plan, String>,
 ) -> Result<(), Error> {
-    if !ctx.layout.state.is_dir() {
-        return Err(statedir::StateError::Missing(ctx.layout.state.clone()).into());
-    }
+    crate::statedir::require(&ctx.layout)?;
     let host = ctx.host();
     if ctx.global.dry_run {
-        let plan = planner(ctx, host.as_ref()).map_err(Error::Usage)?;
+        let plan = planner(ctx, host.as_ref()).map_err(|e| dry_run_refusal(ctx, e))?;
         return execute(ctx, None, plan);
     }
     let mut state = open_state(ctx)?;
     let plan = planner(ctx, host.as_ref()).map_err(Error::Usage)?;
     execute(ctx, Some(&mut state), plan)
+}
+
+/// Why a dry run could not plan. A dry run takes no lock, so what it finds
+/// in the way (`mroot2.jailtx-partial`, a staged manifest) may belong to a
+/// run in progress or to an interrupted transaction: then that is the
+/// answer (exit 5 or 4), never advice to remove what a transaction owns.
+fn dry_run_refusal(ctx: &Ctx, planner_error: String) -> Error {
+    if let Err(held) = crate::engine::lock::StateLock::probe(&ctx.layout.lock) {
+        return statedir::StateError::Lock(held).into();
+    }
+    match statedir::read_history(&ctx.layout) {
+        Ok((_, Some(p))) => EngineError::Pending {
+            tx: p.tx(),
+            op: p.begin.plan.op.clone(),
+            summary: p.begin.plan.summary.clone(),
+        }
+        .into(),
+        _ => Error::Usage(planner_error),
+    }
 }
 
 /// [`plan_and_run`] for plans with a downtime window, which the end record
@@ -478,12 +502,10 @@ fn plan_window_and_run(
     merge_etc: bool,
     planner: impl FnOnce(&Ctx, &dyn Host) -> Result<(Plan, (usize, usize)), String>,
 ) -> Result<(), Error> {
-    if !ctx.layout.state.is_dir() {
-        return Err(statedir::StateError::Missing(ctx.layout.state.clone()).into());
-    }
+    crate::statedir::require(&ctx.layout)?;
     let host = ctx.host();
     if ctx.global.dry_run {
-        let (plan, _) = planner(ctx, host.as_ref()).map_err(Error::Usage)?;
+        let (plan, _) = planner(ctx, host.as_ref()).map_err(|e| dry_run_refusal(ctx, e))?;
         return execute(ctx, None, plan);
     }
     let mut state = open_state(ctx)?;
@@ -554,9 +576,7 @@ fn merge_etc_after_commit(ctx: &Ctx, state: &mut State, host: &dyn Host) -> outp
 
 /// `etc-merge [NAME…]`: the three-way `/etc` merge as one transaction.
 fn etc_merge(ctx: &Ctx, names: &[String]) -> Result<(), Error> {
-    if !ctx.layout.state.is_dir() {
-        return Err(statedir::StateError::Missing(ctx.layout.state.clone()).into());
-    }
+    crate::statedir::require(&ctx.layout)?;
     let host = ctx.host();
     let mut state = if ctx.global.dry_run {
         None
@@ -589,9 +609,7 @@ fn etc_merge(ctx: &Ctx, names: &[String]) -> Result<(), Error> {
 }
 
 fn status(ctx: &Ctx) -> Result<(), Error> {
-    if !ctx.layout.state.is_dir() {
-        return Err(statedir::StateError::Missing(ctx.layout.state.clone()).into());
-    }
+    crate::statedir::require(&ctx.layout)?;
     let host = ctx.host();
     let world = ctx.world(host.as_ref());
     let template = ops::upgrade::current_id(&world);

@@ -260,7 +260,8 @@ fn health_check(
             ("JAIL_JID".to_owned(), jid.to_string()),
             ("JAIL_HOSTNAME".to_owned(), jail.hostname.clone()),
         ];
-        let timeout = std::time::Duration::from_secs(timeout_secs.max(1));
+        // Clamped: a plan read back from the journal may carry any value.
+        let timeout = crate::config::health_timeout(timeout_secs);
         host.run_command(cmd, &env, Some(timeout))
             .map_err(|e| ActionError::Unhealthy {
                 jail: jail.name.clone(),

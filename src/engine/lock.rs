@@ -3,10 +3,12 @@
 //! Read-only commands that must not see a template mid-switch (`audit`) take
 //! it shared: any number of them at once, never beside a mutating run.
 
-use std::fs::{File, OpenOptions, TryLockError};
+use std::fs::{File, TryLockError};
 use std::io::{self, Read};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+
+use crate::fs::statefile::{self, Kind, StateFileError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {
@@ -14,6 +16,10 @@ pub enum LockError {
     Held { path: PathBuf, holder: String },
     #[error("lock {path}: {source}")]
     Io { path: PathBuf, source: io::Error },
+    /// The lock file is not one jailtx made (a symlink to a host file, a
+    /// fifo, another user's): refused before a byte of it is written.
+    #[error(transparent)]
+    Unsafe(#[from] StateFileError),
 }
 
 /// The held lock; released when dropped (or when the process dies, so a
@@ -23,7 +29,45 @@ pub struct StateLock {
     _file: File,
 }
 
+/// The loser's error, naming the holder's pid as the lock file says it.
+fn held(path: &Path, file: &File) -> LockError {
+    // A pid is a few digits; a longer file was not written by us.
+    let mut head = Vec::new();
+    let _ = file.take(64).read_to_end(&mut head);
+    let pid = String::from_utf8_lossy(&head);
+    // Only the leading digits: shared holders writing at once can
+    // leave a shorter pid followed by another's padding or NULs.
+    let pid = pid.trim_start();
+    let pid = &pid[..pid.find(|c: char| !c.is_ascii_digit()).unwrap_or(pid.len())];
+    let holder = if pid.is_empty() {
+        "pid unknown".to_owned()
+    } else {
+        format!("pid {pid}")
+    };
+    LockError::Held {
+        path: path.to_owned(),
+        holder,
+    }
+}
+
 impl StateLock {
+    /// Whether a mutating run holds the lock now ([`LockError::Held`]),
+    /// without taking it or writing a byte: for `--dry-run`, which plans
+    /// without the lock and must not mistake a run's work for leftovers.
+    pub fn probe(path: &Path) -> Result<(), LockError> {
+        let Some(file) = statefile::open_read(path, Kind::Lock)? else {
+            return Ok(());
+        };
+        match file.try_lock_shared() {
+            Ok(()) => Ok(()),
+            Err(TryLockError::WouldBlock) => Err(held(path, &file)),
+            Err(TryLockError::Error(source)) => Err(LockError::Io {
+                path: path.to_owned(),
+                source,
+            }),
+        }
+    }
+
     /// The exclusive lock of a mutating command.
     pub fn acquire(path: &Path) -> Result<Self, LockError> {
         Self::take(path, false)
@@ -39,13 +83,7 @@ impl StateLock {
             path: path.to_owned(),
             source,
         };
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)
-            .map_err(io_err)?;
+        let file = statefile::open_rw(path, Kind::Lock)?;
         let taken = if shared {
             file.try_lock_shared()
         } else {
@@ -53,23 +91,7 @@ impl StateLock {
         };
         match taken {
             Ok(()) => {}
-            Err(TryLockError::WouldBlock) => {
-                let mut pid = String::new();
-                let _ = file.read_to_string(&mut pid);
-                // Only the leading digits: shared holders writing at once can
-                // leave a shorter pid followed by another's padding or NULs.
-                let pid = pid.trim_start();
-                let pid = &pid[..pid.find(|c: char| !c.is_ascii_digit()).unwrap_or(pid.len())];
-                let holder = if pid.is_empty() {
-                    "pid unknown".to_owned()
-                } else {
-                    format!("pid {pid}")
-                };
-                return Err(LockError::Held {
-                    path: path.to_owned(),
-                    holder,
-                });
-            }
+            Err(TryLockError::WouldBlock) => return Err(held(path, &file)),
             Err(TryLockError::Error(e)) => return Err(io_err(e)),
         }
         // The pid is advisory, for the loser's message; the flock is what

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::config::Layout;
+use crate::fs::statefile::{self, Kind};
 
 /// What `etc-merge` knows of one target after its last run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -41,10 +42,8 @@ pub fn path(layout: &Layout, target: &str) -> PathBuf {
 /// its path: it is input like any other.
 pub fn load(layout: &Layout, target: &str) -> Result<Option<MergeRecord>, String> {
     let p = path(layout, target);
-    let text = match std::fs::read_to_string(&p) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(format!("read {}: {e}", p.display())),
+    let Some(text) = statefile::read_to_string(&p, Kind::Record).map_err(|e| e.to_string())? else {
+        return Ok(None);
     };
     toml::from_str(&text).map(Some).map_err(|e| {
         format!(

@@ -13,6 +13,7 @@ mod copy;
 pub(crate) mod dirfd;
 mod durable;
 mod remove;
+pub mod statefile;
 
 use std::io;
 use std::path::{Path, PathBuf};

@@ -154,8 +154,11 @@ impl LinuxHost {
 /// give exec.stop's survivors no chance to exit cleanly). The init enforces
 /// it; it learns the value when it starts, so a changed config takes effect
 /// at the jail's next start.
+///
+/// Clamped to the config's range: a plan read back from the journal may
+/// carry any value, and recovery must not overflow on it.
 fn stop_grace(jail: &JailSpec) -> Duration {
-    Duration::from_secs(jail.stop_timeout_secs.max(1))
+    crate::config::stop_grace(jail.stop_timeout_secs)
 }
 
 /// How much longer than the grace the stopper waits for the init before
@@ -511,7 +514,8 @@ impl Host for LinuxHost {
             }
             text
         });
-        let deadline = timeout.map(|t| Instant::now() + t);
+        // No deadline rather than a panic when `t` is beyond the clock.
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
         let status = loop {
             match child.try_wait().map_err(|e| fail(e.to_string()))? {
                 Some(status) => break status,

@@ -3,11 +3,13 @@
 //! Everything above this trait is pure logic, so a crash test can swap the file
 //! for [`MemStorage`] and stop making writes durable at the Nth sync.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
+
+use crate::fs::statefile::{self, Kind, StateFileError};
 
 /// A byte-addressed file. Contracts, which every implementation must keep:
 ///
@@ -42,22 +44,18 @@ pub struct FileStorage {
 }
 
 impl FileStorage {
-    /// Opens `path` read-write, creating it (empty) when missing.
-    pub fn open(path: &Path) -> io::Result<Self> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)?;
+    /// Opens `path` read-write, creating it (empty, mode 0600) when missing.
+    /// Through `fs::statefile`: a symlink, a fifo or a file someone else
+    /// could write is refused before a byte is read or written.
+    pub fn open(path: &Path) -> Result<Self, StateFileError> {
+        let file = statefile::open_rw(path, Kind::Journal)?;
         Ok(Self { file })
     }
 
-    /// Opens `path` read-only; writes will fail.
-    pub fn open_read_only(path: &Path) -> io::Result<Self> {
-        Ok(Self {
-            file: File::open(path)?,
-        })
+    /// Opens `path` read-only, checked as [`FileStorage::open`] does;
+    /// `None` when there is no such file. Writes will fail.
+    pub fn open_read_only(path: &Path) -> Result<Option<Self>, StateFileError> {
+        Ok(statefile::open_read(path, Kind::Journal)?.map(|file| Self { file }))
     }
 }
 

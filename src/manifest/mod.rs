@@ -39,6 +39,9 @@ pub enum ManifestError {
         "no manifest at {path}; jailtx writes one when it builds a template (`jailtx template build`, `jailtx upgrade`)"
     )]
     Missing { path: PathBuf },
+    /// A manifest file jailtx did not write (a symlink, a fifo, too big…).
+    #[error(transparent)]
+    Unsafe(#[from] crate::fs::statefile::StateFileError),
     #[error("read manifest {path}: {source}")]
     Read {
         path: PathBuf,
@@ -277,15 +280,12 @@ pub fn path_for(manifests_dir: &Path, template_dir_name: &str) -> PathBuf {
 /// Reads and checks a manifest file. A missing file, a checksum mismatch or
 /// a malformed body is an error naming the path: never "everything drifted".
 pub fn read(path: &Path) -> Result<Manifest, ManifestError> {
-    let bytes = std::fs::read(path).map_err(|source| match source.kind() {
-        std::io::ErrorKind::NotFound => ManifestError::Missing {
+    // Checked and capped (fs::statefile): a planted link, fifo or huge
+    // file is refused naming it, unread.
+    let bytes = crate::fs::statefile::read(path, crate::fs::statefile::Kind::Manifest)?
+        .ok_or_else(|| ManifestError::Missing {
             path: path.to_owned(),
-        },
-        _ => ManifestError::Read {
-            path: path.to_owned(),
-            source,
-        },
-    })?;
+        })?;
     Manifest::decode(&bytes).map_err(|source| ManifestError::Corrupt {
         path: path.to_owned(),
         source,

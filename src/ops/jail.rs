@@ -203,7 +203,13 @@ pub fn plan_create(
         if r.name == name {
             return Err(format!("jail {name} already exists"));
         }
-        if r.ip.parse::<std::net::IpAddr>().ok() == Some(addr) {
+        // Canonical on both sides: a record may predate canonical recording.
+        if r.ip
+            .parse::<std::net::IpAddr>()
+            .ok()
+            .map(|a| a.to_canonical())
+            == Some(addr)
+        {
             return Err(format!("IP address {ip} is already jail {}'s", r.name));
         }
     }

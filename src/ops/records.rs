@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, Layout};
+use crate::fs::statefile::{self, Kind};
 use crate::host::JailSpec;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -62,7 +63,13 @@ pub fn load_all(layout: &Layout) -> Result<Vec<JailRecord>, String> {
         if super::validate::jail_name(stem).is_err() {
             continue;
         }
-        let text = std::fs::read_to_string(&p).map_err(|e| format!("read {}: {e}", p.display()))?;
+        // Checked and capped (fs::statefile): a planted link, fifo or huge
+        // file is refused naming it, and its bytes are never quoted.
+        let Some(text) = statefile::read_to_string(&p, Kind::Record).map_err(|e| e.to_string())?
+        else {
+            // Removed since the listing: no record.
+            continue;
+        };
         let rec: JailRecord = toml::from_str(&text).map_err(|e| {
             format!(
                 "jail record {}: {}",

@@ -48,13 +48,22 @@ pub fn hostname(h: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// An IPv4 or IPv6 address a jail can serve on.
+/// An IPv4 or IPv6 address a jail can serve on, in canonical form: an
+/// IPv4-mapped IPv6 address (`::ffff:127.0.9.50`) is the IPv4 address it
+/// maps, so two spellings of one address compare equal (the duplicate check)
+/// and are recorded the same way. The unspecified address, the IPv4
+/// broadcast and multicast addresses (either family) are refused: none of
+/// them is one host's address.
 pub fn ip(addr: &str) -> Result<IpAddr, String> {
-    let ip: IpAddr = addr
+    let parsed: IpAddr = addr
         .parse()
         .map_err(|_| format!("IP address {addr:?} is not a valid IPv4 or IPv6 address"))?;
-    if ip.is_unspecified() || ip.is_multicast() {
-        return Err(format!("IP address {addr} cannot be a jail's address"));
+    let ip = parsed.to_canonical();
+    let broadcast = matches!(ip, IpAddr::V4(v4) if v4.is_broadcast());
+    if ip.is_unspecified() || ip.is_multicast() || broadcast {
+        return Err(format!(
+            "IP address {addr} cannot be a jail's address (unspecified, broadcast or multicast); use the jail's own unicast address"
+        ));
     }
     Ok(ip)
 }
@@ -127,6 +136,26 @@ mod tests {
             "ü",
         ] {
             assert!(jail_name(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn addresses_are_canonical_and_unicast() {
+        assert_eq!(ip("::ffff:127.0.9.50").unwrap().to_string(), "127.0.9.50");
+        assert_eq!(ip("127.0.9.50").unwrap().to_string(), "127.0.9.50");
+        assert_eq!(ip("fd00::1").unwrap().to_string(), "fd00::1");
+        for bad in [
+            "0.0.0.0",
+            "255.255.255.255",
+            "224.0.0.1",
+            "239.1.2.3",
+            "::",
+            "ff02::1",
+            "::ffff:0.0.0.0",
+            "::ffff:255.255.255.255",
+            "::ffff:224.0.0.1",
+        ] {
+            assert!(ip(bad).is_err(), "{bad}");
         }
     }
 
