@@ -102,9 +102,11 @@ fn the_sample_config_is_the_built_in_defaults() {
     ));
     let text = std::fs::read_to_string(path).unwrap();
     let sample = jailtx::config::Config::parse(&text, path).expect("the sample parses");
-    let mut defaults = jailtx::config::Config::default();
     // The one deliberate difference: the sample is for a FreeBSD host.
-    defaults.backend = "freebsd".into();
+    let defaults = jailtx::config::Config {
+        backend: "freebsd".into(),
+        ..Default::default()
+    };
     assert_eq!(
         sample, defaults,
         "contrib/etc/jailtx.toml.sample differs from Config::default(): update the sample"
