@@ -11,8 +11,9 @@ use nix::mount::{MntFlags, MsFlags};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
+use super::jail_log::{Console, Log};
 use super::mountinfo;
-use super::{Host, HostError, JailSpec, Running};
+use super::{Host, HostError, JailSpec, Running, linux_net};
 
 /// The hidden subcommand the jail's init runs as (argv[1]).
 pub const INIT_ARG: &str = "__jail-init";
@@ -23,6 +24,8 @@ pub struct LinuxHost {
     exe: Option<PathBuf>,
     /// Where each jail's console output goes (`NAME.log`); none: discarded.
     log_dir: Option<PathBuf>,
+    /// The size at which `NAME.log` rotates.
+    log_max_bytes: u64,
     mountinfo: PathBuf,
     proc_dir: PathBuf,
     /// How long `exec.start` may run before the start counts as failed.
@@ -40,6 +43,7 @@ impl LinuxHost {
         LinuxHost {
             exe: std::env::current_exe().ok(),
             log_dir: None,
+            log_max_bytes: 4 << 20,
             mountinfo: "/proc/self/mountinfo".into(),
             proc_dir: "/proc".into(),
             start_timeout: Duration::from_secs(120),
@@ -48,6 +52,11 @@ impl LinuxHost {
 
     pub fn with_log_dir(mut self, dir: PathBuf) -> Self {
         self.log_dir = Some(dir);
+        self
+    }
+
+    pub fn with_log_max_bytes(mut self, max: u64) -> Self {
+        self.log_max_bytes = max;
         self
     }
 
@@ -67,18 +76,19 @@ impl LinuxHost {
         move |e| format!("{what}: {e}")
     }
 
-    fn log_file(&self, name: &str) -> Stdio {
-        self.log_dir
-            .as_ref()
-            .and_then(|d| {
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(d.join(format!("{name}.log")))
-                    .ok()
-            })
-            .map(Stdio::from)
-            .unwrap_or_else(Stdio::null)
+    /// A console pipe into jail `name`'s log, for exec.stop (the jail's
+    /// init pumps exec.start's and the jail's own output). A log that
+    /// cannot be opened safely discards the output with a warning: stopping
+    /// a jail does not depend on its log.
+    fn stop_console(&self, name: &str) -> Option<Console> {
+        let log = self.log_dir.as_ref().and_then(|d| {
+            Log::open(d, name, self.log_max_bytes)
+                .map_err(|e| tracing::warn!(jail = %name, "exec.stop output discarded: {e}"))
+                .ok()
+        });
+        Console::start(name, log)
+            .map_err(|e| tracing::warn!(jail = %name, "exec.stop output discarded: {e}"))
+            .ok()
     }
 
     fn wait_gone(&self, jail: &JailSpec, pid: u32, timeout: Duration) -> Result<bool, HostError> {
@@ -291,6 +301,7 @@ impl Host for LinuxHost {
         let exe = self.exe.as_ref().ok_or_else(|| {
             fail("cannot find the jailtx binary to run as the jail's init".into())
         })?;
+        let addr = linux_net::jail_addr(&jail.ip).map_err(|e| fail(e.to_string()))?;
         let mut cmd = Command::new(exe);
         cmd.arg(INIT_ARG)
             .args(["--name", &jail.name])
@@ -300,10 +311,16 @@ impl Host for LinuxHost {
             .args(["--start", &jail.exec_start])
             .arg("--stop-timeout")
             .arg(stop_grace(jail).as_secs().to_string())
-            .env_remove(crate::engine::fault::ENV)
-            .stdin(Stdio::null())
+            .args(["--log-max-bytes", &self.log_max_bytes.to_string()]);
+        if let Some(dir) = &self.log_dir {
+            cmd.arg("--log-dir").arg(dir);
+        }
+        // stdin: the network handshake (see below); stderr: the init sends
+        // its own to the jail's console pipe once it has one.
+        cmd.env_remove(crate::engine::fault::ENV)
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(self.log_file(&jail.name));
+            .stderr(Stdio::null());
         // SAFETY: setsid is async-signal-safe; the jail must not belong to our
         // session, or a terminal hangup would kill it.
         unsafe {
@@ -319,6 +336,8 @@ impl Host for LinuxHost {
             .stdout
             .take()
             .ok_or_else(|| fail("no status pipe".into()))?;
+        let mut go = child.stdin.take();
+        let mut net_error = None;
         // The init reports "pid N", then "ready" or "failed: …", then closes the
         // pipe; a reader thread lets us give up after the start timeout.
         let (tx, rx) = std::sync::mpsc::channel();
@@ -347,6 +366,20 @@ impl Host for LinuxHost {
                 Ok(line) => {
                     if let Some(p) = line.strip_prefix("pid ") {
                         pid = p.trim().parse::<u32>().ok();
+                        // The init waits in its own, empty network namespace
+                        // for the host to give it the jail's address before
+                        // it runs exec.start: "go", or EOF when that failed.
+                        if let (Some(p), Some(mut w)) = (pid, go.take()) {
+                            match linux_net::setup(p, addr) {
+                                Ok(()) => {
+                                    let _ = std::io::Write::write_all(&mut w, b"go\n");
+                                }
+                                Err(e) => {
+                                    net_error = Some(e.to_string());
+                                    break;
+                                }
+                            }
+                        }
                     } else {
                         verdict = Some(line);
                     }
@@ -365,8 +398,12 @@ impl Host for LinuxHost {
                 }
             }
         }
+        drop(go);
         let _ = child.wait();
-        let verdict = verdict.unwrap_or_default();
+        let verdict = net_error
+            .map(|e| format!("failed: {e}"))
+            .or(verdict)
+            .unwrap_or_default();
         match (pid, verdict.as_str()) {
             (Some(pid), "ready") => Ok(pid),
             (pid, v) => {
@@ -387,7 +424,13 @@ impl Host for LinuxHost {
             name: jail.name.clone(),
             why,
         };
+        let mut console = None;
         if !jail.exec_stop.trim().is_empty() {
+            console = self.stop_console(&jail.name);
+            let out = || match &console {
+                Some(c) => c.input.try_clone().map(Stdio::from).unwrap_or_else(|_| Stdio::null()),
+                None => Stdio::null(),
+            };
             // exec.stop runs inside the jail: its namespaces and its root.
             let status = Command::new("nsenter")
                 .args([
@@ -396,6 +439,7 @@ impl Host for LinuxHost {
                     "-m",
                     "-u",
                     "-i",
+                    "-n",
                     "-p",
                     "-r",
                     "-w",
@@ -404,8 +448,8 @@ impl Host for LinuxHost {
                 .args(["/bin/sh", "-c", &jail.exec_stop])
                 .env_remove(crate::engine::fault::ENV)
                 .stdin(Stdio::null())
-                .stdout(self.log_file(&jail.name))
-                .stderr(self.log_file(&jail.name))
+                .stdout(out())
+                .stderr(out())
                 .status()
                 .map_err(Self::io("run nsenter for exec.stop"))
                 .map_err(fail)?;
@@ -418,11 +462,17 @@ impl Host for LinuxHost {
         // children are gone, or at the end of the grace; SIGKILL to a PID
         // namespace's init ends them all.
         let _ = kill(pid, Signal::SIGTERM);
-        if self.wait_gone(jail, jid, stop_grace(jail) + INIT_EXIT_SLACK)? {
-            return Ok(());
+        let mut gone = self.wait_gone(jail, jid, stop_grace(jail) + INIT_EXIT_SLACK)?;
+        if !gone {
+            let _ = kill(pid, Signal::SIGKILL);
+            gone = self.wait_gone(jail, jid, Duration::from_secs(5))?;
         }
-        let _ = kill(pid, Signal::SIGKILL);
-        if self.wait_gone(jail, jid, Duration::from_secs(5))? {
+        // The jail's processes are gone, and with them every writer of
+        // exec.stop's pipe but ours: what they wrote reaches the log.
+        if let Some(c) = console {
+            c.finish(Duration::from_secs(1));
+        }
+        if gone {
             return Ok(());
         }
         Err(fail(format!("init {jid} is still alive after SIGKILL")))

@@ -5,9 +5,13 @@ pub mod freebsd;
 pub mod freebsd_conf;
 pub mod freebsd_sim;
 #[cfg(target_os = "linux")]
+pub mod jail_log;
+#[cfg(target_os = "linux")]
 pub mod linux;
 #[cfg(target_os = "linux")]
 pub mod linux_init;
+#[cfg(target_os = "linux")]
+pub mod linux_net;
 pub mod mountinfo;
 pub mod recording;
 pub mod transcript;
