@@ -374,10 +374,10 @@ impl Host for LinuxHost {
                                 Ok(()) => {
                                     let _ = std::io::Write::write_all(&mut w, b"go\n");
                                 }
-                                Err(e) => {
-                                    net_error = Some(e.to_string());
-                                    break;
-                                }
+                                // Dropping the pipe tells the init; its
+                                // verdict follows (its own failure, if it
+                                // failed before it could wait for us).
+                                Err(e) => net_error = Some(e.to_string()),
                             }
                         }
                     } else {
@@ -400,10 +400,13 @@ impl Host for LinuxHost {
         }
         drop(go);
         let _ = child.wait();
-        let verdict = net_error
-            .map(|e| format!("failed: {e}"))
-            .or(verdict)
-            .unwrap_or_default();
+        let verdict = match (net_error, verdict) {
+            (Some(e), None) => format!("failed: {e}"),
+            (Some(e), Some(v)) if v == format!("failed: {}", linux_net::NO_GO) => {
+                format!("failed: {e}")
+            }
+            (_, v) => v.unwrap_or_default(),
+        };
         match (pid, verdict.as_str()) {
             (Some(pid), "ready") => Ok(pid),
             (pid, v) => {

@@ -183,6 +183,9 @@ fn in_netns<T: Send>(
     })
 }
 
+/// The init's verdict when the host gave up setting up its network.
+pub const NO_GO: &str = "the host did not set up the jail's network";
+
 /// For the jail's init, in its new network namespace: waits for the host to
 /// have set it up (`go` on stdin; EOF when the host gave up), then puts
 /// `/dev/null` on stdin so that exec.start does not inherit the pipe.
@@ -193,7 +196,7 @@ pub fn await_host() -> Result<(), String> {
     nix::unistd::dup2_stdin(&null).map_err(|e| format!("close the handshake pipe: {e}"))?;
     match line.trim() {
         "go" => Ok(()),
-        _ => Err("the host did not set up the jail's network".into()),
+        _ => Err(NO_GO.into()),
     }
 }
 
