@@ -46,7 +46,10 @@ fn host_net_mentions(what: &[String]) -> Vec<String> {
         &["-4", "-o", "route", "show", "table", "all"][..],
         &["-o", "link", "show"][..],
     ] {
-        let o = Command::new("ip").args(args).output().expect("run ip (iproute2)");
+        let o = Command::new("ip")
+            .args(args)
+            .output()
+            .expect("run ip (iproute2)");
         assert!(o.status.success(), "ip {args:?}: {}", text(&o));
         for line in String::from_utf8_lossy(&o.stdout).lines() {
             let words: Vec<&str> = line
@@ -69,7 +72,10 @@ fn assert_host_net_clean(what: &[String], when: &str) {
         if left.is_empty() {
             return;
         }
-        assert!(Instant::now() < until, "{when}: left on the host: {left:#?}");
+        assert!(
+            Instant::now() < until,
+            "{when}: left on the host: {left:#?}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -162,7 +168,10 @@ fn crash_reboot_and_failed_starts_leave_no_network_behind() {
     let ips: Vec<String> = jails.iter().map(|j| j.ip.clone()).collect();
     let mut names = host_ifs(&r);
     names.extend(ips.iter().cloned());
-    assert!(!host_net_mentions(&names).is_empty(), "no routes to the jails");
+    assert!(
+        !host_net_mentions(&names).is_empty(),
+        "no routes to the jails"
+    );
 
     // A reboot: every process gone; the kernel takes the pairs and routes.
     r.simulate_reboot();
@@ -196,14 +205,28 @@ fn crash_reboot_and_failed_starts_leave_no_network_behind() {
     bad.template(&worlds.get(1));
     let ip = support::fresh_ip();
     let out = bad.run(&[
-        "jail", "create", "bad", "--hostname", "bad.org", "--ip", &ip, "--start",
+        "jail",
+        "create",
+        "bad",
+        "--hostname",
+        "bad.org",
+        "--ip",
+        &ip,
+        "--start",
     ]);
     assert_ne!(out.code(), Some(0), "{out}");
     assert_host_net_clean(std::slice::from_ref(&ip), "after a failed start");
     let v6 = Root::new(None);
     v6.template(&worlds.get(1));
     let out = v6.run(&[
-        "jail", "create", "v6", "--hostname", "v6.org", "--ip", "fd00::17", "--start",
+        "jail",
+        "create",
+        "v6",
+        "--hostname",
+        "v6.org",
+        "--ip",
+        "fd00::17",
+        "--start",
     ]);
     assert_ne!(out.code(), Some(0), "{out}");
     assert!(
@@ -229,7 +252,11 @@ fn log_files(dir: &Path, name: &str) -> Vec<(String, u64)> {
     let mut v: Vec<(String, u64)> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap())
-        .filter(|e| e.file_name().to_string_lossy().starts_with(&format!("{name}.log")))
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with(&format!("{name}.log"))
+        })
         .map(|e| {
             let m = std::fs::symlink_metadata(e.path()).unwrap();
             (e.file_name().to_string_lossy().into_owned(), m.len())
@@ -249,7 +276,14 @@ fn a_jail_spamming_stderr_fills_at_most_three_capped_files() {
     let r = spamming_root(&worlds);
     let ip = support::fresh_ip();
     r.ok(&[
-        "jail", "create", "spam", "--hostname", "spam.org", "--ip", &ip, "--start",
+        "jail",
+        "create",
+        "spam",
+        "--hostname",
+        "spam.org",
+        "--ip",
+        &ip,
+        "--start",
     ]);
     let jails = r.state().join("jails");
     std::thread::sleep(Duration::from_secs(3));
@@ -280,7 +314,13 @@ fn a_symlink_planted_at_a_jail_log_is_never_written_through() {
     let r = spamming_root(&worlds);
     let ip = support::fresh_ip();
     r.ok(&[
-        "jail", "create", "spam", "--hostname", "spam.org", "--ip", &ip,
+        "jail",
+        "create",
+        "spam",
+        "--hostname",
+        "spam.org",
+        "--ip",
+        &ip,
     ]);
     let log = r.state().join("jails/spam.log");
     let _ = std::fs::remove_file(&log);

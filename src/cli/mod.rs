@@ -137,7 +137,16 @@ fn run(cli: Cli) -> Result<(), Error> {
         });
         #[cfg(not(target_os = "linux"))]
         {
-            let _ = (name, root, hostname, ip, start, stop_timeout, log_dir, log_max_bytes);
+            let _ = (
+                name,
+                root,
+                hostname,
+                ip,
+                start,
+                stop_timeout,
+                log_dir,
+                log_max_bytes,
+            );
             return Err(Error::Usage(
                 "__jail-init is the Linux backend's jail init; this is not Linux".into(),
             ));

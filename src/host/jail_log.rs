@@ -65,12 +65,11 @@ impl Log {
     /// refuses one that is not a regular file owned by us with one link.
     pub fn open(dir: &Path, name: &str, max: u64) -> Result<Log, LogError> {
         let flags = OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_RDONLY;
-        let dir_fd = nix::fcntl::open(dir, flags, Mode::empty()).map_err(|source| {
-            LogError::Dir {
+        let dir_fd =
+            nix::fcntl::open(dir, flags, Mode::empty()).map_err(|source| LogError::Dir {
                 path: dir.to_owned(),
                 source,
-            }
-        })?;
+            })?;
         let mut log = Log {
             dir: dir_fd,
             dir_path: dir.to_owned(),
@@ -139,7 +138,10 @@ impl Log {
                 source,
             }
         })?;
-        Ok((std::fs::File::from(fd), u64::try_from(st.st_size).unwrap_or(0)))
+        Ok((
+            std::fs::File::from(fd),
+            u64::try_from(st.st_size).unwrap_or(0),
+        ))
     }
 
     /// `NAME.log.1` becomes `.2` (the old `.2` goes), `NAME.log` becomes
@@ -173,10 +175,11 @@ impl Log {
             };
             let room = usize::try_from(self.max - *size).unwrap_or(usize::MAX);
             let n = buf.len().min(room);
-            file.write_all(&buf[..n]).map_err(|source| LogError::Write {
-                path: path.clone(),
-                source,
-            })?;
+            file.write_all(&buf[..n])
+                .map_err(|source| LogError::Write {
+                    path: path.clone(),
+                    source,
+                })?;
             *size += n as u64;
             buf = &buf[n..];
         }
@@ -196,12 +199,11 @@ impl Console {
     /// threads that block every signal: a process waiting for signals with
     /// sigwait (the jail's init) must get them all on its own thread.
     pub fn start(name: &str, log: Option<Log>) -> Result<Console, LogError> {
-        let (read, write) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|source| {
-            LogError::Pipe {
+        let (read, write) =
+            nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|source| LogError::Pipe {
                 name: name.to_owned(),
                 source,
-            }
-        })?;
+            })?;
         let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(QUEUE_CHUNKS);
         let (done_tx, done) = std::sync::mpsc::channel();
         let dropped = Arc::new(AtomicU64::new(0));
@@ -349,7 +351,10 @@ mod tests {
         // starts a new file.
         log.write(b"abc").unwrap();
         assert_eq!(std::fs::read_to_string(&target).unwrap(), "keep");
-        assert_eq!(std::fs::read_to_string(d.path().join("ns.log")).unwrap(), "abc");
+        assert_eq!(
+            std::fs::read_to_string(d.path().join("ns.log")).unwrap(),
+            "abc"
+        );
         let aside = std::fs::symlink_metadata(d.path().join("ns.log.1")).unwrap();
         assert!(aside.file_type().is_symlink());
     }

@@ -431,7 +431,11 @@ impl Host for LinuxHost {
         if !jail.exec_stop.trim().is_empty() {
             console = self.stop_console(&jail.name);
             let out = || match &console {
-                Some(c) => c.input.try_clone().map(Stdio::from).unwrap_or_else(|_| Stdio::null()),
+                Some(c) => c
+                    .input
+                    .try_clone()
+                    .map(Stdio::from)
+                    .unwrap_or_else(|_| Stdio::null()),
                 None => Stdio::null(),
             };
             // exec.stop runs inside the jail: its namespaces and its root.

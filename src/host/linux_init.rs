@@ -128,11 +128,8 @@ fn setup_dev(root: &Path) -> Result<(), String> {
 }
 
 fn pid1(args: &InitArgs) -> Result<(), String> {
-    let console = super::jail_log::init_console(
-        args.log_dir.as_deref(),
-        &args.name,
-        args.log_max_bytes,
-    )?;
+    let console =
+        super::jail_log::init_console(args.log_dir.as_deref(), &args.name, args.log_max_bytes)?;
     super::linux_net::await_host()?;
     // Nothing mounted in here may reach the host's namespace.
     nix::mount::mount(

@@ -66,7 +66,9 @@ pub enum NetError {
 
 /// The jail's address, if the linux backend can give it to a jail.
 pub fn jail_addr(ip: &str) -> Result<Ipv4Addr, NetError> {
-    let addr: IpAddr = ip.parse().map_err(|_| NetError::NotAnAddress { ip: ip.into() })?;
+    let addr: IpAddr = ip
+        .parse()
+        .map_err(|_| NetError::NotAnAddress { ip: ip.into() })?;
     let v4 = match addr {
         IpAddr::V4(v4) => v4,
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
