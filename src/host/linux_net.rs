@@ -133,35 +133,50 @@ fn is_live_init(pid: u32) -> bool {
         .is_ok_and(|c| c.split(|b| *b == 0).nth(1) == Some(super::linux::INIT_ARG.as_bytes()))
 }
 
+/// How long a start waits for a stopped jail's pair to finish going away.
+const TEARDOWN_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Refuses an address the host already routes locally to something else
-/// (one of its own addresses, a live jail), and deletes a dead jail's pair
-/// that still holds the route.
+/// (one of its own addresses, a live jail), and waits out, or deletes, a
+/// dead jail's pair that still holds the route: the kernel tears a network
+/// namespace down asynchronously, so right after a stop (or a restart's
+/// stop) the old route may still be there, on an interface whose name is
+/// already gone (`ip` then shows it as `ifN`).
 fn claim(addr: Ipv4Addr) -> Result<(), NetError> {
     let prefix = format!("{addr}/32");
-    let routes = ip(&["-4", "-o", "route", "show", "table", "local", &prefix])?;
-    let Some(route) = routes.lines().map(str::trim).find(|l| !l.is_empty()) else {
-        return Ok(());
-    };
-    let words: Vec<&str> = route.split_whitespace().collect();
-    let dev = words
-        .iter()
-        .position(|w| *w == "dev")
-        .and_then(|i| words.get(i + 1));
-    let stale = dev
-        .and_then(|d| d.strip_prefix("jtx"))
-        .and_then(|n| n.parse::<u32>().ok())
-        .filter(|pid| !is_live_init(*pid));
-    match (stale, dev) {
-        (Some(_), Some(dev)) => {
-            // A dead jail's pair: gone soon anyway; deleting one end deletes
-            // both, and the route with them. It may vanish on its own first.
-            let _ = ip(&["link", "del", dev]);
-            Ok(())
+    let until = std::time::Instant::now() + TEARDOWN_WAIT;
+    loop {
+        let routes = ip(&["-4", "-o", "route", "show", "table", "local", &prefix])?;
+        let Some(route) = routes.lines().map(str::trim).find(|l| !l.is_empty()) else {
+            return Ok(());
+        };
+        let words: Vec<&str> = route.split_whitespace().collect();
+        let dev = words
+            .iter()
+            .position(|w| *w == "dev")
+            .and_then(|i| words.get(i + 1))
+            .copied()
+            .unwrap_or_default();
+        let dead_jail = dev
+            .strip_prefix("jtx")
+            .and_then(|n| n.parse::<u32>().ok())
+            .is_some_and(|pid| !is_live_init(pid));
+        let unnamed = dev
+            .strip_prefix("if")
+            .is_some_and(|n| n.parse::<u32>().is_ok())
+            && !std::path::Path::new("/sys/class/net").join(dev).exists();
+        if !(dead_jail || unnamed) || std::time::Instant::now() >= until {
+            return Err(NetError::InUse {
+                ip: addr,
+                route: route.to_owned(),
+            });
         }
-        _ => Err(NetError::InUse {
-            ip: addr,
-            route: route.to_owned(),
-        }),
+        if dead_jail {
+            // Deleting one end deletes both, and the route with them; it
+            // may vanish on its own first.
+            let _ = ip(&["link", "del", dev]);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
 
