@@ -359,6 +359,44 @@ mod tests {
         assert!(aside.file_type().is_symlink());
     }
 
+    /// A disk that does not keep up (here: a writer that has not started)
+    /// never blocks the pipe's writer: past the queue, output is dropped
+    /// and counted, and the log says how much.
+    #[test]
+    fn a_slow_log_drops_and_counts_instead_of_blocking_the_jail() {
+        let (read, write) = nix::unistd::pipe2(OFlag::O_CLOEXEC).unwrap();
+        let (tx, rx) = std::sync::mpsc::sync_channel(QUEUE_CHUNKS);
+        let dropped = Arc::new(AtomicU64::new(0));
+        let counted = Arc::clone(&dropped);
+        let reader = std::thread::spawn(move || read_pipe(read, tx, &counted));
+        let total = CHUNK * QUEUE_CHUNKS * 4;
+        let mut w = std::fs::File::from(write);
+        w.write_all(&vec![b'x'; total]).unwrap();
+        drop(w);
+        reader.join().unwrap();
+        let queued: usize = rx.try_iter().map(|c| c.len()).sum::<usize>();
+        let lost = dropped.load(Ordering::Relaxed);
+        assert!(
+            lost > 0 && queued <= CHUNK * QUEUE_CHUNKS,
+            "{lost} {queued}"
+        );
+        assert_eq!(queued as u64 + lost, total as u64);
+
+        let d = tempfile::tempdir().unwrap();
+        let log = Log::open(d.path(), "ns", 1 << 20).unwrap();
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        tx.send(b"after\n".to_vec()).unwrap();
+        drop(tx);
+        write_log(Some(log), rx, &dropped);
+        let text = std::fs::read_to_string(d.path().join("ns.log")).unwrap();
+        assert_eq!(
+            text,
+            format!(
+                "\n[jailtx: {lost} bytes of console output dropped: the log could not keep up]\nafter\n"
+            )
+        );
+    }
+
     #[test]
     fn the_pump_writes_what_the_pipe_gets() {
         let d = tempfile::tempdir().unwrap();
