@@ -128,7 +128,13 @@ pub struct JailDefaults {
     pub exec_start: String,
     pub exec_stop: String,
     pub stop_timeout_secs: u64,
+    /// Linux backend: `NAME.log` rotates into `NAME.log.1` and `.2` when it
+    /// would grow past this many bytes ([`LOG_MAX_BYTES_RANGE`]).
+    pub log_max_bytes: u64,
 }
+
+/// Where `[jail] log_max_bytes` may lie: 64 KiB to 1 GiB.
+pub const LOG_MAX_BYTES_RANGE: std::ops::RangeInclusive<u64> = (64 << 10)..=(1 << 30);
 
 impl Default for JailDefaults {
     fn default() -> Self {
@@ -137,6 +143,7 @@ impl Default for JailDefaults {
             // jail(8)'s own example: the argument tells rc.shutdown it stops a jail.
             exec_stop: "/bin/sh /etc/rc.shutdown jail".into(),
             stop_timeout_secs: 10,
+            log_max_bytes: 4 << 20,
         }
     }
 }
@@ -250,6 +257,12 @@ impl Config {
             )
             .map(drop),
             in_range("keep_archives", self.keep_archives, &KEEP_ARCHIVES).map(drop),
+            in_range(
+                "jail.log_max_bytes",
+                self.jail.log_max_bytes,
+                &LOG_MAX_BYTES_RANGE,
+            )
+            .map(drop),
         ];
         for r in ranges {
             r.map_err(ConfigError::Invalid)?;
@@ -422,6 +435,18 @@ mod tests {
         std::os::unix::fs::symlink(&real, d.path().join("home")).unwrap();
         let p = physical(&d.path().join("home/j/mroot")).unwrap();
         assert_eq!(p, real.canonicalize().unwrap().join("j/mroot"));
+    }
+
+    #[test]
+    fn log_max_bytes_has_a_range() {
+        let c = |v: &str| Config::parse(&format!("[jail]\nlog_max_bytes = {v}\n"), Path::new("c"));
+        assert_eq!(Config::default().jail.log_max_bytes, 4 << 20);
+        assert_eq!(c("65536").unwrap().jail.log_max_bytes, 65536);
+        assert_eq!(c("1073741824").unwrap().jail.log_max_bytes, 1 << 30);
+        for bad in ["0", "65535", "1073741825", "18446744073709551615"] {
+            let e = c(bad).unwrap_err().to_string();
+            assert!(e.contains("jail.log_max_bytes"), "{bad}: {e}");
+        }
     }
 
     #[test]

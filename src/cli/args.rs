@@ -131,6 +131,12 @@ pub enum Command {
         /// (the config's `stop_timeout_secs`)
         #[arg(long, value_name = "SECS")]
         stop_timeout: u64,
+        /// Where the jail's console log (`NAME.log`) goes; none: discarded
+        #[arg(long)]
+        log_dir: Option<PathBuf>,
+        /// The size at which the console log rotates (`[jail] log_max_bytes`)
+        #[arg(long, value_name = "BYTES", default_value_t = 4 << 20)]
+        log_max_bytes: u64,
     },
     /// Run a plan file (test and debugging aid; not for production use)
     #[command(hide = true)]

@@ -42,7 +42,11 @@ impl Ctx {
                 self.global.dry_run,
             )),
             #[cfg(target_os = "linux")]
-            _ => Box::new(host::linux::LinuxHost::new().with_log_dir(self.layout.jails.clone())),
+            _ => Box::new(
+                host::linux::LinuxHost::new()
+                    .with_log_dir(self.layout.jails.clone())
+                    .with_log_max_bytes(self.cfg.jail.log_max_bytes),
+            ),
             // `run` refuses the linux backend elsewhere.
             #[cfg(not(target_os = "linux"))]
             _ => Box::new(host::freebsd::FreeBsdHost::for_cli(
@@ -116,6 +120,8 @@ fn run(cli: Cli) -> Result<(), Error> {
         ip,
         start,
         stop_timeout,
+        log_dir,
+        log_max_bytes,
     } = cli.command
     {
         // The init's grace is the jail's stop timeout: refused outside the
@@ -134,10 +140,21 @@ fn run(cli: Cli) -> Result<(), Error> {
             ip,
             start,
             stop_timeout: std::time::Duration::from_secs(stop_timeout),
+            log_dir,
+            log_max_bytes,
         });
         #[cfg(not(target_os = "linux"))]
         {
-            let _ = (name, root, hostname, ip, start, stop_timeout);
+            let _ = (
+                name,
+                root,
+                hostname,
+                ip,
+                start,
+                stop_timeout,
+                log_dir,
+                log_max_bytes,
+            );
             return Err(Error::Usage(
                 "__jail-init is the Linux backend's jail init; this is not Linux".into(),
             ));

@@ -11,7 +11,8 @@ use nix::mount::MntFlags;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-use super::{Host, HostError, JailSpec, Running};
+use super::jail_log::{Console, Log};
+use super::{Host, HostError, JailSpec, Running, linux_net};
 use super::{linux_mount, mountinfo};
 
 /// The hidden subcommand the jail's init runs as (argv[1]).
@@ -23,6 +24,8 @@ pub struct LinuxHost {
     exe: Option<PathBuf>,
     /// Where each jail's console output goes (`NAME.log`); none: discarded.
     log_dir: Option<PathBuf>,
+    /// The size at which `NAME.log` rotates.
+    log_max_bytes: u64,
     mountinfo: PathBuf,
     proc_dir: PathBuf,
     /// How long `exec.start` may run before the start counts as failed.
@@ -40,6 +43,7 @@ impl LinuxHost {
         LinuxHost {
             exe: std::env::current_exe().ok(),
             log_dir: None,
+            log_max_bytes: 4 << 20,
             mountinfo: "/proc/self/mountinfo".into(),
             proc_dir: "/proc".into(),
             start_timeout: Duration::from_secs(120),
@@ -48,6 +52,11 @@ impl LinuxHost {
 
     pub fn with_log_dir(mut self, dir: PathBuf) -> Self {
         self.log_dir = Some(dir);
+        self
+    }
+
+    pub fn with_log_max_bytes(mut self, max: u64) -> Self {
+        self.log_max_bytes = max;
         self
     }
 
@@ -67,18 +76,19 @@ impl LinuxHost {
         move |e| format!("{what}: {e}")
     }
 
-    fn log_file(&self, name: &str) -> Stdio {
-        self.log_dir
-            .as_ref()
-            .and_then(|d| {
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(d.join(format!("{name}.log")))
-                    .ok()
-            })
-            .map(Stdio::from)
-            .unwrap_or_else(Stdio::null)
+    /// A console pipe into jail `name`'s log, for exec.stop (the jail's
+    /// init pumps exec.start's and the jail's own output). A log that
+    /// cannot be opened safely discards the output with a warning: stopping
+    /// a jail does not depend on its log.
+    fn stop_console(&self, name: &str) -> Option<Console> {
+        let log = self.log_dir.as_ref().and_then(|d| {
+            Log::open(d, name, self.log_max_bytes)
+                .map_err(|e| tracing::warn!(jail = %name, "exec.stop output discarded: {e}"))
+                .ok()
+        });
+        Console::start(name, log)
+            .map_err(|e| tracing::warn!(jail = %name, "exec.stop output discarded: {e}"))
+            .ok()
     }
 
     fn wait_gone(&self, jail: &JailSpec, pid: u32, timeout: Duration) -> Result<bool, HostError> {
@@ -324,6 +334,7 @@ impl Host for LinuxHost {
         let exe = self.exe.as_ref().ok_or_else(|| {
             fail("cannot find the jailtx binary to run as the jail's init".into())
         })?;
+        let addr = linux_net::jail_addr(&jail.ip).map_err(|e| fail(e.to_string()))?;
         let mut cmd = Command::new(exe);
         cmd.arg(INIT_ARG)
             .args(["--name", &jail.name])
@@ -333,10 +344,16 @@ impl Host for LinuxHost {
             .args(["--start", &jail.exec_start])
             .arg("--stop-timeout")
             .arg(stop_grace(jail).as_secs().to_string())
-            .env_remove(crate::engine::fault::ENV)
-            .stdin(Stdio::null())
+            .args(["--log-max-bytes", &self.log_max_bytes.to_string()]);
+        if let Some(dir) = &self.log_dir {
+            cmd.arg("--log-dir").arg(dir);
+        }
+        // stdin: the network handshake (see below); stderr: the init sends
+        // its own to the jail's console pipe once it has one.
+        cmd.env_remove(crate::engine::fault::ENV)
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(self.log_file(&jail.name));
+            .stderr(Stdio::null());
         // SAFETY: setsid is async-signal-safe; the jail must not belong to our
         // session, or a terminal hangup would kill it.
         unsafe {
@@ -352,6 +369,8 @@ impl Host for LinuxHost {
             .stdout
             .take()
             .ok_or_else(|| fail("no status pipe".into()))?;
+        let mut go = child.stdin.take();
+        let mut net_error = None;
         // The init reports "pid N", then "ready" or "failed: …", then closes the
         // pipe; a reader thread lets us give up after the start timeout.
         let (tx, rx) = std::sync::mpsc::channel();
@@ -380,6 +399,20 @@ impl Host for LinuxHost {
                 Ok(line) => {
                     if let Some(p) = line.strip_prefix("pid ") {
                         pid = p.trim().parse::<u32>().ok();
+                        // The init waits in its own, empty network namespace
+                        // for the host to give it the jail's address before
+                        // it runs exec.start: "go", or EOF when that failed.
+                        if let (Some(p), Some(mut w)) = (pid, go.take()) {
+                            match linux_net::setup(p, addr) {
+                                Ok(()) => {
+                                    let _ = std::io::Write::write_all(&mut w, b"go\n");
+                                }
+                                // Dropping the pipe tells the init; its
+                                // verdict follows (its own failure, if it
+                                // failed before it could wait for us).
+                                Err(e) => net_error = Some(e.to_string()),
+                            }
+                        }
                     } else {
                         verdict = Some(line);
                     }
@@ -398,8 +431,15 @@ impl Host for LinuxHost {
                 }
             }
         }
+        drop(go);
         let _ = child.wait();
-        let verdict = verdict.unwrap_or_default();
+        let verdict = match (net_error, verdict) {
+            (Some(e), None) => format!("failed: {e}"),
+            (Some(e), Some(v)) if v == format!("failed: {}", linux_net::NO_GO) => {
+                format!("failed: {e}")
+            }
+            (_, v) => v.unwrap_or_default(),
+        };
         match (pid, verdict.as_str()) {
             (Some(pid), "ready") => Ok(pid),
             (pid, v) => {
@@ -420,15 +460,26 @@ impl Host for LinuxHost {
             name: jail.name.clone(),
             why,
         };
+        let mut console = None;
         if !jail.exec_stop.trim().is_empty() {
-            // exec.stop runs inside the jail: its namespaces, its root and
-            // its capabilities (the script is the jail's to rewrite).
+            console = self.stop_console(&jail.name);
+            let out = || match &console {
+                Some(c) => c
+                    .input
+                    .try_clone()
+                    .map(Stdio::from)
+                    .unwrap_or_else(|_| Stdio::null()),
+                None => Stdio::null(),
+            };
+            // exec.stop runs inside the jail: its namespaces (network
+            // included), its root and its capabilities (the script is the
+            // jail's to rewrite).
             let status =
                 super::linux_exec::command_in_jail(jid, &["/bin/sh", "-c", &jail.exec_stop])
                     .map_err(fail)?
                     .stdin(Stdio::null())
-                    .stdout(self.log_file(&jail.name))
-                    .stderr(self.log_file(&jail.name))
+                    .stdout(out())
+                    .stderr(out())
                     .status()
                     .map_err(Self::io("run exec.stop in the jail"))
                     .map_err(fail)?;
@@ -441,11 +492,17 @@ impl Host for LinuxHost {
         // children are gone, or at the end of the grace; SIGKILL to a PID
         // namespace's init ends them all.
         let _ = kill(pid, Signal::SIGTERM);
-        if self.wait_gone(jail, jid, stop_grace(jail) + INIT_EXIT_SLACK)? {
-            return Ok(());
+        let mut gone = self.wait_gone(jail, jid, stop_grace(jail) + INIT_EXIT_SLACK)?;
+        if !gone {
+            let _ = kill(pid, Signal::SIGKILL);
+            gone = self.wait_gone(jail, jid, Duration::from_secs(5))?;
         }
-        let _ = kill(pid, Signal::SIGKILL);
-        if self.wait_gone(jail, jid, Duration::from_secs(5))? {
+        // The jail's processes are gone, and with them every writer of
+        // exec.stop's pipe but ours: what they wrote reaches the log.
+        if let Some(c) = console {
+            c.finish(Duration::from_secs(1));
+        }
+        if gone {
             return Ok(());
         }
         Err(fail(format!("init {jid} is still alive after SIGKILL")))

@@ -1,9 +1,11 @@
 //! The jail's init on Linux: enters new namespaces, becomes PID 1 of its own
-//! PID namespace, `pivot_root`s into the jail's root (the host's root is
-//! detached: no path leads back), sets up `/dev` and `/proc`, forbids user
-//! namespaces, drops every capability a jail does not need, runs
-//! `exec.start`, then reaps children until told to stop. Each confinement stage is one function, called in
-//! order by `pid1`.
+//! PID namespace, pumps the jail's console into its log (see
+//! [`super::jail_log`]), waits for the host to set up its network namespace
+//! (see [`super::linux_net`]), `pivot_root`s into the jail's root (the host's
+//! root is detached: no path leads back), sets up `/dev` and `/proc`, forbids
+//! user namespaces, drops every capability a jail does not need, runs
+//! `exec.start`, then reaps children until told to stop. Each confinement
+//! stage is one function, called in order by `pid1`.
 //!
 //! It reports to the starting jailtx on stdout: `pid N` (its host PID, the
 //! JID), then `ready` or `failed: REASON`, then closes stdout.
@@ -32,6 +34,9 @@ pub struct InitArgs {
     /// How long the jail's processes may take to exit after SIGTERM before
     /// the init exits and the kernel SIGKILLs what is left.
     pub stop_timeout: Duration,
+    /// Where the console log goes (`NAME.log`); none: discarded.
+    pub log_dir: Option<PathBuf>,
+    pub log_max_bytes: u64,
 }
 
 fn say(line: &str) {
@@ -45,7 +50,8 @@ pub fn main(args: InitArgs) -> ! {
     let flags = CloneFlags::CLONE_NEWNS
         | CloneFlags::CLONE_NEWUTS
         | CloneFlags::CLONE_NEWIPC
-        | CloneFlags::CLONE_NEWPID;
+        | CloneFlags::CLONE_NEWPID
+        | CloneFlags::CLONE_NEWNET;
     if let Err(e) = nix::sched::unshare(flags) {
         say(&format!("failed: unshare namespaces: {e}"));
         std::process::exit(1);
@@ -224,6 +230,11 @@ fn drop_capabilities() -> Result<(), String> {
 }
 
 fn pid1(args: &InitArgs) -> Result<(), String> {
+    // The console first: the log directory is opened while the host's
+    // filesystem is still in view, and every later failure lands in the log.
+    let console =
+        super::jail_log::init_console(args.log_dir.as_deref(), &args.name, args.log_max_bytes)?;
+    super::linux_net::await_host()?;
     make_mounts_private()?;
     sethostname(&args.hostname).map_err(|e| format!("sethostname {}: {e}", args.hostname))?;
     pivot_into(&args.root)?;
@@ -279,10 +290,11 @@ fn pid1(args: &InitArgs) -> Result<(), String> {
         .env("JAIL_IP", &args.ip)
         // exec.start's output goes to the jail's log, never into the status pipe.
         .stdout(std::process::Stdio::from(
-            std::os::fd::AsFd::as_fd(&std::io::stderr())
-                .try_clone_to_owned()
-                .map_err(|e| format!("dup stderr: {e}"))?,
+            console
+                .try_clone()
+                .map_err(|e| format!("dup the console: {e}"))?,
         ))
+        .stderr(std::process::Stdio::from(console))
         .status()
         .map_err(|e| format!("run exec.start `{}`: {e}", args.start))?;
     if !status.success() {

@@ -5,6 +5,8 @@ pub mod freebsd;
 pub mod freebsd_conf;
 pub mod freebsd_sim;
 #[cfg(target_os = "linux")]
+pub mod jail_log;
+#[cfg(target_os = "linux")]
 pub mod linux;
 #[cfg(target_os = "linux")]
 pub mod linux_caps;
@@ -14,6 +16,8 @@ pub mod linux_exec;
 pub mod linux_init;
 #[cfg(target_os = "linux")]
 pub mod linux_mount;
+#[cfg(target_os = "linux")]
+pub mod linux_net;
 #[cfg(target_os = "linux")]
 pub mod linux_seccomp;
 pub mod mountinfo;
