@@ -41,7 +41,7 @@ pub fn nothing_to_do(json: bool, plan: &Plan) {
 }
 
 pub fn report_line(r: &Report) -> String {
-    format!(
+    let line = format!(
         "transaction {} ({}): {}, {} of {} steps run in {} ms",
         r.tx,
         r.op,
@@ -49,7 +49,13 @@ pub fn report_line(r: &Report) -> String {
         r.executed,
         r.steps,
         r.elapsed_ms
-    )
+    );
+    match r.notes.get("quarantined") {
+        Some(q) => {
+            format!("{line}; moved aside what a jail put in the way (kept, never followed): {q}")
+        }
+        None => line,
+    }
 }
 
 pub fn report(json: bool, r: &Report) {
