@@ -268,8 +268,8 @@ fn a_jail_root_cannot_wedge_the_merges_recovery() {
         ns_steps.len() * 4,
         steps.len()
     );
-    assert!(moved > 0, "no case moved anything aside");
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert!(moved > 0, "no case moved anything aside");
 }
 
 /// The exact wedge, by hand: the merge killed right after it moved
