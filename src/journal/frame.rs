@@ -115,7 +115,8 @@ const CHUNK: usize = 1 << 16;
 /// before it gives up and refuses the file (journal-format 7.2). Only a
 /// crafted tail of overlapping frame headers comes near it: a torn append
 /// hashes a few bytes per candidate, and a small file cannot reach it at all
-/// (every candidate together hashes less than the square of its size).
+/// (all its candidates together hash less than half the square of its
+/// size: no file under about 22 KiB can reach it).
 pub const RESYNC_HASH_BUDGET: u64 = 256 << 20;
 
 /// Where a scan reads its bytes from: a file image in memory, or a file
@@ -468,5 +469,95 @@ mod tests {
             scan(&f, JOURNAL_MAGIC),
             Err(ScanError::Undecodable { tag: 200, .. })
         ));
+    }
+
+    /// A source that counts what is read from it, and the largest read.
+    struct Counting {
+        bytes: Vec<u8>,
+        read: std::cell::Cell<u64>,
+        largest: std::cell::Cell<usize>,
+    }
+
+    impl Source for Counting {
+        type Error = std::convert::Infallible;
+        fn size(&self) -> Result<u64, Self::Error> {
+            Ok(self.bytes.len() as u64)
+        }
+        fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), Self::Error> {
+            self.read.set(self.read.get() + buf.len() as u64);
+            self.largest.set(self.largest.get().max(buf.len()));
+            self.bytes.as_slice().read_at(offset, buf)
+        }
+    }
+
+    /// Issue 12: a zero tail is read about once, a chunk at a time, and is
+    /// recognised without hashing (the old scan hashed every offset of it).
+    #[test]
+    fn a_zero_tail_is_read_once_and_never_whole() {
+        let mut f = file(&two());
+        let body = f.len();
+        f.resize(body + (8 << 20), 0);
+        let c = Counting {
+            bytes: f,
+            read: Default::default(),
+            largest: Default::default(),
+        };
+        let s = scan_source(&c, JOURNAL_MAGIC).unwrap();
+        assert_eq!(s.records.len(), 2);
+        assert_eq!((s.valid_len, s.torn_bytes), (body as u64, 8 << 20));
+        assert!(
+            c.read.get() < (8 << 20) + 4 * CHUNK as u64,
+            "{}",
+            c.read.get()
+        );
+        assert!(c.largest.get() <= CHUNK);
+    }
+
+    /// Rule 2 with zeros after the written part of the frame: torn, and the
+    /// zeros are not searched.
+    #[test]
+    fn a_torn_frame_followed_by_zeros_is_torn() {
+        let whole = file(&two());
+        let first_end = file(&two()[..1]).len();
+        let mut f = whole[..first_end + 5].to_vec();
+        f.resize(whole.len() + 1000, 0);
+        // The declared extent no longer reaches EOF: only rule 3 would
+        // apply, and the written header bytes are not zero.
+        assert!(matches!(
+            scan(&f, JOURNAL_MAGIC),
+            Err(ScanError::Corrupt { .. })
+        ));
+        f.truncate(whole.len());
+        let s = scan(&f, JOURNAL_MAGIC).unwrap();
+        assert_eq!((s.records.len(), s.valid_len), (1, first_end as u64));
+    }
+
+    /// A crafted tail of overlapping plausible frame headers stops the
+    /// search at its hashing budget and is refused (journal-format 7.2,
+    /// "Cost"), instead of hashing 256 KiB for every fifth byte.
+    #[test]
+    fn a_crafted_resync_tail_is_refused_within_the_budget() {
+        let mut f = file(&two());
+        let at = f.len();
+        let rest: usize = 1 << 20;
+        // The damaged frame declares an extent that reaches EOF (rule 2) ...
+        let plen = (rest - FRAME_HEADER_LEN) as u32;
+        f.extend(plen.to_le_bytes());
+        f.push(tag_of_commit());
+        f.extend([0u8; 8]);
+        // ... and every fifth byte after it starts a 256 KiB candidate.
+        let pattern = [0x00, 0x00, 0x04, 0x00, tag_of_commit()];
+        while f.len() < at + rest {
+            f.extend(pattern);
+        }
+        f.truncate(at + rest);
+        assert!(matches!(
+            scan(&f, JOURNAL_MAGIC),
+            Err(ScanError::Corrupt { offset, .. }) if offset == at as u64
+        ));
+    }
+
+    fn tag_of_commit() -> u8 {
+        Record::Commit(Commit { tx: 1 }).tag()
     }
 }
