@@ -41,7 +41,7 @@ pub fn nothing_to_do(json: bool, plan: &Plan) {
 }
 
 pub fn report_line(r: &Report) -> String {
-    format!(
+    let line = format!(
         "transaction {} ({}): {}, {} of {} steps run in {} ms",
         r.tx,
         r.op,
@@ -49,7 +49,13 @@ pub fn report_line(r: &Report) -> String {
         r.executed,
         r.steps,
         r.elapsed_ms
-    )
+    );
+    match r.notes.get("quarantined") {
+        Some(q) => {
+            format!("{line}; moved aside what a jail put in the way (kept, never followed): {q}")
+        }
+        None => line,
+    }
 }
 
 pub fn report(json: bool, r: &Report) {
@@ -198,13 +204,23 @@ pub struct EtcMerged {
 }
 
 impl EtcMerged {
+    /// The merge report with what its transaction moved aside given to
+    /// the target it was moved from.
+    fn targets(&self) -> Option<crate::etcmerge::MergeReport> {
+        let mut r = self.report.clone()?;
+        if let Some(q) = self.tx.as_ref().and_then(|t| t.notes.get("quarantined")) {
+            r.note_quarantined(q);
+        }
+        Some(r)
+    }
+
     fn json(&self) -> serde_json::Value {
-        let targets = self.report.as_ref().map(|r| &r.targets);
+        let targets = self.targets().map(|r| r.targets);
         json!({ "targets": targets, "report": self.tx, "error": self.error })
     }
 
     fn print(&self) {
-        if let Some(r) = &self.report {
+        if let Some(r) = self.targets() {
             print!("{r}");
         }
         match (&self.tx, &self.error) {

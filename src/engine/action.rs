@@ -7,7 +7,7 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
-use crate::fs::{self, FsError, beneath};
+use crate::fs::{self, FsError, quarantine};
 use crate::host::{Host, HostError};
 use crate::manifest::{self, ManifestError};
 use crate::world::{self, WorldError};
@@ -193,6 +193,9 @@ pub fn apply(action: &Action, host: &dyn Host) -> Result<()> {
             Ok(manifest::write(to, &m)?)
         }
         Action::ClearFlags { path } => Ok(host.clear_flags(path)?),
+        // The `*In` actions work inside a tree the jail's root owns: a
+        // resumed step moves aside what the jail put in its way (see
+        // fs::quarantine) rather than failing the same way forever.
         Action::WriteFileIn {
             root,
             rel,
@@ -200,7 +203,7 @@ pub fn apply(action: &Action, host: &dyn Host) -> Result<()> {
             mode,
             uid,
             gid,
-        } => Ok(beneath::write_new(
+        } => Ok(quarantine::write_new(
             root,
             rel,
             &contents.0,
@@ -213,16 +216,16 @@ pub fn apply(action: &Action, host: &dyn Host) -> Result<()> {
             from,
             to,
             expect,
-        } => Ok(beneath::rename(root, from, to, expect.as_deref())?),
-        Action::RemoveFileIn { root, rel } => Ok(beneath::remove_file(root, rel)?),
+        } => Ok(quarantine::rename(root, from, to, expect.as_deref())?),
+        Action::RemoveFileIn { root, rel } => Ok(quarantine::remove_file(root, rel)?),
         Action::MakeDirIn {
             root,
             rel,
             mode,
             uid,
             gid,
-        } => Ok(beneath::make_dir(root, rel, *mode, *uid, *gid)?),
-        Action::SymlinkIn { root, rel, target } => Ok(beneath::symlink(root, rel, target)?),
+        } => Ok(quarantine::make_dir(root, rel, *mode, *uid, *gid)?),
+        Action::SymlinkIn { root, rel, target } => Ok(quarantine::symlink(root, rel, target)?),
         Action::VerifyManifest { template, manifest } => {
             let m = manifest::read(manifest)?;
             let report = manifest::audit::quick(template, &m)?;
@@ -368,21 +371,25 @@ pub fn undo(action: &Action, host: &dyn Host) -> Result<()> {
             Ok(fs::remove_file_durable(to)?)
         }
         Action::ClearFlags { .. } => Ok(()),
+        // Inside the jail's tree an undo moves aside whatever the jail's root
+        // put in its way (fs::quarantine): a rollback always finishes.
         Action::WriteFileIn {
             root,
             rel,
             contents,
             ..
-        } => Ok(beneath::unwrite_new(root, rel, &contents.0)?),
-        // Back only if the forward rename happened: `to` there, `from` free.
-        Action::RenameIn { root, from, to, .. } => match beneath::rename(root, to, from, None) {
-            Err(FsError::Vanished { .. }) => Ok(()),
-            other => Ok(other?),
-        },
+        } => Ok(quarantine::unwrite_new(root, rel, &contents.0)?),
+        // Back only if the forward rename happened: `to` holds the plan's file.
+        Action::RenameIn {
+            root,
+            from,
+            to,
+            expect,
+        } => Ok(quarantine::unrename(root, from, to, expect.as_deref())?),
         // Plans never put a removal before the commit point (Plan::validate).
         Action::RemoveFileIn { .. } => Ok(()),
-        Action::MakeDirIn { root, rel, .. } => Ok(beneath::unmake_dir(root, rel)?),
-        Action::SymlinkIn { root, rel, target } => Ok(beneath::unsymlink(root, rel, target)?),
+        Action::MakeDirIn { root, rel, .. } => Ok(quarantine::unmake_dir(root, rel)?),
+        Action::SymlinkIn { root, rel, target } => Ok(quarantine::unsymlink(root, rel, target)?),
         Action::VerifyManifest { .. } => Ok(()),
     }
 }

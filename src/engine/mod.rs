@@ -177,6 +177,8 @@ pub struct Engine<S: Storage> {
     executed: usize,
     host: Box<dyn Host>,
     timings: Vec<StepTiming>,
+    /// What steps of this run moved out of their way (fs::quarantine).
+    quarantined: Vec<String>,
 }
 
 impl<S: Storage> Engine<S> {
@@ -224,6 +226,7 @@ impl<S: Storage> Engine<S> {
             executed: 0,
             host,
             timings: Vec::new(),
+            quarantined: Vec::new(),
         })
     }
 
@@ -388,6 +391,13 @@ impl<S: Storage> Engine<S> {
         Ok(())
     }
 
+    /// Keeps what the last step or undo moved aside, for the end record.
+    fn note_quarantined(&mut self) {
+        let moved = crate::fs::quarantine::take_moved();
+        self.quarantined
+            .extend(moved.iter().map(ToString::to_string));
+    }
+
     fn keep_if_unfinished(&mut self, st: TxState) {
         if st.end.is_none() {
             self.pending = Some(st);
@@ -474,6 +484,7 @@ impl<S: Storage> Engine<S> {
                 let failing = fault::FailingSyncs::arm(fault, fault::Side::Apply, k, &names);
                 let applied = action::apply(&step.action, self.host.as_ref());
                 drop(failing);
+                self.note_quarantined();
                 if let Err(source) = applied {
                     // Not a failure to roll back from: the disk itself failed.
                     let source = match sync_failed(tx, "running", k, &step.name, source) {
@@ -567,6 +578,7 @@ impl<S: Storage> Engine<S> {
             let failing = fault::FailingSyncs::arm(fault, fault::Side::Undo, i, &names);
             let undone = action::undo(&step.action, self.host.as_ref());
             drop(failing);
+            self.note_quarantined();
             match undone {
                 Err(ActionError::Conflict { .. } | ActionError::Vanished { .. }) if failed_here => {
                 }
@@ -599,8 +611,14 @@ impl<S: Storage> Engine<S> {
         st: &mut TxState,
         outcome: Outcome,
         clock: Clock,
-        notes: BTreeMap<String, String>,
+        mut notes: BTreeMap<String, String>,
     ) -> Result<Report, EngineError> {
+        // Entries a jail's root put in the way of a step inside its tree,
+        // moved aside: said in the report, `--json` and history.
+        let quarantined = std::mem::take(&mut self.quarantined);
+        if !quarantined.is_empty() {
+            notes.insert("quarantined".into(), quarantined.join("; "));
+        }
         let end = End {
             tx: st.tx(),
             ended_ms: now_ms(),

@@ -51,6 +51,11 @@ pub struct TargetReport {
     /// to change in, because the new world did not change them: said for
     /// the operator's information, without asking for them (exit code).
     pub notes: Vec<Refusal>,
+    /// Entries the jail's root put in the way of the merge's steps, moved
+    /// aside (`FROM -> TO`, see `fs::quarantine`): filled in from the
+    /// transaction's notes once it has run.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub quarantined: Vec<String>,
 }
 
 impl TargetReport {
@@ -71,6 +76,23 @@ pub struct MergeReport {
 }
 
 impl MergeReport {
+    /// Gives each target the entries of `quarantined` (a transaction's
+    /// `quarantined` note: `FROM -> TO; …`) that were moved from below its
+    /// root (the directory holding its `etc`).
+    pub fn note_quarantined(&mut self, quarantined: &str) {
+        for entry in quarantined.split("; ").filter(|e| !e.is_empty()) {
+            let from = entry.split(" -> ").next().unwrap_or(entry);
+            let owner = self.targets.iter_mut().find(|t| {
+                t.etc
+                    .parent()
+                    .is_some_and(|root| std::path::Path::new(from).starts_with(root))
+            });
+            if let Some(t) = owner {
+                t.quarantined.push(entry.to_owned());
+            }
+        }
+    }
+
     pub fn needs_operator(&self) -> bool {
         self.targets.iter().any(TargetReport::needs_operator)
     }
@@ -128,6 +150,12 @@ impl fmt::Display for MergeReport {
             for n in &t.notes {
                 writeln!(f, "  note       {} ({})", n.path, n.why)?;
             }
+            for q in &t.quarantined {
+                writeln!(
+                    f,
+                    "  moved aside {q} (the jail put it in the way; kept, never followed)"
+                )?;
+            }
             for u in &t.unresolved {
                 writeln!(
                     f,
@@ -139,5 +167,37 @@ impl fmt::Display for MergeReport {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quarantined_entries_go_to_the_target_they_were_moved_from() {
+        let target = |name: &str, etc: &str| TargetReport {
+            target: name.into(),
+            etc: PathBuf::from(etc),
+            ..Default::default()
+        };
+        let mut r = MergeReport {
+            targets: vec![
+                target("skel", "/b/j/skel/etc"),
+                target("ns", "/b/js/ns/etc"),
+                target("ns2", "/b/js/ns2/etc"),
+            ],
+        };
+        r.note_quarantined(
+            "/b/js/ns/etc/group -> /b/js/ns/etc/group.jailtx-quarantine.1f.0; \
+             /b/js/ns2/etc -> /b/js/ns2/etc.jailtx-quarantine.2a.0",
+        );
+        assert!(r.targets[0].quarantined.is_empty());
+        assert_eq!(
+            r.targets[1].quarantined,
+            ["/b/js/ns/etc/group -> /b/js/ns/etc/group.jailtx-quarantine.1f.0"]
+        );
+        assert_eq!(r.targets[2].quarantined.len(), 1);
+        assert!(r.to_string().contains("moved aside /b/js/ns/etc/group ->"));
     }
 }

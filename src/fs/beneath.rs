@@ -604,6 +604,14 @@ pub fn unsymlink(root: &Path, rel: &Path, target: &Path) -> Result<()> {
     dir.sync()
 }
 
+/// For `fs::quarantine`, which renames within a directory opened here
+/// (never resolving a path the jail controls).
+impl AsFd for DirFd {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::os::unix::fs::symlink as ln;

@@ -12,6 +12,7 @@ pub mod beneath;
 mod copy;
 pub(crate) mod dirfd;
 mod durable;
+pub mod quarantine;
 mod remove;
 pub mod statefile;
 

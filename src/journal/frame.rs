@@ -107,19 +107,127 @@ impl std::fmt::Display for ScanError {
     }
 }
 
-/// Whether a whole frame with a good checksum and a known tag starts at or
-/// after offset `from` of `rest`. Only run on damage, over at most one
-/// transaction's journal.
-fn valid_frame_from(rest: &[u8], from: usize) -> bool {
-    (from..rest.len()).any(|at| {
+/// Bytes read at a time while scanning, and while looking back from the end
+/// of file for where its zero tail starts.
+const CHUNK: usize = 1 << 16;
+
+static ZEROS: [u8; CHUNK] = [0; CHUNK];
+
+/// Most bytes the search for a sound frame after a damaged one may hash
+/// before it gives up and refuses the file (journal-format 7.2). Only a
+/// crafted tail of overlapping frame headers comes near it: a torn append
+/// hashes a few bytes per candidate, and a small file cannot reach it at all
+/// (all its candidates together hash less than half the square of its
+/// size: no file under about 22 KiB can reach it).
+pub const RESYNC_HASH_BUDGET: u64 = 256 << 20;
+
+/// Where a scan reads its bytes from: a file image in memory, or a file
+/// through the journal's [`Storage`](super::Storage) seam.
+pub trait Source {
+    type Error;
+    /// The file's size in bytes.
+    fn size(&self) -> Result<u64, Self::Error>;
+    /// Fills `buf` from `offset`; callers stay within [`Source::size`].
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), Self::Error>;
+}
+
+impl Source for [u8] {
+    type Error = std::convert::Infallible;
+    fn size(&self) -> Result<u64, Self::Error> {
+        Ok(self.len() as u64)
+    }
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), Self::Error> {
+        let at = offset as usize;
+        buf.copy_from_slice(&self[at..at + buf.len()]);
+        Ok(())
+    }
+}
+
+/// Why a streamed scan stopped: the source failed, or the file is refused.
+#[derive(Debug)]
+pub enum ScanFailure<E> {
+    Read(E),
+    Scan(ScanError),
+}
+
+impl<E> From<ScanError> for ScanFailure<E> {
+    fn from(e: ScanError) -> Self {
+        ScanFailure::Scan(e)
+    }
+}
+
+/// A forward-moving window on a [`Source`]: holds at most one chunk or one
+/// whole frame (13 bytes + [`MAX_PAYLOAD`]), whatever the file's size.
+struct Window<'a, R: Source + ?Sized> {
+    src: &'a R,
+    len: u64,
+    buf: Vec<u8>,
+    start: u64,
+}
+
+impl<'a, R: Source + ?Sized> Window<'a, R> {
+    /// Bytes `offset..offset + n`, which the caller keeps within the file.
+    fn get(&mut self, offset: u64, n: usize) -> Result<&[u8], R::Error> {
+        let held = self.start + self.buf.len() as u64;
+        if offset < self.start || offset + n as u64 > held {
+            let want = (n.max(CHUNK) as u64).min(self.len - offset) as usize;
+            self.buf.clear();
+            self.buf.resize(want, 0);
+            self.src.read_at(offset, &mut self.buf)?;
+            self.start = offset;
+        }
+        let at = (offset - self.start) as usize;
+        Ok(&self.buf[at..at + n])
+    }
+}
+
+/// The offset where the file's trailing run of zero bytes starts, looked for
+/// backwards from the end and no further back than `from` (`from` itself
+/// when every byte from it on is zero). Reads each byte of the zero run once.
+fn zero_run_start<R: Source + ?Sized>(src: &R, from: u64, len: u64) -> Result<u64, R::Error> {
+    let mut buf = vec![0u8; CHUNK];
+    let mut end = len;
+    while end > from {
+        let n = (end - from).min(CHUNK as u64) as usize;
+        let chunk = &mut buf[..n];
+        src.read_at(end - n as u64, chunk)?;
+        // A comparison with zeros (memcmp) runs at memory speed; the byte
+        // search only runs on the one chunk that holds the run's start.
+        if *chunk == ZEROS[..n] {
+            end -= n as u64;
+            continue;
+        }
+        if let Some(last) = chunk.iter().rposition(|b| *b != 0) {
+            return Ok(end - n as u64 + last as u64 + 1);
+        }
+        end -= n as u64;
+    }
+    Ok(from)
+}
+
+/// Whether a sound frame (whole, checksum good, payload decoding for its
+/// tag) starts at an offset `from..nonzero_end` of `rest`, or the search
+/// would hash more than [`RESYNC_HASH_BUDGET`] bytes (taken as found: the
+/// damage is then refused, never trimmed). No frame can start at or past
+/// `nonzero_end`, where every byte to the end of file is zero: its tag
+/// would be 0, which no record kind has.
+fn sound_frame_from(rest: &[u8], from: usize, nonzero_end: usize) -> bool {
+    let mut hashed = 0u64;
+    (from..nonzero_end.min(rest.len())).any(|at| {
         let r = &rest[at..];
         if r.len() < FRAME_HEADER_LEN {
             return false;
         }
         let plen = u32::from_le_bytes([r[0], r[1], r[2], r[3]]);
         let extent = FRAME_HEADER_LEN + plen as usize;
-        if plen > MAX_PAYLOAD || extent > r.len() {
+        // An unknown tag never decodes, whatever the checksum says: no need
+        // to hash its payload.
+        if plen > MAX_PAYLOAD || extent > r.len() || Record::decode_payload(r[4], &[]).is_none() {
             return false;
+        }
+        hashed += extent as u64;
+        if hashed > RESYNC_HASH_BUDGET {
+            return true;
         }
         let mut sum = [0u8; 8];
         sum.copy_from_slice(&r[5..13]);
@@ -140,95 +248,147 @@ pub struct Scan {
     pub torn_bytes: u64,
 }
 
-/// Reads a whole file image. A damaged frame is a torn tail (the interrupted
-/// last append) only when it must have been the last write: its header is cut
-/// short by the end of file, its declared extent reaches the end of file, or
-/// every byte from it to the end is zero (the size grew before the data did).
-/// Anything else is corruption.
+/// Reads a whole file image: [`scan_source`] over bytes in memory.
 pub fn scan(bytes: &[u8], magic: [u8; 8]) -> Result<Scan, ScanError> {
-    let len = bytes.len() as u64;
+    scan_source(bytes, magic).map_err(|e| match e {
+        ScanFailure::Scan(e) => e,
+        ScanFailure::Read(never) => match never {},
+    })
+}
+
+/// Reads a file front to back, a frame at a time. A damaged frame is a torn
+/// tail (the interrupted last append) only when it must have been the last
+/// write: its header is cut short by the end of file, its declared extent
+/// reaches the end of file, or every byte from it to the end is zero (the
+/// size grew before the data did); and no sound frame starts after it.
+/// Anything else is corruption.
+///
+/// Linear in the file's size, and its memory is bounded by one frame
+/// whatever that size: a zero tail is found by one pass back from the end of
+/// file (and holds no frame to look for), and the search for a sound frame
+/// after damage runs only when the damaged frame's extent reaches the end of
+/// file, so over at most one frame's bytes.
+pub fn scan_source<R: Source + ?Sized>(
+    src: &R,
+    magic: [u8; 8],
+) -> Result<Scan, ScanFailure<R::Error>> {
+    let len = src.size().map_err(ScanFailure::Read)?;
     if len < HEADER_LEN {
-        return Err(ScanError::ShortHeader { len });
+        return Err(ScanError::ShortHeader { len }.into());
     }
-    if bytes[..8] != magic {
-        return Err(ScanError::BadMagic);
+    let mut w = Window {
+        src,
+        len,
+        buf: Vec::new(),
+        start: 0,
+    };
+    let mut h = [0u8; HEADER_LEN as usize];
+    h.copy_from_slice(w.get(0, HEADER_LEN as usize).map_err(ScanFailure::Read)?);
+    if h[..8] != magic {
+        return Err(ScanError::BadMagic.into());
     }
-    let version = u16::from_le_bytes([bytes[8], bytes[9]]);
-    if bytes[12..16] != blake3::hash(&bytes[..12]).as_bytes()[..4] {
-        return Err(ScanError::BadHeaderChecksum);
+    let version = u16::from_le_bytes([h[8], h[9]]);
+    if h[12..16] != blake3::hash(&h[..12]).as_bytes()[..4] {
+        return Err(ScanError::BadHeaderChecksum.into());
     }
     if version != FORMAT_VERSION {
-        return Err(ScanError::BadVersion { version });
+        return Err(ScanError::BadVersion { version }.into());
     }
     let mut records = Vec::new();
-    let mut at = HEADER_LEN as usize;
-    while at < bytes.len() {
-        let rest = &bytes[at..];
-        let offset = at as u64;
-        let torn = || Scan {
-            records: Vec::new(),
-            valid_len: offset,
-            torn_bytes: len - offset,
+    let mut at = HEADER_LEN;
+    while at < len {
+        let rest = len - at;
+        let torn = |records| Scan {
+            records,
+            valid_len: at,
+            torn_bytes: rest,
         };
-        let zero_tail = rest.iter().all(|b| *b == 0);
-        if rest.len() < FRAME_HEADER_LEN {
-            return Ok(Scan { records, ..torn() });
+        if rest < FRAME_HEADER_LEN as u64 {
+            return Ok(torn(records));
         }
-        let plen = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]);
-        let tag = rest[4];
+        let mut fh = [0u8; FRAME_HEADER_LEN];
+        fh.copy_from_slice(w.get(at, FRAME_HEADER_LEN).map_err(ScanFailure::Read)?);
+        let plen = u32::from_le_bytes([fh[0], fh[1], fh[2], fh[3]]);
+        let tag = fh[4];
         let mut sum = [0u8; 8];
-        sum.copy_from_slice(&rest[5..13]);
+        sum.copy_from_slice(&fh[5..13]);
         let sum = u64::from_le_bytes(sum);
         let extent = FRAME_HEADER_LEN as u64 + u64::from(plen);
         let damage = if plen > MAX_PAYLOAD {
             Some("length beyond the 16 MiB limit")
-        } else if extent > rest.len() as u64 {
+        } else if extent > rest {
             Some("frame extends past the end of file")
-        } else if checksum(plen, tag, &rest[FRAME_HEADER_LEN..extent as usize]) != sum {
-            Some("checksum mismatch")
         } else {
-            None
+            let payload = w
+                .get(at + FRAME_HEADER_LEN as u64, plen as usize)
+                .map_err(ScanFailure::Read)?;
+            (checksum(plen, tag, payload) != sum).then_some("checksum mismatch")
         };
         if let Some(why) = damage {
-            let reaches_eof = plen <= MAX_PAYLOAD && extent >= rest.len() as u64;
-            // A damaged length can make a frame in the middle look like it
-            // runs to the end of file; a whole, valid frame after it proves
-            // the damage is not the last write.
-            // Searched from the next byte, not past the declared extent: the
-            // length itself may be the damaged field. A torn frame whose own
-            // payload embeds a valid frame is then refused, not trimmed; that
-            // errs towards asking the operator, never towards silently
-            // dropping a pending transaction (journal-format, known gaps).
-            if (reaches_eof || zero_tail) && !valid_frame_from(rest, 1) {
-                return Ok(Scan { records, ..torn() });
+            if is_torn(&mut w, at, plen).map_err(ScanFailure::Read)? {
+                return Ok(torn(records));
             }
-            return Err(ScanError::Corrupt { offset, why });
+            return Err(ScanError::Corrupt { offset: at, why }.into());
         }
-        let payload = &rest[FRAME_HEADER_LEN..extent as usize];
+        let payload = w
+            .get(at + FRAME_HEADER_LEN as u64, plen as usize)
+            .map_err(ScanFailure::Read)?;
         match Record::decode_payload(tag, payload) {
             None => {
                 return Err(ScanError::Undecodable {
-                    offset,
+                    offset: at,
                     tag,
                     why: "unknown record type".into(),
-                });
+                }
+                .into());
             }
             Some(Err(e)) => {
                 return Err(ScanError::Undecodable {
-                    offset,
+                    offset: at,
                     tag,
                     why: e.to_string(),
-                });
+                }
+                .into());
             }
-            Some(Ok(r)) => records.push((offset, r)),
+            Some(Ok(r)) => records.push((at, r)),
         }
-        at += extent as usize;
+        at += extent;
     }
     Ok(Scan {
         records,
         valid_len: len,
         torn_bytes: 0,
     })
+}
+
+/// Whether the damaged frame at `at` (declaring `plen` payload bytes) is the
+/// file's interrupted last append: rules 2 and 3 of journal-format 7.2, and
+/// no sound frame after it.
+fn is_torn<R: Source + ?Sized>(
+    w: &mut Window<'_, R>,
+    at: u64,
+    plen: u32,
+) -> Result<bool, R::Error> {
+    let rest = w.len - at;
+    let zeros = zero_run_start(w.src, at, w.len)?;
+    if zeros == at {
+        // Every byte from the frame on is zero, so no frame starts there.
+        return Ok(true);
+    }
+    let reaches_eof = plen <= MAX_PAYLOAD && FRAME_HEADER_LEN as u64 + u64::from(plen) >= rest;
+    if !reaches_eof {
+        return Ok(false);
+    }
+    // A damaged length can make a frame in the middle look like it runs to
+    // the end of file; a whole, sound frame after it proves the damage is
+    // not the last write. Searched from the next byte, not past the declared
+    // extent: the length itself may be the damaged field. A torn frame whose
+    // own payload embeds a sound frame is then refused, not trimmed; that
+    // errs towards asking the operator, never towards silently dropping a
+    // pending transaction (journal-format, known gaps). The extent reaches
+    // the end of file, so `rest` is at most one frame long.
+    let bytes = w.get(at, rest as usize)?;
+    Ok(!sound_frame_from(bytes, 1, (zeros - at) as usize))
 }
 
 #[cfg(test)]
@@ -317,5 +477,95 @@ mod tests {
             scan(&f, JOURNAL_MAGIC),
             Err(ScanError::Undecodable { tag: 200, .. })
         ));
+    }
+
+    /// A source that counts what is read from it, and the largest read.
+    struct Counting {
+        bytes: Vec<u8>,
+        read: std::cell::Cell<u64>,
+        largest: std::cell::Cell<usize>,
+    }
+
+    impl Source for Counting {
+        type Error = std::convert::Infallible;
+        fn size(&self) -> Result<u64, Self::Error> {
+            Ok(self.bytes.len() as u64)
+        }
+        fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), Self::Error> {
+            self.read.set(self.read.get() + buf.len() as u64);
+            self.largest.set(self.largest.get().max(buf.len()));
+            self.bytes.as_slice().read_at(offset, buf)
+        }
+    }
+
+    /// Issue 12: a zero tail is read about once, a chunk at a time, and is
+    /// recognised without hashing (the old scan hashed every offset of it).
+    #[test]
+    fn a_zero_tail_is_read_once_and_never_whole() {
+        let mut f = file(&two());
+        let body = f.len();
+        f.resize(body + (8 << 20), 0);
+        let c = Counting {
+            bytes: f,
+            read: Default::default(),
+            largest: Default::default(),
+        };
+        let s = scan_source(&c, JOURNAL_MAGIC).unwrap();
+        assert_eq!(s.records.len(), 2);
+        assert_eq!((s.valid_len, s.torn_bytes), (body as u64, 8 << 20));
+        assert!(
+            c.read.get() < (8 << 20) + 4 * CHUNK as u64,
+            "{}",
+            c.read.get()
+        );
+        assert!(c.largest.get() <= CHUNK);
+    }
+
+    /// Rule 2 with zeros after the written part of the frame: torn, and the
+    /// zeros are not searched.
+    #[test]
+    fn a_torn_frame_followed_by_zeros_is_torn() {
+        let whole = file(&two());
+        let first_end = file(&two()[..1]).len();
+        let mut f = whole[..first_end + 5].to_vec();
+        f.resize(whole.len() + 1000, 0);
+        // The declared extent no longer reaches EOF: only rule 3 would
+        // apply, and the written header bytes are not zero.
+        assert!(matches!(
+            scan(&f, JOURNAL_MAGIC),
+            Err(ScanError::Corrupt { .. })
+        ));
+        f.truncate(whole.len());
+        let s = scan(&f, JOURNAL_MAGIC).unwrap();
+        assert_eq!((s.records.len(), s.valid_len), (1, first_end as u64));
+    }
+
+    /// A crafted tail of overlapping plausible frame headers stops the
+    /// search at its hashing budget and is refused (journal-format 7.2,
+    /// "Cost"), instead of hashing 256 KiB for every fifth byte.
+    #[test]
+    fn a_crafted_resync_tail_is_refused_within_the_budget() {
+        let mut f = file(&two());
+        let at = f.len();
+        let rest: usize = 1 << 20;
+        // The damaged frame declares an extent that reaches EOF (rule 2) ...
+        let plen = (rest - FRAME_HEADER_LEN) as u32;
+        f.extend(plen.to_le_bytes());
+        f.push(tag_of_commit());
+        f.extend([0u8; 8]);
+        // ... and every fifth byte after it starts a 256 KiB candidate.
+        let pattern = [0x00, 0x00, 0x04, 0x00, tag_of_commit()];
+        while f.len() < at + rest {
+            f.extend(pattern);
+        }
+        f.truncate(at + rest);
+        assert!(matches!(
+            scan(&f, JOURNAL_MAGIC),
+            Err(ScanError::Corrupt { offset, .. }) if offset == at as u64
+        ));
+    }
+
+    fn tag_of_commit() -> u8 {
+        Record::Commit(Commit { tx: 1 }).tag()
     }
 }

@@ -67,38 +67,61 @@ pub struct Log<S: Storage> {
     syncs: u64,
 }
 
-/// Reads a framed file without changing it; an empty file reads as no records.
+/// A [`Storage`] as the byte source of a streamed scan.
+struct StorageSource<'a, S: Storage>(&'a S);
+
+impl<S: Storage> frame::Source for StorageSource<'_, S> {
+    type Error = io::Error;
+    fn size(&self) -> io::Result<u64> {
+        self.0.len()
+    }
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        self.0.read(offset, buf)
+    }
+}
+
+/// Reads a framed file without changing it; an empty file reads as no
+/// records. Streams the file (frame::scan_source): time linear in its size,
+/// memory bounded by one frame, whatever its tail holds.
 pub fn read_log<S: Storage>(
     storage: &S,
     path: &Path,
     magic: [u8; 8],
 ) -> Result<Scan, JournalError> {
-    let bytes = storage.read_all().map_err(|source| JournalError::Read {
+    let read_err = |source| JournalError::Read {
         path: path.to_owned(),
         source,
-    })?;
-    // An empty file, or a header cut short (or zero-filled) by a crash while
-    // the file was first created, holds no records; open() writes it anew.
-    let header = frame::header(magic);
-    // A header prefix followed by zeros: the size landed before the data did.
-    let agree = bytes
-        .iter()
-        .zip(&header)
-        .take_while(|(a, b)| a == b)
-        .count();
-    let unfinished_header = bytes.len() as u64 <= frame::HEADER_LEN
-        && bytes[agree..].iter().all(|b| *b == 0)
-        && bytes.as_slice() != header.as_slice();
-    if unfinished_header {
-        return Ok(Scan {
-            records: Vec::new(),
-            valid_len: 0,
-            torn_bytes: 0,
-        });
+    };
+    let len = storage.len().map_err(read_err)?;
+    if len <= frame::HEADER_LEN {
+        // An empty file, or a header cut short (or zero-filled) by a crash
+        // while the file was first created, holds no records; open() writes
+        // it anew.
+        let mut bytes = vec![0u8; len as usize];
+        storage.read(0, &mut bytes).map_err(read_err)?;
+        let header = frame::header(magic);
+        // A header prefix followed by zeros: the size landed before the data did.
+        let agree = bytes
+            .iter()
+            .zip(&header)
+            .take_while(|(a, b)| a == b)
+            .count();
+        let unfinished_header =
+            bytes[agree..].iter().all(|b| *b == 0) && bytes.as_slice() != header.as_slice();
+        if unfinished_header {
+            return Ok(Scan {
+                records: Vec::new(),
+                valid_len: 0,
+                torn_bytes: 0,
+            });
+        }
     }
-    frame::scan(&bytes, magic).map_err(|source| JournalError::Scan {
-        path: path.to_owned(),
-        source,
+    frame::scan_source(&StorageSource(storage), magic).map_err(|e| match e {
+        frame::ScanFailure::Read(source) => read_err(source),
+        frame::ScanFailure::Scan(source) => JournalError::Scan {
+            path: path.to_owned(),
+            source,
+        },
     })
 }
 
