@@ -261,7 +261,7 @@ fn health_check(
             ("JAIL_HOSTNAME".to_owned(), jail.hostname.clone()),
         ];
         let timeout = std::time::Duration::from_secs(timeout_secs.max(1));
-        host.run_command(cmd, &env, Some(timeout))
+        host.run_command(cmd, &[], &env, Some(timeout))
             .map_err(|e| ActionError::Unhealthy {
                 jail: jail.name.clone(),
                 why: e.to_string(),

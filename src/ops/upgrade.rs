@@ -183,13 +183,18 @@ fn switch(
             },
         );
     }
+    // Below `j/`, resolved without following any link: the templates'
+    // trees came from worlds, and a template made before worlds were
+    // checked may hold a link on the way (`usr -> /usr`).
     for rel in &w.cfg.carry_over {
         if exists(&l.mroot.join(rel)) {
             plan.push(
                 format!("carry-{}", rel.display()).replace('/', "-"),
-                Action::Rename {
-                    from: archive_dir.join(rel),
-                    to: l.mroot.join(rel),
+                Action::RenameIn {
+                    root: l.j.clone(),
+                    from: Path::new(archive).join(rel),
+                    to: Path::new("mroot").join(rel),
+                    expect: None,
                 },
             );
         }
@@ -341,6 +346,16 @@ pub fn plan_upgrade_on(
             l.j.display()
         ));
     }
+    let staged_manifest = manifest_file(w, "mroot2");
+    if exists(&staged_manifest) {
+        return Err(format!(
+            "{} is left from an earlier build; remove it, then upgrade again",
+            staged_manifest.display()
+        ));
+    }
+    // Last, as the dearest check (an archive is read whole): a world the
+    // layout cannot take is exit 2 with nothing changed (SPEC section 5).
+    crate::world::check_source(&source, &w.cfg.carry_over)?;
     let archive = new_archive_name(w, today)?;
     let mut plan = Plan::new(
         "upgrade",
@@ -378,13 +393,6 @@ pub fn plan_upgrade_on(
             carry_over: w.cfg.carry_over.clone(),
         },
     );
-    let staged_manifest = manifest_file(w, "mroot2");
-    if exists(&staged_manifest) {
-        return Err(format!(
-            "{} is left from an earlier build; remove it, then upgrade again",
-            staged_manifest.display()
-        ));
-    }
     plan.push(
         "manifest",
         Action::WriteManifest {
