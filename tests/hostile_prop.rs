@@ -175,13 +175,69 @@ fn source(root: &Root, world: &Path, via: Via, name: &str) -> Vec<String> {
     }
 }
 
+/// How long one run may take: a hang (a fifo opened for reading, say) is
+/// a failure of its own, not a stuck test.
+const RUN_LIMIT: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// `jailtx --root ROOT ARGS…`, killed and failed after [`RUN_LIMIT`].
+fn run_bounded(root: &Root, args: &[&str]) -> Result<support::Out, TestCaseError> {
+    use std::io::Read;
+    let mut child = root
+        .command(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn jailtx");
+    let drain = |r: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            if let Some(mut r) = r {
+                let _ = r.read_to_string(&mut text);
+            }
+            text
+        })
+    };
+    let out = drain(
+        child
+            .stdout
+            .take()
+            .map(|r| Box::new(r) as Box<dyn Read + Send>),
+    );
+    let err = drain(
+        child
+            .stderr
+            .take()
+            .map(|r| Box::new(r) as Box<dyn Read + Send>),
+    );
+    let deadline = std::time::Instant::now() + RUN_LIMIT;
+    let status = loop {
+        if let Some(st) = child.try_wait().expect("wait for jailtx") {
+            break st;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(TestCaseError::fail(format!(
+                "{args:?}: still running after {RUN_LIMIT:?} (a hang)"
+            )));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    Ok(support::Out {
+        status,
+        stdout: out.join().unwrap_or_default(),
+        stderr: err.join().unwrap_or_default(),
+    })
+}
+
 /// Runs `args`: exit 2 must change nothing, exit 0 (or 7) must leave a template
 /// whose linked and mounted places are real; the decoy stays untouched.
 /// Returns whether it succeeded.
 fn run_checked(root: &Root, decoy: &Decoy, args: &[String]) -> Result<bool, TestCaseError> {
     let before = root.everything();
     let a: Vec<&str> = args.iter().map(String::as_str).collect();
-    let out = root.run(&a);
+    let out = run_bounded(root, &a)?;
     decoy.assert_untouched(&format!("{a:?}"));
     match out.code() {
         Some(2) => {
