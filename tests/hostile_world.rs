@@ -399,3 +399,25 @@ fn decoy_check_panics_when_the_decoy_is_touched() {
     std::fs::write(decoy.path("usr/local/etc/keep.conf"), "changed\n").unwrap();
     decoy.assert_untouched("touched on purpose");
 }
+
+/// A template whose `usr` is a link (made by a jailtx from before worlds
+/// were checked, or by hand): the upgrade's carry-over move of `usr/ports`
+/// would take the host's ports tree through it. Refused before anything
+/// moves.
+#[test]
+fn issue12_carry_over_move_never_follows_a_link_in_the_old_template() {
+    let decoy = Decoy::new();
+    let r = Root::fresh();
+    let good = world(&r, "good");
+    r.template(&good);
+    let usr = r.j().join("mroot/usr");
+    std::fs::rename(&usr, r.scratch.join("old-usr")).unwrap();
+    symlink(decoy.path("usr"), &usr).unwrap();
+    let good2 = world(&r, "good2");
+    refused(
+        &r,
+        &decoy,
+        &["upgrade", "--from-dir", good2.to_str().unwrap()],
+        "mroot/usr",
+    );
+}

@@ -185,9 +185,23 @@ fn switch(
     }
     // Below `j/`, resolved without following any link: the templates'
     // trees came from worlds, and a template made before worlds were
-    // checked may hold a link on the way (`usr -> /usr`).
+    // checked may hold a link on the way (`usr -> /usr`). Such a way is
+    // refused here, before anything moves (a refused move in the window
+    // would also refuse its own undo).
+    let j = crate::fs::beneath::open_root(&l.j).map_err(|e| e.to_string())?;
     for rel in &w.cfg.carry_over {
         if exists(&l.mroot.join(rel)) {
+            let target_dir = target.file_name().map(Path::new).unwrap_or(target);
+            for top in [Path::new("mroot"), target_dir] {
+                if let Some(parent) = top.join(rel).parent() {
+                    j.walk(parent).map_err(|e| {
+                        format!(
+                            "carry-over {}: {e}; move that aside (jailtx never made it), then run the command again",
+                            rel.display()
+                        )
+                    })?;
+                }
+            }
             plan.push(
                 format!("carry-{}", rel.display()).replace('/', "-"),
                 Action::RenameIn {
