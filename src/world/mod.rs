@@ -68,9 +68,11 @@ pub fn check_source(source: &Source, carry_over: &[PathBuf]) -> Result<(), Strin
         Source::Dir(d) => open_world(d)
             .and_then(|top| check_tree(&top, carry_over, false))
             .map_err(|e| format!("--from-dir {}: {e}", d.display())),
-        Source::Tar(t) => {
-            scan(t, carry_over).map_err(|e| format!("--from-tar {}: {e}", t.display()))
-        }
+        Source::Tar(t) => scan(t, carry_over).map_err(|e| match e {
+            // The archive is named once, by the option.
+            WorldError::Extract { why, .. } => format!("--from-tar {}: {why}", t.display()),
+            e => format!("--from-tar {}: {e}", t.display()),
+        }),
         Source::Cmd(_) => Ok(()),
     }
 }
