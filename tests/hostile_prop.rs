@@ -7,12 +7,14 @@
 //! the decoy is untouched, and a template that was built has real
 //! directories where the layout links or mounts.
 //!
-//! Cheap by design, so hundreds of cases fit in CI time: the world's
+//! Cheap by design, so a thousand cases fit in about a minute: the world's
 //! busybox is replaced by a small file (no jail is started, so nothing
-//! runs it), nothing mounts, each case is a fresh root, and the roots live
-//! on a tmpfs in the test's private mount namespace (no fsync waits). The CI form runs
-//! proptest's default 256 cases; `PROPTEST_CASES=5000 cargo test --test
-//! hostile_prop` runs a longer one on demand.
+//! runs it), nothing mounts, each case is a fresh root on a tmpfs in the
+//! test's private mount namespace (no fsync waits), and 32 cases run side
+//! by side (a case is mostly the manifest's one-second settle wait).
+//! proptest generates the worlds; its sequential runner (and so its
+//! shrinking) is not used: a failing case prints its whole input.
+//! `PROPTEST_CASES=10000 cargo test --test hostile_prop` runs a longer one.
 
 mod support;
 
