@@ -118,7 +118,10 @@ impl Scene {
         // `make installworld DESTDIR=…` on the simulated host.
         let hook = Arc::new(|cmd: &str, env: &BTreeMap<String, String>| {
             let dest = env.get("DESTDIR").ok_or("no DESTDIR")?;
-            if !cmd.contains("installworld") || !cmd.ends_with(dest.as_str()) {
+            // The destination is never pasted into the line (issue 12): the
+            // line names "${DEST}", and DEST is the side dir.
+            let quoted = cmd.ends_with("DESTDIR=\"${DEST}\"");
+            if !cmd.contains("installworld") || !quoted || env.get("DEST") != Some(dest) {
                 return Err(format!("unexpected command {cmd}"));
             }
             make_world(Path::new(dest), "14.1-RELEASE\n");

@@ -265,7 +265,7 @@ fn health_check(
         ];
         // Clamped: a plan read back from the journal may carry any value.
         let timeout = crate::config::health_timeout(timeout_secs);
-        host.run_command(cmd, &env, Some(timeout))
+        host.run_command(cmd, &[], &env, Some(timeout))
             .map_err(|e| ActionError::Unhealthy {
                 jail: jail.name.clone(),
                 why: e.to_string(),

@@ -1,4 +1,8 @@
-//! Reading and changing entries below a directory a jail can write (`js/NAME`), never following a symlink or `..` out of it.
+//! Reading and changing entries below a directory jailtx does not trust (`js/NAME`, a world being shaped), never following a symlink or `..` out of it.
+//!
+//! [`DirFd`] is the one door to such a tree: code that holds a `DirFd`
+//! and a name acts on that entry; it never holds the tree's path to join
+//! (`DirFd::shown` gives a path for messages only).
 //!
 //! The root passed in is trusted (host-owned: `js/NAME` itself, which a jail
 //! sees as its `/s` mount root and cannot replace); everything below it is
@@ -275,8 +279,177 @@ impl DirFd {
             })
     }
 
-    fn sync(&self) -> Result<()> {
+    /// A second handle on the same directory.
+    pub fn try_clone(&self) -> Result<DirFd> {
+        let fd = self.fd.try_clone().map_err(|source| FsError::Open {
+            path: self.path.clone(),
+            source,
+        })?;
+        Ok(DirFd {
+            fd,
+            path: self.path.clone(),
+        })
+    }
+
+    /// Makes this directory's entries durable (fsync of the directory).
+    pub fn sync(&self) -> Result<()> {
         super::fsync_with(&self.path, || Ok(fsync(&self.fd)?))
+    }
+
+    /// The path of entry `name`, for messages only: every effect goes
+    /// through this handle, never through the path.
+    pub fn shown(&self, name: &OsStr) -> PathBuf {
+        self.path.join(name)
+    }
+
+    /// The subdirectory `name`, made (with `mode`, durably) when missing;
+    /// an existing directory is taken as it is. A symlink or anything else
+    /// there is refused, as by [`DirFd::subdir`].
+    pub fn make_dir(&self, name: &OsStr, mode: u32) -> Result<DirFd> {
+        if let Some(d) = self.subdir(name)? {
+            return Ok(d);
+        }
+        let path = self.path.join(name);
+        let c = cname(&path, name)?;
+        match mkdirat(&self.fd, c.as_c_str(), Mode::from_bits_truncate(0o700)) {
+            Ok(()) | Err(Errno::EEXIST) => {}
+            Err(e) => {
+                return Err(FsError::Mkdir {
+                    path,
+                    source: e.into(),
+                });
+            }
+        }
+        let made = self
+            .subdir(name)?
+            .ok_or_else(|| refused(&path, "vanished after mkdir"))?;
+        super::durable::chmod_durable(&made.fd, &path, mode)?;
+        self.sync()?;
+        Ok(made)
+    }
+
+    /// Creates symlink `name` -> `target` (stored as is, never resolved),
+    /// durably; fails with `InTheWay` when `name` exists.
+    pub fn make_symlink(&self, name: &OsStr, target: &Path) -> Result<()> {
+        let path = self.path.join(name);
+        let c = cname(&path, name)?;
+        symlinkat(target, &self.fd, c.as_c_str()).map_err(|e| match e {
+            Errno::EEXIST => FsError::InTheWay {
+                path: path.clone(),
+                what: format!("is in the way of the symlink to {}", target.display()),
+            },
+            e => FsError::Symlink {
+                target: target.to_path_buf(),
+                link: path.clone(),
+                source: e.into(),
+            },
+        })?;
+        self.sync()
+    }
+
+    /// Moves entry `name` to `to_name` in directory `to`, never replacing
+    /// anything there, and makes both directories durable.
+    pub fn move_to(&self, name: &OsStr, to: &DirFd, to_name: &OsStr) -> Result<()> {
+        rename_noreplace(self, name, to, to_name)?;
+        to.sync()?;
+        self.sync()
+    }
+
+    /// Removes the empty directory `name`.
+    pub fn remove_dir(&self, name: &OsStr) -> Result<()> {
+        let path = self.path.join(name);
+        let c = cname(&path, name)?;
+        unlinkat(&self.fd, c.as_c_str(), UnlinkatFlags::RemoveDir).map_err(|e| {
+            FsError::RemoveDir {
+                path,
+                source: e.into(),
+            }
+        })?;
+        self.sync()
+    }
+
+    /// Removes entry `name` and everything below it without following any
+    /// symlink (a symlink is removed as a link); missing is `Ok(0)`.
+    pub fn remove_tree(&self, name: &OsStr) -> Result<u64> {
+        let path = self.path.join(name);
+        let c = cname(&path, name)?;
+        super::remove::remove_tree_at(self.fd.as_fd(), &self.path, &c)
+    }
+
+    /// Copies entry `name` (a tree, file or symlink; never followed) to
+    /// `to_name` in directory `to`, which must not exist. Not synced: the
+    /// caller makes the copy durable (see [`super::sync_tree`]).
+    pub fn copy_to(&self, name: &OsStr, to: &DirFd, to_name: &OsStr) -> Result<()> {
+        let c = cname(&self.path.join(name), name)?;
+        let ct = cname(&to.path.join(to_name), to_name)?;
+        super::copy::copy_tree_at(
+            self.fd.as_fd(),
+            &self.path,
+            &c,
+            to.fd.as_fd(),
+            &to.path,
+            &ct,
+        )
+        .map(drop)
+    }
+
+    /// Makes the tree at entry `name` durable, as [`super::sync_tree`] does
+    /// (Linux: one syncfs through this handle), then this directory.
+    pub fn sync_tree(&self, name: &OsStr) -> Result<()> {
+        #[cfg(target_os = "linux")]
+        {
+            let _ = name;
+            if let Some(source) = super::injected_sync_error() {
+                return Err(FsError::SyncFs {
+                    path: self.path.clone(),
+                    source,
+                });
+            }
+            nix::unistd::syncfs(&self.fd).map_err(|e| FsError::SyncFs {
+                path: self.path.clone(),
+                source: e.into(),
+            })?;
+        }
+        #[cfg(not(target_os = "linux"))]
+        super::durable::fsync_tree(&self.path.join(name))?;
+        self.sync()
+    }
+
+    /// Writes regular file `name` with `contents` and `mode` (root-owned),
+    /// atomically and durably: a temporary made with O_EXCL, fsynced, then
+    /// renamed over `name`. Whatever non-directory stood at `name` (a
+    /// symlink included) is replaced as an entry, never written through.
+    pub fn replace_file(&self, name: &OsStr, contents: &[u8], mode: u32) -> Result<()> {
+        let path = self.path.join(name);
+        let tmp = temp_name(name);
+        let tmp_path = self.path.join(&tmp);
+        self.unlink(&tmp)?;
+        let ctmp = cname(&tmp_path, &tmp)?;
+        let fd = openat(
+            &self.fd,
+            ctmp.as_c_str(),
+            OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::from_bits_truncate(0o600),
+        )
+        .map_err(|e| FsError::Open {
+            path: tmp_path.clone(),
+            source: e.into(),
+        })?;
+        let result = fill(fd, &tmp_path, contents, mode, 0, 0).and_then(|()| {
+            let c = cname(&path, name)?;
+            nix::fcntl::renameat(&self.fd, ctmp.as_c_str(), &self.fd, c.as_c_str()).map_err(|e| {
+                FsError::Rename {
+                    from: tmp_path.clone(),
+                    to: path.clone(),
+                    source: e.into(),
+                }
+            })
+        });
+        if result.is_err() {
+            self.unlink(&tmp)?;
+        }
+        result?;
+        self.sync()
     }
 
     fn unlink(&self, name: &OsStr) -> Result<bool> {

@@ -164,6 +164,71 @@ pub fn copy_tree(src: &Path, dst: &Path) -> Result<CopyStats> {
     Ok(copier.stats)
 }
 
+/// Copies entry `src_name` of the open directory `src_parent` to
+/// `dst_name` in `dst_parent`, which must not exist: [`copy_tree`] for trees
+/// reached through no-follow directory handles (`fs::beneath`), so no path
+/// is ever resolved on either side. The `*_path` arguments name the two
+/// directories in messages (and for hard links within the copy).
+pub(crate) fn copy_tree_at(
+    src_parent: BorrowedFd<'_>,
+    src_parent_path: &Path,
+    src_name: &CStr,
+    dst_parent: BorrowedFd<'_>,
+    dst_parent_path: &Path,
+    dst_name: &CStr,
+) -> Result<CopyStats> {
+    let src_path = join(src_parent_path, src_name);
+    let dst_path = join(dst_parent_path, dst_name);
+    match fstatat(dst_parent, dst_name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+        Err(Errno::ENOENT) => {}
+        Ok(_) => return Err(FsError::DestinationExists { path: dst_path }),
+        Err(e) => {
+            return Err(FsError::Stat {
+                path: dst_path,
+                source: e.into(),
+            });
+        }
+    }
+    let st =
+        fstatat(src_parent, src_name, AtFlags::AT_SYMLINK_NOFOLLOW).map_err(|e| FsError::Stat {
+            path: src_path.clone(),
+            source: e.into(),
+        })?;
+    let mut copier = Copier {
+        root_dev: st.st_dev,
+        dst_root: (0, 0),
+        src_dir: src_parent_path.to_path_buf(),
+        dst_dir: dst_parent_path.to_path_buf(),
+        links: HashMap::new(),
+        stats: CopyStats::default(),
+        noatime: true,
+    };
+    if !is(&st, SFlag::S_IFDIR) {
+        copier.copy_entry(src_parent, src_name, dst_parent, dst_name, &st)?;
+        return Ok(copier.stats);
+    }
+    let src_fd = open_subdir(src_parent, src_name, OFlag::O_RDONLY).map_err(|e| FsError::Open {
+        path: src_path.clone(),
+        source: e.into(),
+    })?;
+    mkdirat(dst_parent, dst_name, Mode::S_IRWXU).map_err(|e| FsError::Mkdir {
+        path: dst_path.clone(),
+        source: e.into(),
+    })?;
+    copier.stats.dirs += 1;
+    let dst_fd = open_new_dir(dst_parent, dst_name, &|| dst_path.clone())?;
+    let dst_st = fstat(&dst_fd).map_err(|e| FsError::Stat {
+        path: dst_path.clone(),
+        source: e.into(),
+    })?;
+    copier.dst_root = (dst_st.st_dev, dst_st.st_ino);
+    copier.src_dir = src_path;
+    copier.dst_dir = dst_path;
+    let root = copier.frame(src_fd, dst_fd, dst_name.to_owned(), st)?;
+    copier.walk(root)?;
+    Ok(copier.stats)
+}
+
 /// A source directory being copied and its copy.
 struct Frame {
     src: Dir,

@@ -68,30 +68,42 @@ pub fn remove_tree(path: &Path) -> Result<u64> {
             });
         }
     };
+    remove_tree_at(parent_fd.as_fd(), parent, &name)
+}
+
+/// [`remove_tree`] of entry `name` of the open directory `parent` (whose
+/// path, `parent_path`, is for messages only): for trees reached through
+/// no-follow directory handles (`fs::beneath`), where no path is resolved.
+/// Missing is `Ok(0)`; durable on return (`parent` is fsynced).
+pub(crate) fn remove_tree_at(
+    parent: BorrowedFd<'_>,
+    parent_path: &Path,
+    name: &CStr,
+) -> Result<u64> {
     let mut remover = Remover {
         root_dev: 0,
-        dir: parent.to_path_buf(),
+        dir: parent_path.to_path_buf(),
         removed: 0,
     };
-    let root = match fstatat(&parent_fd, name.as_c_str(), AtFlags::AT_SYMLINK_NOFOLLOW) {
+    let root = match fstatat(parent, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
         Ok(st) => {
             remover.root_dev = st.st_dev;
-            remover.remove_entry(parent_fd.as_fd(), name, st_type(&st))?
+            remover.remove_entry(parent, name.to_owned(), st_type(&st))?
         }
         Err(Errno::ENOENT) => return Ok(0),
         Err(e) => {
             return Err(FsError::Stat {
-                path: path.to_path_buf(),
+                path: join(parent_path, name),
                 source: e.into(),
             });
         }
     };
     if let Some(root) = root {
-        remover.walk(parent_fd.as_fd(), root)?;
+        remover.walk(parent, root)?;
     }
     // The one sync that matters: once the top name is gone on disk nothing
     // below is reachable, whatever state the unsynced inner removals are in.
-    super::fsync_with(parent, || Ok(fsync(&parent_fd)?))?;
+    super::fsync_with(parent_path, || Ok(fsync(parent)?))?;
     Ok(remover.removed)
 }
 

@@ -107,10 +107,12 @@ pub fn chflags_argv(path: &Path) -> Vec<String> {
     argv(&["chflags", "-R", "0", &s(path)])
 }
 
-/// `[timeout SECS] [env K=V…] /bin/sh -c COMMAND`: a host command with its
-/// environment and time limit spelled out, as timeout(1) and env(1) give them.
+/// `[timeout SECS] [env K=V…] /bin/sh -c COMMAND sh ARGS…`: a host command
+/// with its positional parameters, environment and time limit spelled out,
+/// as timeout(1) and env(1) give them.
 pub fn command_argv(
     command: &str,
+    args: &[String],
     env: &[(String, String)],
     timeout: Option<std::time::Duration>,
 ) -> Vec<String> {
@@ -124,6 +126,10 @@ pub fn command_argv(
         out.extend(env.iter().map(|(k, v)| format!("{k}={v}")));
     }
     out.extend(argv(&["/bin/sh", "-c", command]));
+    if !args.is_empty() {
+        out.push("sh".to_owned());
+        out.extend(args.iter().cloned());
+    }
     out
 }
 
@@ -398,10 +404,11 @@ impl Host for FreeBsdHost {
     fn run_command(
         &self,
         command: &str,
+        args: &[String],
         env: &[(String, String)],
         timeout: Option<std::time::Duration>,
     ) -> Result<(), HostError> {
-        self.run(command_argv(command, env, timeout))
+        self.run(command_argv(command, args, env, timeout))
             .map(|_| ())
             .map_err(|why| HostError::Command {
                 command: command.to_owned(),
@@ -480,7 +487,7 @@ mod tests {
     #[test]
     fn commands_spell_out_env_and_timeout() {
         let env = [("JAIL_NAME".to_owned(), "ns".to_owned())];
-        let a = command_argv("true", &env, Some(std::time::Duration::from_secs(30)));
+        let a = command_argv("true", &[], &env, Some(std::time::Duration::from_secs(30)));
         assert_eq!(
             a,
             [
@@ -493,6 +500,6 @@ mod tests {
                 "true"
             ]
         );
-        assert_eq!(command_argv("x", &[], None), ["/bin/sh", "-c", "x"]);
+        assert_eq!(command_argv("x", &[], &[], None), ["/bin/sh", "-c", "x"]);
     }
 }

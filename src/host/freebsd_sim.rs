@@ -363,10 +363,16 @@ impl SimFreeBsd {
             }
         }
         match rest {
-            [sh, c, cmd] if sh == "/bin/sh" && c == "-c" => match &self.hook {
-                Some(hook) => hook(cmd, &env).map(|()| String::new()),
-                None => Ok(String::new()),
-            },
+            // With or without positional parameters (`sh ARGS…`), which
+            // the hook sees through the environment (`DEST`).
+            [sh, c, cmd, ..]
+                if sh == "/bin/sh" && c == "-c" && rest.get(3).is_none_or(|zero| zero == "sh") =>
+            {
+                match &self.hook {
+                    Some(hook) => hook(cmd, &env).map(|()| String::new()),
+                    None => Ok(String::new()),
+                }
+            }
             _ => Err(format!("sim: command not modelled: {}", argv.join(" "))),
         }
     }

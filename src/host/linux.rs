@@ -546,6 +546,7 @@ impl Host for LinuxHost {
     fn run_command(
         &self,
         command: &str,
+        args: &[String],
         env: &[(String, String)],
         timeout: Option<Duration>,
     ) -> Result<(), HostError> {
@@ -554,7 +555,8 @@ impl Host for LinuxHost {
             why,
         };
         let mut child = Command::new("/bin/sh")
-            .args(["-c", command])
+            .args(["-c", command, "sh"])
+            .args(args)
             .envs(env.iter().map(|(k, v)| (k, v)))
             .env_remove(crate::engine::fault::ENV)
             .stdin(Stdio::null())
@@ -736,21 +738,25 @@ mod tests {
     fn run_command_says_why_it_failed() {
         let h = LinuxHost::new();
         let t = Some(Duration::from_secs(5));
-        assert!(h.run_command("true", &[], t).is_ok());
+        assert!(h.run_command("true", &[], &[], t).is_ok());
         let env = [("WHO".to_owned(), "ns".to_owned())];
         let e = h
             .run_command(
                 "echo first >&2; echo \"$WHO down\" >&2; echo >&2; exit 3",
+                &[],
                 &env,
                 t,
             )
             .unwrap_err()
             .to_string();
         assert!(e.ends_with("exit status: 3 (ns down)"), "{e}");
-        let e = h.run_command("exit 4", &[], t).unwrap_err().to_string();
+        let e = h
+            .run_command("exit 4", &[], &[], t)
+            .unwrap_err()
+            .to_string();
         assert!(e.ends_with("exit status: 4, nothing on stderr"), "{e}");
         let e = h
-            .run_command("sleep 5", &[], Some(Duration::from_millis(100)))
+            .run_command("sleep 5", &[], &[], Some(Duration::from_millis(100)))
             .unwrap_err()
             .to_string();
         assert!(e.ends_with("timed out after 100ms"), "{e}");

@@ -108,11 +108,14 @@ pub trait Host: Send + Sync {
     /// the tree can be removed; a missing `path` is a no-op. FreeBSD only:
     /// elsewhere there is nothing to clear.
     fn clear_flags(&self, path: &Path) -> Result<(), HostError>;
-    /// Runs a shell command line on the host (`--from-cmd`, health checks),
-    /// with extra environment variables; killed and failed after `timeout`.
+    /// Runs a shell command line on the host (`--from-cmd`, health checks)
+    /// as `/bin/sh -c COMMAND sh ARGS…`, so `args` are its positional
+    /// parameters `$1`…, never text pasted into the line; with extra
+    /// environment variables; killed and failed after `timeout`.
     fn run_command(
         &self,
         command: &str,
+        args: &[String],
         env: &[(String, String)],
         timeout: Option<std::time::Duration>,
     ) -> Result<(), HostError>;

@@ -117,6 +117,7 @@ impl Host for RecordingHost {
     fn run_command(
         &self,
         command: &str,
+        _args: &[String],
         _env: &[(String, String)],
         _timeout: Option<std::time::Duration>,
     ) -> Result<(), HostError> {

@@ -206,8 +206,8 @@ impl Builder<'_> {
                         ("JAIL_HOSTNAME".to_owned(), jail.hostname.clone()),
                     ];
                     let t = std::time::Duration::from_secs((*timeout_secs).max(1));
-                    self.run(freebsd::command_argv(cmd, &env, Some(t))).note =
-                        Some("JID: the jail's JID from jls".into());
+                    self.run(freebsd::command_argv(cmd, &[], &env, Some(t)))
+                        .note = Some("JID: the jail's JID from jls".into());
                 }
             }
             Action::Shape {
@@ -266,12 +266,17 @@ impl Builder<'_> {
                 );
             }
             Source::Cmd(cmd) => {
-                // As world::populate runs it: {dest} and DESTDIR name the side dir.
+                // As world::populate runs it: the side dir is $1, DEST and
+                // DESTDIR, and {dest} a quoted reference to it.
                 let dest = partial.display().to_string();
                 self.own(format!("mkdir -m 0755 {}", p(&partial)));
-                let env = [("DESTDIR".to_owned(), dest.clone())];
+                let env = [
+                    ("DESTDIR".to_owned(), dest.clone()),
+                    ("DEST".to_owned(), dest.clone()),
+                ];
                 self.run(freebsd::command_argv(
-                    &cmd.replace("{dest}", &dest),
+                    &world::dest_command(cmd),
+                    std::slice::from_ref(&dest),
                     &env,
                     None,
                 ));

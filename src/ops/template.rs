@@ -65,6 +65,10 @@ pub fn plan_build(
             layout.j.display()
         ));
     }
+    // Last, as the dearest check (an archive is read whole): a world the
+    // layout cannot take is exit 2 with nothing changed, never a
+    // transaction (SPEC section 5).
+    crate::world::check_source(&source, carry_over)?;
     let mut plan = Plan::new("template-build", format!("first template from {source}"));
     plan.notes.insert("source".into(), source.to_string());
     plan.push(

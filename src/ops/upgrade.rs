@@ -183,13 +183,32 @@ fn switch(
             },
         );
     }
+    // Below `j/`, resolved without following any link: the templates'
+    // trees came from worlds, and a template made before worlds were
+    // checked may hold a link on the way (`usr -> /usr`). Such a way is
+    // refused here, before anything moves (a refused move in the window
+    // would also refuse its own undo).
+    let j = crate::fs::beneath::open_root(&l.j).map_err(|e| e.to_string())?;
     for rel in &w.cfg.carry_over {
         if exists(&l.mroot.join(rel)) {
+            let target_dir = target.file_name().map(Path::new).unwrap_or(target);
+            for top in [Path::new("mroot"), target_dir] {
+                if let Some(parent) = top.join(rel).parent() {
+                    j.walk(parent).map_err(|e| {
+                        format!(
+                            "carry-over {}: {e}; move that aside (jailtx never made it), then run the command again",
+                            rel.display()
+                        )
+                    })?;
+                }
+            }
             plan.push(
                 format!("carry-{}", rel.display()).replace('/', "-"),
-                Action::Rename {
-                    from: archive_dir.join(rel),
-                    to: l.mroot.join(rel),
+                Action::RenameIn {
+                    root: l.j.clone(),
+                    from: Path::new(archive).join(rel),
+                    to: Path::new("mroot").join(rel),
+                    expect: None,
                 },
             );
         }
@@ -341,6 +360,16 @@ pub fn plan_upgrade_on(
             l.j.display()
         ));
     }
+    let staged_manifest = manifest_file(w, "mroot2");
+    if exists(&staged_manifest) {
+        return Err(format!(
+            "{} is left from an earlier build; remove it, then upgrade again",
+            staged_manifest.display()
+        ));
+    }
+    // Last, as the dearest check (an archive is read whole): a world the
+    // layout cannot take is exit 2 with nothing changed (SPEC section 5).
+    crate::world::check_source(&source, &w.cfg.carry_over)?;
     let archive = new_archive_name(w, today)?;
     let mut plan = Plan::new(
         "upgrade",
@@ -378,13 +407,6 @@ pub fn plan_upgrade_on(
             carry_over: w.cfg.carry_over.clone(),
         },
     );
-    let staged_manifest = manifest_file(w, "mroot2");
-    if exists(&staged_manifest) {
-        return Err(format!(
-            "{} is left from an earlier build; remove it, then upgrade again",
-            staged_manifest.display()
-        ));
-    }
     plan.push(
         "manifest",
         Action::WriteManifest {

@@ -1,8 +1,11 @@
 //! Unpacking `.tar`, `.tar.gz`/`.tgz` and `.txz`/`.tar.xz` (FreeBSD's
 //! `base.txz`) worlds with their modes, owners, times and links.
 
+use std::collections::BTreeSet;
 use std::io::Read;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+use crate::fs::beneath::Kind;
 
 use super::WorldError;
 
@@ -29,27 +32,221 @@ impl ArchiveKind {
     }
 }
 
+/// Opens `archive` for reading: never through a symlink (O_NOFOLLOW: a link
+/// to a secret file is refused, not read), never blocking (O_NONBLOCK: a
+/// fifo cannot hang us), and only a regular file.
+fn open_archive(archive: &Path) -> Result<std::fs::File, WorldError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let err = |why: String| WorldError::Extract {
+        archive: archive.to_owned(),
+        why,
+    };
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK | nix::libc::O_NOCTTY)
+        .open(archive)
+        .map_err(|e| match e.raw_os_error() {
+            Some(nix::libc::ELOOP) => {
+                err("is a symlink; give the path of the archive itself".into())
+            }
+            _ => err(e.to_string()),
+        })?;
+    let meta = file.metadata().map_err(|e| err(e.to_string()))?;
+    if !meta.is_file() {
+        return Err(err("is not a regular file".into()));
+    }
+    Ok(file)
+}
+
+/// The decompressing reader of `archive`, by its name's kind.
+fn reader(archive: &Path) -> Result<(Box<dyn Read>, ArchiveKind), WorldError> {
+    let kind = ArchiveKind::of(archive).ok_or_else(|| WorldError::Extract {
+        archive: archive.to_owned(),
+        why: "not a .tar, .tar.gz, .tgz, .txz or .tar.xz file".into(),
+    })?;
+    let file = std::io::BufReader::with_capacity(1 << 20, open_archive(archive)?);
+    let reader: Box<dyn Read> = match kind {
+        ArchiveKind::Plain => Box::new(file),
+        ArchiveKind::Gzip => Box::new(flate2::read::GzDecoder::new(file)),
+        ArchiveKind::Xz => Box::new(xz2::read::XzDecoder::new(file)),
+    };
+    Ok((reader, kind))
+}
+
+/// Why reading an archive failed, in words of ours only: a tar or
+/// decompression error may quote the bytes it choked on, and the archive
+/// may be any file (a secret named `x.tar`), so its text is never shown.
+fn corrupt(kind: ArchiveKind, entries: usize, e: &std::io::Error) -> String {
+    let what = match kind {
+        ArchiveKind::Plain => "tar",
+        ArchiveKind::Gzip => "gzip-compressed tar",
+        ArchiveKind::Xz => "xz-compressed tar",
+    };
+    format!(
+        "not a readable {what} archive: corrupt or truncated ({}) after {entries} entries",
+        e.kind()
+    )
+}
+
+/// An I/O error in words that cannot quote the archive: the operating
+/// system's message when there is one (here or in its source), else only
+/// its kind (the tar crate's own messages may hold header bytes).
+fn os_words(e: &std::io::Error) -> String {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(x) = cur {
+        if let Some(code) = x
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.raw_os_error())
+        {
+            return std::io::Error::from_raw_os_error(code).to_string();
+        }
+        cur = x.source();
+    }
+    e.kind().to_string()
+}
+
+/// An archive entry's name for a message: control characters escaped (one
+/// line), at most 200 characters.
+fn shown(name: &Path) -> String {
+    let s: String = name.to_string_lossy().escape_debug().collect();
+    match s.char_indices().nth(200) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s,
+    }
+}
+
+/// Reads all of `archive` without extracting anything and refuses it
+/// unless it is a world the layout can take: at least one entry besides its
+/// root; no absolute name and no `..`; no entry below one of its own
+/// symlinks (a link out); hard links only to earlier non-directory entries;
+/// every directory of [`super::check::dirs`] (with `carry_over`) a
+/// directory or absent, `etc/make.conf` a regular file or absent; and the
+/// data whole to its end (a corrupt or truncated compression is found here,
+/// not half way through a transaction).
+pub fn scan(archive: &Path, carry_over: &[PathBuf]) -> Result<(), WorldError> {
+    let err = |why: String| WorldError::Extract {
+        archive: archive.to_owned(),
+        why,
+    };
+    let (reader, kind) = reader(archive)?;
+    let dirs = super::check::dirs(carry_over);
+    let files: BTreeSet<PathBuf> = super::check::FILES.iter().map(PathBuf::from).collect();
+    let mut links: BTreeSet<PathBuf> = BTreeSet::new();
+    let mut seen_files: BTreeSet<PathBuf> = BTreeSet::new();
+    let mut tar = tar::Archive::new(reader);
+    let mut count = 0usize;
+    let mut files_in = 0usize;
+    for entry in tar.entries().map_err(|e| err(corrupt(kind, count, &e)))? {
+        let entry = entry.map_err(|e| err(corrupt(kind, count, &e)))?;
+        count += 1;
+        let path = entry
+            .path()
+            .map_err(|e| err(corrupt(kind, count, &e)))?
+            .into_owned();
+        let name = shown(&path);
+        if path.has_root() {
+            return Err(err(format!("{name}: an absolute name")));
+        }
+        let Some(rel) = inside(&path) else {
+            return Err(err(format!("{name}: a name with `..`")));
+        };
+        if rel.as_os_str().is_empty() {
+            continue;
+        }
+        files_in += 1;
+        if let Some(l) = rel.ancestors().skip(1).find(|a| links.contains(*a)) {
+            return Err(err(format!(
+                "{name}: lies below {}, a symlink of the archive",
+                shown(l)
+            )));
+        }
+        let t = entry.header().entry_type();
+        let what = if t.is_dir() {
+            Kind::Dir
+        } else if t.is_symlink() || t.is_hard_link() {
+            Kind::Symlink
+        } else if t.is_file() || t.is_gnu_sparse() || t == tar::EntryType::Continuous {
+            Kind::File
+        } else if t.is_pax_global_extensions()
+            || t.is_pax_local_extensions()
+            || t.is_gnu_longname()
+            || t.is_gnu_longlink()
+        {
+            continue;
+        } else {
+            Kind::Special
+        };
+        if t.is_hard_link() {
+            let target = entry
+                .link_name()
+                .map_err(|e| err(corrupt(kind, count, &e)))?
+                .ok_or_else(|| err(format!("{name}: a hard link without a target")))?;
+            let to = inside(&target)
+                .filter(|_| !target.has_root())
+                .filter(|t| seen_files.contains(t))
+                .ok_or_else(|| {
+                    err(format!(
+                        "{name}: a hard link to {}, which is not an earlier file of the archive",
+                        shown(&target)
+                    ))
+                })?;
+            drop(to);
+        }
+        let shown_rel = PathBuf::from(shown(&rel));
+        if dirs.contains(&rel) && what != Kind::Dir {
+            let words = if t.is_hard_link() {
+                "a hard link"
+            } else {
+                super::check::kind_words(what)
+            };
+            return Err(super::check::unfit(
+                &shown_rel,
+                words,
+                "a real directory there (or none)",
+            ));
+        }
+        if files.contains(&rel) && !(what == Kind::File && t.is_file()) {
+            let words = if t.is_hard_link() {
+                "a hard link"
+            } else {
+                super::check::kind_words(what)
+            };
+            return Err(super::check::unfit(
+                &shown_rel,
+                words,
+                "a regular file there (or none)",
+            ));
+        }
+        if t.is_symlink() {
+            links.insert(rel);
+        } else if what != Kind::Dir {
+            seen_files.insert(rel);
+        }
+    }
+    if files_in == 0 {
+        return Err(err("holds no files: an empty archive is not a world".into()));
+    }
+    // Past the tar's end-of-archive blocks: the compressed stream must be
+    // whole to its end (its checksum is checked there).
+    let mut rest = tar.into_inner();
+    std::io::copy(&mut rest, &mut std::io::sink()).map_err(|e| err(corrupt(kind, count, &e)))?;
+    Ok(())
+}
+
 /// Unpacks `archive` into the existing directory `dest`. An entry with `..`
 /// or one that would land outside `dest` through a symlink is refused by
 /// tar's `unpack_in` (such an archive is an error, not a partial world); a
 /// leading `/` is dropped, so `/etc/passwd` lands at `dest/etc/passwd`.
 /// Every path this function itself touches after `unpack_in` (fifos and
 /// devices, directories' metadata) is made the same way by [`inside`],
-/// never by joining the header's path to `dest`.
+/// never by joining the header's path to `dest`. The archive is opened as
+/// [`scan`] opens it, and its errors never quote its bytes either.
 pub fn extract(archive: &Path, dest: &Path) -> Result<(), WorldError> {
     let err = |why: String| WorldError::Extract {
         archive: archive.to_owned(),
         why,
     };
-    let kind = ArchiveKind::of(archive)
-        .ok_or_else(|| err("not a .tar, .tar.gz, .tgz, .txz or .tar.xz file".into()))?;
-    let file = std::fs::File::open(archive).map_err(|e| err(e.to_string()))?;
-    let file = std::io::BufReader::with_capacity(1 << 20, file);
-    let reader: Box<dyn Read> = match kind {
-        ArchiveKind::Plain => Box::new(file),
-        ArchiveKind::Gzip => Box::new(flate2::read::GzDecoder::new(file)),
-        ArchiveKind::Xz => Box::new(xz2::read::XzDecoder::new(file)),
-    };
+    let (reader, kind) = reader(archive)?;
     let mut tar = tar::Archive::new(reader);
     tar.set_preserve_permissions(true);
     tar.set_preserve_ownerships(true);
@@ -57,12 +254,17 @@ pub fn extract(archive: &Path, dest: &Path) -> Result<(), WorldError> {
     tar.set_unpack_xattrs(false);
     tar.set_overwrite(true);
     let mut dirs = Vec::new();
-    for entry in tar.entries().map_err(|e| err(e.to_string()))? {
-        let mut entry = entry.map_err(|e| err(e.to_string()))?;
+    let entries = tar.entries().map_err(|e| err(corrupt(kind, 0, &e)))?;
+    for (read, entry) in entries.enumerate() {
+        let mut entry = entry.map_err(|e| err(corrupt(kind, read, &e)))?;
+        let count = read + 1;
         // The entry's whole name (GNU long names and PAX paths included),
         // made relative as unpack_in makes it.
-        let path = entry.path().map_err(|e| err(e.to_string()))?.into_owned();
-        let name = path.display().to_string();
+        let path = entry
+            .path()
+            .map_err(|e| err(corrupt(kind, count, &e)))?
+            .into_owned();
+        let name = shown(&path);
         let Some(rel) = inside(&path) else {
             return Err(err(format!(
                 "{name}: entry points outside the archive's root"
@@ -76,14 +278,9 @@ pub fn extract(archive: &Path, dest: &Path) -> Result<(), WorldError> {
         }
         let special = kind.is_fifo() || kind.is_character_special() || kind.is_block_special();
         let header = special.then(|| entry.header().clone());
-        let inside = entry.unpack_in(dest).map_err(|e| {
-            err(format!(
-                "{name}: {e}: {}",
-                std::error::Error::source(&e)
-                    .map(|s| s.to_string())
-                    .unwrap_or_default()
-            ))
-        })?;
+        let inside = entry
+            .unpack_in(dest)
+            .map_err(|e| err(format!("{name}: {}", os_words(&e))))?;
         if !inside {
             return Err(err(format!(
                 "{name}: entry points outside the archive's root"
@@ -92,7 +289,8 @@ pub fn extract(archive: &Path, dest: &Path) -> Result<(), WorldError> {
         if let (Some(h), false) = (header, rel.as_os_str().is_empty()) {
             // unpack_in vetted the path and left an empty regular file
             // there (the tar crate makes no fifos or device nodes).
-            make_special(&h, &dest.join(&rel)).map_err(|e| err(format!("{name}: {e}")))?;
+            make_special(&h, &dest.join(&rel))
+                .map_err(|e| err(format!("{name}: {}", os_words(&e))))?;
         }
     }
     dirs.sort_by_key(|(rel, _)| std::cmp::Reverse(rel.components().count()));
@@ -104,7 +302,8 @@ pub fn extract(archive: &Path, dest: &Path) -> Result<(), WorldError> {
         if !std::fs::symlink_metadata(&target).is_ok_and(|m| m.is_dir()) {
             continue;
         }
-        apply_dir_meta(&header, &target).map_err(|e| err(format!("{}: {e}", rel.display())))?;
+        apply_dir_meta(&header, &target)
+            .map_err(|e| err(format!("{}: {}", shown(&rel), os_words(&e))))?;
     }
     Ok(())
 }

@@ -2,9 +2,13 @@
 //! and shaping it into a template (plus, the first time, the skel).
 
 mod archive;
+mod check;
+mod cmd;
 mod shape;
 
-pub use archive::{ArchiveKind, extract};
+pub use archive::{ArchiveKind, extract, scan};
+pub use check::{check_tree, dirs as checked_dirs, open_world};
+pub use cmd::dest_command;
 pub use shape::{LINKS, MAKE_CONF_LINE, MOVES, shape, unshape};
 
 use std::path::{Path, PathBuf};
@@ -20,7 +24,8 @@ use crate::host::{Host, HostError};
 pub enum Source {
     Dir(PathBuf),
     Tar(PathBuf),
-    /// A shell command line; `{dest}` is replaced by the directory to fill.
+    /// A shell command line; `{dest}` stands for the directory to fill,
+    /// which reaches the command quoted (see [`dest_command`]).
     Cmd(String),
 }
 
@@ -44,6 +49,32 @@ pub enum WorldError {
     Extract { archive: PathBuf, why: String },
     #[error("shape {path}: {why}")]
     Shape { path: PathBuf, why: String },
+    /// A world whose shape the layout cannot take (see `check`).
+    #[error("the world's `{}` {why}; fix the world, then run the command again", rel.display())]
+    Unfit { rel: PathBuf, why: String },
+    #[error("{path} is {what}; give the world's own directory")]
+    Top { path: PathBuf, what: &'static str },
+}
+
+/// Checks, before any transaction, that `source` is a world the layout can
+/// take: a `--from-dir` tree (through no-follow opens) or a `--from-tar`
+/// archive (by reading all of it) of the right shape, with `carry_over`'s
+/// paths real directories or absent. A `--from-cmd` world does not exist
+/// yet: `populate` checks it before it is renamed into place, and `shape`
+/// again (a refusal there fails the transaction, which is rolled back:
+/// exit 1). The message is one line, for exit 2.
+pub fn check_source(source: &Source, carry_over: &[PathBuf]) -> Result<(), String> {
+    match source {
+        Source::Dir(d) => open_world(d)
+            .and_then(|top| check_tree(&top, carry_over, false))
+            .map_err(|e| format!("--from-dir {}: {e}", d.display())),
+        Source::Tar(t) => scan(t, carry_over).map_err(|e| match e {
+            // The archive is named once, by the option.
+            WorldError::Extract { why, .. } => format!("--from-tar {}: {why}", t.display()),
+            e => format!("--from-tar {}: {e}", t.display()),
+        }),
+        Source::Cmd(_) => Ok(()),
+    }
 }
 
 /// The side name a world is filled under before it is renamed into place.
@@ -65,6 +96,10 @@ pub fn populate(source: &Source, to: &Path, host: &dyn Host) -> Result<(), World
     fs::remove_tree(&partial)?;
     match source {
         Source::Dir(dir) => {
+            // Checked by the planner already; again here, as the tree may
+            // have changed since (a resumed run, a race): the copy itself
+            // opens the top without following it and copies links as links.
+            check_tree(&open_world(dir)?, &[], false)?;
             fs::copy_tree(dir, &partial)?;
         }
         Source::Tar(archive) => {
@@ -73,15 +108,25 @@ pub fn populate(source: &Source, to: &Path, host: &dyn Host) -> Result<(), World
         }
         Source::Cmd(cmd) => {
             fs::create_dir_durable(&partial, 0o755)?;
-            let line = cmd.replace("{dest}", &partial.display().to_string());
+            let dest = partial.display().to_string();
+            // The destination is never pasted into the line: it is `$1` and
+            // `$DEST`, and `{dest}` becomes a quoted "${DEST}".
             // No timeout: an installworld may take hours.
             host.run_command(
-                &line,
-                &[("DESTDIR".into(), partial.display().to_string())],
+                &dest_command(cmd),
+                std::slice::from_ref(&dest),
+                &[
+                    ("DESTDIR".into(), dest.clone()),
+                    ("DEST".into(), dest.clone()),
+                ],
                 None,
             )?;
         }
     }
+    // Whatever filled it, the world is checked before it is published
+    // under its real name: the command may have made anything, even
+    // replaced `partial` itself with a link.
+    check_tree(&open_world(&partial)?, &[], false)?;
     fs::sync_tree(&partial)?;
     fs::rename_durable(&partial, to)?;
     Ok(())

@@ -2,10 +2,10 @@
 //! skel (first build) or are dropped (upgrade staging), and the template gets
 //! an empty `s/` plus relative symlinks that resolve to `/s/<name>` inside a jail.
 
-use std::io;
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 
-use crate::fs;
+use crate::fs::{self, beneath, beneath::DirFd, beneath::Kind};
 
 use super::WorldError;
 
@@ -47,131 +47,175 @@ fn err(path: &Path, why: impl std::fmt::Display) -> WorldError {
     }
 }
 
-fn lstat(path: &Path) -> Result<Option<std::fs::Metadata>, WorldError> {
-    match std::fs::symlink_metadata(path) {
-        Ok(m) => Ok(Some(m)),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(err(path, e)),
+/// The directory `rel` below `top`, each missing component made (0755,
+/// durably); an existing component that is not a real directory is
+/// refused, never followed.
+fn make_dirs(top: &DirFd, rel: &Path) -> Result<DirFd, WorldError> {
+    let mut cur = top.try_clone()?;
+    for c in rel.components() {
+        cur = cur.make_dir(c.as_os_str(), 0o755)?;
+    }
+    Ok(cur)
+}
+
+/// Splits a relative path of the layout into its directory and last name.
+fn split(rel: &Path) -> Result<(&Path, &OsStr), WorldError> {
+    beneath::components(rel)?;
+    match (rel.parent(), rel.file_name()) {
+        (Some(p), Some(n)) => Ok((p, n)),
+        _ => Err(err(rel, "not a path below the template")),
     }
 }
 
-/// Makes `dir` and its missing parents (mode 0755), durably.
-fn mkdirs(dir: &Path) -> Result<(), WorldError> {
-    Ok(fs::create_dir_all_durable(dir, 0o755)?)
+/// The directory `rel` below `top` (`top` itself for an empty path), or
+/// `None` when a component is missing; a link or file there is refused.
+fn find_dir(top: &DirFd, rel: &Path) -> Result<Option<DirFd>, WorldError> {
+    if rel.as_os_str().is_empty() {
+        return Ok(Some(top.try_clone()?));
+    }
+    Ok(top.walk(rel)?)
 }
 
 /// Shapes `template` in place, idempotently (every sub-step looks before it
 /// acts, so a rerun after a crash finishes the job). With `skel`, the world's
 /// read-write directories move there (first build); without, they are dropped
 /// (an upgrade keeps the existing skel and jails' data).
+///
+/// The world is untrusted (SPEC section 5): its shape is checked first
+/// ([`super::check_tree`]), and then every entry of it is reached through a
+/// no-follow [`DirFd`] opened from `template`, never through a joined path,
+/// so a symlink anywhere in the world is refused or moved as a link, never
+/// followed to the host. `template` and `skel` themselves are the layout's
+/// (`j/mroot2`, `j/skel`), made by jailtx.
 pub fn shape(
     template: &Path,
     skel: Option<&Path>,
     carry_over: &[PathBuf],
 ) -> Result<(), WorldError> {
+    let t = super::open_world(template)?;
+    super::check_tree(&t, carry_over, true)?;
     // First, while the world's own configuration is still in place: every
     // copy is made before anything moves, so a rerun after a crash between
     // two copies still finds the sources of the missing ones.
     for (rel, kept_as, what) in crate::etcmerge::PRISTINE_KEPT {
-        keep_pristine(template, rel, kept_as, what)?;
+        keep_pristine(&t, rel, kept_as, what)?;
     }
-    if let Some(skel) = skel
-        && lstat(skel)?.is_none()
-    {
-        fs::create_dir_durable(skel, 0o755)?;
-    }
+    let skel = match skel {
+        Some(path) => {
+            if std::fs::symlink_metadata(path).is_err() {
+                fs::create_dir_durable(path, 0o755)?;
+            }
+            Some(beneath::open_root(path)?)
+        }
+        None => None,
+    };
     for (rel, skel_name, mode) in MOVES {
-        let src = template.join(rel);
-        let is_real_dir = lstat(&src)?.is_some_and(|m| m.is_dir());
-        match skel {
-            Some(skel) => {
-                let dst = skel.join(skel_name);
-                if is_real_dir {
-                    if lstat(&dst)?.is_some() {
-                        return Err(err(
-                            &dst,
-                            format!("already exists, and so does {}", src.display()),
-                        ));
-                    }
-                    fs::rename_durable(&src, &dst)?;
-                } else if lstat(&dst)?.is_none() {
-                    fs::create_dir_durable(&dst, mode)?;
+        let (parent, name) = split(Path::new(rel))?;
+        let dir = find_dir(&t, parent)?;
+        let is_real_dir = match &dir {
+            Some(d) => d.stat(name)?.is_some_and(|s| s.kind == Kind::Dir),
+            None => false,
+        };
+        let skel_name = OsStr::new(skel_name);
+        match (&skel, dir) {
+            (Some(skel), Some(dir)) if is_real_dir => {
+                if skel.stat(skel_name)?.is_some() {
+                    return Err(err(
+                        &skel.shown(skel_name),
+                        format!("already exists, and so does {}", dir.shown(name).display()),
+                    ));
+                }
+                dir.move_to(name, skel, skel_name)?;
+            }
+            (Some(skel), _) => {
+                if skel.stat(skel_name)?.is_none() {
+                    skel.make_dir(skel_name, mode)?;
                 }
             }
             // Staging only: Populate's compensation removes the whole tree,
             // so dropping these before the commit point loses nothing.
-            None if is_real_dir => {
-                fs::remove_tree(&src)?;
+            (None, Some(dir)) if is_real_dir => {
+                dir.remove_tree(name)?;
             }
-            None => {}
+            (None, _) => {}
         }
     }
     if skel.is_none() {
         // The old template's carry-over paths move in at the switch, so the
         // ports tree (say) exists exactly once; the new world's copy goes.
         for rel in carry_over {
-            let p = template.join(rel);
-            if lstat(&p)?.is_some() {
-                fs::remove_tree(&p)?;
-            }
-            if let Some(parent) = p.parent() {
-                mkdirs(parent)?;
-            }
+            let (parent, name) = split(rel)?;
+            make_dirs(&t, parent)?.remove_tree(name)?;
         }
     }
-    let s = template.join("s");
-    if lstat(&s)?.is_none() {
-        fs::create_dir_durable(&s, 0o755)?;
-    }
+    t.make_dir(OsStr::new("s"), 0o755)?;
     for (rel, target) in LINKS {
-        let link = template.join(rel);
         // A link inside a carried-over tree arrives with that tree.
         if skel.is_none() && carry_over.iter().any(|c| Path::new(rel).starts_with(c)) {
             continue;
         }
-        if let Some(parent) = link.parent() {
-            mkdirs(parent)?;
-        }
-        match lstat(&link)? {
-            Some(m) if m.file_type().is_symlink() => {
-                let now = std::fs::read_link(&link).map_err(|e| err(&link, e))?;
+        let (parent, name) = split(Path::new(rel))?;
+        let dir = make_dirs(&t, parent)?;
+        match dir.stat(name)?.map(|s| s.kind) {
+            Some(Kind::Symlink) => {
+                let now = dir.read_link(name)?;
                 if now != Path::new(target) {
                     return Err(err(
-                        &link,
+                        &dir.shown(name),
                         format!("is a symlink to {}, not {target}", now.display()),
                     ));
                 }
                 continue;
             }
-            Some(m) if m.is_dir() => {
+            Some(Kind::Dir) => {
                 // An empty directory left where the link goes (MOVES had
                 // nothing to carry); anything else is a conflict, never data loss.
-                std::fs::remove_dir(&link)
-                    .map_err(|e| err(&link, format!("in the way of the link: {e}")))?;
+                dir.remove_dir(name)
+                    .map_err(|e| err(&dir.shown(name), format!("in the way of the link: {e}")))?;
             }
-            Some(_) => return Err(err(&link, "a file is in the way of the link")),
+            Some(_) => return Err(err(&dir.shown(name), "a file is in the way of the link")),
             None => {}
         }
-        fs::symlink_durable(Path::new(target), &link)?;
+        dir.make_symlink(name, Path::new(target))?;
     }
-    if let Some(skel) = skel {
-        let make_conf = skel.join("etc/make.conf");
-        let current = match std::fs::read_to_string(&make_conf) {
-            Ok(t) => t,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => String::new(),
-            Err(e) => return Err(err(&make_conf, e)),
-        };
-        if !current.lines().any(|l| l.trim() == MAKE_CONF_LINE) {
-            let mut text = current;
-            if !text.is_empty() && !text.ends_with('\n') {
-                text.push('\n');
-            }
-            text.push_str(MAKE_CONF_LINE);
-            text.push('\n');
-            fs::write_atomic(&make_conf, text.as_bytes(), 0o644)?;
-        }
+    if let Some(skel) = &skel {
+        append_make_conf(skel)?;
     }
     Ok(())
+}
+
+/// Adds [`MAKE_CONF_LINE`] to the skel's `etc/make.conf` unless it is
+/// there. The file came from the world: it is read only as a regular file
+/// (no-follow, size-capped) and replaced, never written through; a symlink
+/// or anything else there is refused (the world check refuses it first).
+fn append_make_conf(skel: &DirFd) -> Result<(), WorldError> {
+    let etc = skel
+        .subdir(OsStr::new("etc"))?
+        .ok_or_else(|| err(&skel.shown(OsStr::new("etc")), "missing after the move"))?;
+    let name = OsStr::new("make.conf");
+    let current = match etc.stat(name)?.map(|s| s.kind) {
+        None => String::new(),
+        Some(Kind::File) => String::from_utf8_lossy(&etc.read(name)?.0).into_owned(),
+        Some(k) => {
+            return Err(err(
+                &etc.shown(name),
+                format!(
+                    "is {}, not a regular file: it is never read or written through",
+                    super::check::kind_words(k)
+                ),
+            ));
+        }
+    };
+    if current.lines().any(|l| l.trim() == MAKE_CONF_LINE) {
+        return Ok(());
+    }
+    let mut text = current;
+    if !text.is_empty() && !text.ends_with('\n') {
+        text.push('\n');
+    }
+    text.push_str(MAKE_CONF_LINE);
+    text.push('\n');
+    Ok(etc.replace_file(name, text.as_bytes(), 0o644)?)
 }
 
 /// Copies the world's `rel` (all of it, or its top-level dotfiles) to
@@ -186,58 +230,67 @@ pub fn shape(
 /// nothing to keep). A `rel` reached through a symlink in the world is not
 /// real (the copy would be of something else) and is not kept either.
 fn keep_pristine(
-    template: &Path,
+    t: &DirFd,
     rel: &str,
     kept_as: &str,
     what: crate::etcmerge::Kept,
 ) -> Result<(), WorldError> {
-    let dst = template.join(crate::etcmerge::PRISTINE).join(kept_as);
-    if lstat(&dst)?.is_some() {
+    let (kept_parent, kept_name) = split(Path::new(kept_as))?;
+    let pristine = Path::new(crate::etcmerge::PRISTINE).join(kept_parent);
+    if let Some(d) = find_dir(t, &pristine)?
+        && d.stat(kept_name)?.is_some()
+    {
         return Ok(());
     }
-    let mut src = template.to_owned();
-    for c in Path::new(rel).components() {
-        src.push(c);
-        if !lstat(&src)?.is_some_and(|m| m.is_dir()) {
-            return Ok(());
+    let (src_parent, src_name) = split(Path::new(rel))?;
+    let mut src = t.try_clone()?;
+    for c in src_parent.components() {
+        match src.stat(c.as_os_str())?.map(|s| s.kind) {
+            Some(Kind::Dir) => {}
+            _ => return Ok(()),
         }
+        src = src
+            .subdir(c.as_os_str())?
+            .ok_or_else(|| err(&src.shown(c.as_os_str()), "vanished"))?;
     }
-    if let Some(parent) = dst.parent() {
-        mkdirs(parent)?;
-    }
-    let partial = super::partial_path(&dst);
-    fs::remove_tree(&partial)?;
+    let Some(st) = src.stat(src_name)?.filter(|s| s.kind == Kind::Dir) else {
+        return Ok(());
+    };
+    let dst = make_dirs(t, &pristine)?;
+    let partial = {
+        let mut n = kept_name.to_os_string();
+        n.push(".jailtx-partial");
+        n
+    };
+    dst.remove_tree(&partial)?;
     match what {
-        crate::etcmerge::Kept::Tree => {
-            fs::copy_tree(&src, &partial)?;
+        crate::etcmerge::Kept::Tree => src.copy_to(src_name, &dst, &partial)?,
+        crate::etcmerge::Kept::DotFiles => {
+            let from = src
+                .subdir(src_name)?
+                .ok_or_else(|| err(&src.shown(src_name), "vanished"))?;
+            copy_dotfiles(&from, &dst.make_dir(&partial, st.mode)?)?;
         }
-        crate::etcmerge::Kept::DotFiles => copy_dotfiles(&src, &partial)?,
     }
-    fs::sync_tree(&partial)?;
-    fs::rename_durable(&partial, &dst)?;
+    dst.sync_tree(&partial)?;
+    dst.move_to(&partial, &dst, kept_name)?;
     Ok(())
 }
 
-/// Makes `dst` with `src`'s mode and copies into it the files and symlinks
-/// of `src` named `.*` (never following one), in name order; subdirectories
-/// (`.ssh`, say) and everything else are an account's data and stay out.
-fn copy_dotfiles(src: &Path, dst: &Path) -> Result<(), WorldError> {
-    let mode = lstat(src)?.map_or(0o700, |m| {
-        std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o7777
-    });
-    fs::create_dir_durable(dst, mode)?;
-    let mut names = Vec::new();
-    for e in std::fs::read_dir(src).map_err(|e| err(src, e))? {
-        let e = e.map_err(|e| err(src, e))?;
-        let ft = e.file_type().map_err(|x| err(&e.path(), x))?;
-        let name = e.file_name();
-        if name.as_encoded_bytes().starts_with(b".") && (ft.is_file() || ft.is_symlink()) {
-            names.push(name);
+/// Copies into `dst` the files and symlinks of `src` named `.*` (never
+/// following one), in name order; subdirectories (`.ssh`, say) and
+/// everything else are an account's data and stay out.
+fn copy_dotfiles(src: &DirFd, dst: &DirFd) -> Result<(), WorldError> {
+    for name in src.names()? {
+        if !name.as_encoded_bytes().starts_with(b".") {
+            continue;
         }
-    }
-    names.sort();
-    for n in names {
-        fs::copy_tree(&src.join(&n), &dst.join(&n))?;
+        if matches!(
+            src.stat(&name)?.map(|s| s.kind),
+            Some(Kind::File | Kind::Symlink)
+        ) {
+            src.copy_to(&name, dst, &name)?;
+        }
     }
     Ok(())
 }
