@@ -202,11 +202,17 @@ fn file_hashing_to(dir: &DirFd, name: &OsStr, hash: &str) -> Result<bool> {
 }
 
 /// Whether `dir/name` is what a step with `expect` moved there: the file
-/// the plan read, or (no hash: ours was a link) a symlink.
+/// the plan read, or (no hash) what plans move without one: a link (the
+/// etc-merge moving a jail's symlink aside) or a directory (an upgrade's
+/// carry-over tree, e.g. `usr/ports`). A regular file without a hash is
+/// never taken for ours: every file a plan moves carries its hash.
 fn is_ours(dir: &DirFd, name: &OsStr, expect: Option<&str>) -> Result<bool> {
     match expect {
         Some(hash) => file_hashing_to(dir, name, hash),
-        None => Ok(dir.stat(name)?.map(|s| s.kind) == Some(Kind::Symlink)),
+        None => Ok(matches!(
+            dir.stat(name)?.map(|s| s.kind),
+            Some(Kind::Symlink | Kind::Dir)
+        )),
     }
 }
 
