@@ -212,12 +212,14 @@ fn claim(addr: Ipv4Addr) -> Result<(), NetError> {
                 route: route.to_owned(),
             });
         }
-        if dead_jail {
-            // Deleting one end deletes both, and the route with them; it
-            // may vanish on its own first.
-            let _ = ip(&["link", "del", dev]);
+        if dead_jail && ip(&["link", "del", dev]).is_ok() {
+            // Deleting one end deletes both, and the route with them, at
+            // once: look again without waiting (a restart's common case).
+            continue;
         }
-        std::thread::sleep(std::time::Duration::from_millis(20));
+        // Gone on its own meanwhile, or an unnamed end the kernel is still
+        // tearing down: wait for it.
+        std::thread::sleep(std::time::Duration::from_millis(5));
     }
 }
 
