@@ -422,19 +422,7 @@ impl DirFd {
     pub fn replace_file(&self, name: &OsStr, contents: &[u8], mode: u32) -> Result<()> {
         let path = self.path.join(name);
         let tmp = temp_name(name);
-        let tmp_path = self.path.join(&tmp);
-        self.unlink(&tmp)?;
-        let ctmp = cname(&tmp_path, &tmp)?;
-        let fd = openat(
-            &self.fd,
-            ctmp.as_c_str(),
-            OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-            Mode::from_bits_truncate(0o600),
-        )
-        .map_err(|e| FsError::Open {
-            path: tmp_path.clone(),
-            source: e.into(),
-        })?;
+        let (fd, tmp_path, ctmp) = self.create_temp(&tmp)?;
         let result = fill(fd, &tmp_path, contents, mode, 0, 0).and_then(|()| {
             let c = cname(&path, name)?;
             nix::fcntl::renameat(&self.fd, ctmp.as_c_str(), &self.fd, c.as_c_str()).map_err(|e| {
@@ -450,6 +438,26 @@ impl DirFd {
         }
         result?;
         self.sync()
+    }
+
+    /// Creates the temporary `tmp` (removing a leftover of a run that died
+    /// first) with O_CREAT|O_EXCL|O_NOFOLLOW, mode 0600: the inode written
+    /// is always one made here, never a planted link's target.
+    fn create_temp(&self, tmp: &OsStr) -> Result<(OwnedFd, PathBuf, CString)> {
+        let tmp_path = self.path.join(tmp);
+        self.unlink(tmp)?;
+        let ctmp = cname(&tmp_path, tmp)?;
+        let fd = openat(
+            &self.fd,
+            ctmp.as_c_str(),
+            OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::from_bits_truncate(0o600),
+        )
+        .map_err(|e| FsError::Open {
+            path: tmp_path.clone(),
+            source: e.into(),
+        })?;
+        Ok((fd, tmp_path, ctmp))
     }
 
     fn unlink(&self, name: &OsStr) -> Result<bool> {
@@ -525,19 +533,7 @@ pub fn write_new(
             what: "exists and is not the file this step writes".into(),
         });
     }
-    let tmp_path = dir.path.join(&tmp);
-    dir.unlink(&tmp)?;
-    let ctmp = cname(&tmp_path, &tmp)?;
-    let fd = openat(
-        &dir.fd,
-        ctmp.as_c_str(),
-        OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-        Mode::from_bits_truncate(0o600),
-    )
-    .map_err(|e| FsError::Open {
-        path: tmp_path.clone(),
-        source: e.into(),
-    })?;
+    let (fd, tmp_path, ctmp) = dir.create_temp(&tmp)?;
     let result = fill(fd, &tmp_path, contents, mode, uid, gid).and_then(|()| {
         let cname_ = cname(&path, &name)?;
         linkat(
