@@ -224,6 +224,9 @@ struct Iteration {
     /// Something was pending after the kill (from the journal).
     pending: bool,
     landed: String,
+    /// The upgrade's steps with a done record when it was killed, if it was
+    /// the open transaction (a batch's steps are done together).
+    steps_done: Option<usize>,
     outcome: &'static str,
 }
 
@@ -267,6 +270,10 @@ fn iterate(
     };
     let (open, ended_upgrade) = read_journal(r);
     let landed = landed(&aim, open.as_ref(), was_killed);
+    let steps_done = open
+        .as_ref()
+        .filter(|o| o.op == "upgrade")
+        .map(|o| o.done.iter().filter(|d| **d).count());
     let mut bad = Vec::new();
     if let Aim::Fault { step, instant } = &aim {
         // The fault must have fired where it was aimed: the upgrade open,
@@ -423,6 +430,7 @@ fn iterate(
             rollback,
             pending: open.is_some(),
             landed,
+            steps_done,
             outcome: if forwards { "new" } else { "old" },
         },
     ))
@@ -485,6 +493,7 @@ fn soak(iterations: usize) {
     let mut outcomes: BTreeMap<&str, usize> = BTreeMap::new();
     let mut landings: BTreeMap<String, usize> = BTreeMap::new();
     let mut window_hits: BTreeMap<usize, usize> = BTreeMap::new();
+    let mut done_hist: BTreeMap<usize, usize> = BTreeMap::new();
     for k in 1..=iterations {
         if k % FRESH_EVERY == 0 {
             drop(r);
@@ -500,6 +509,9 @@ fn soak(iterations: usize) {
                 reboots += usize::from(it.reboot);
                 *outcomes.entry(it.outcome).or_default() += 1;
                 *landings.entry(it.landed.clone()).or_default() += 1;
+                if let Some(n) = it.steps_done {
+                    *done_hist.entry(n).or_default() += 1;
+                }
                 let how = match it.aim {
                     Aim::After(delay) => format!("kill after {:7.1} ms", delay.as_secs_f64() * 1e3),
                     Aim::Fault { step, instant } => {
@@ -530,7 +542,8 @@ fn soak(iterations: usize) {
     println!(
         "soak: {iterations} iterations in {:.1} s, seed {seed}: {killed_runs} upgrades killed, \
          {pending_runs} with a transaction pending, {reboots} reboots, outcomes {outcomes:?}, \
-         landed at (upgrade step, or transaction) {landings:?}, {} failed",
+         landed at (upgrade step, or transaction) {landings:?}, upgrade steps done when \
+         killed {done_hist:?}, {} failed",
         started.elapsed().as_secs_f64(),
         failures.len()
     );
