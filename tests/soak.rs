@@ -6,10 +6,14 @@
 //! Odd iterations SIGKILL the upgrade after a random delay in [0, 1.1·D]:
 //! anywhere, not only at the engine's fault points. Those rarely land in the
 //! downtime window (the build before it is most of D), where a crash hurts,
-//! so even iterations kill it inside the window with `JAILTX_FAULT` at one of
-//! the window's steps (stops, unmounts, renames, mounts, starts, the health
-//! check), taken in a shuffled round so that every window step is hit once
-//! per round, at a random instant of that step.
+//! so even iterations kill it inside the window: half of them with
+//! `JAILTX_FAULT` at one of the window's steps (stops, unmounts, renames,
+//! mounts, starts, the health check), taken in a shuffled round so that every
+//! window step is hit once per round, at a random instant of that step; the
+//! other half with SIGKILL after a random delay from the moment the journal
+//! shows the window's first intent (up to 1.1 times the window a probe run
+//! took), which also lands between the fault points, inside a jail's stop or
+//! start.
 //!
 //! The direction recovery must take is derived by the test from the journal
 //! as the kill left it (the frame decoder only: not the engine's fold, not
@@ -79,11 +83,15 @@ const INSTANTS: [&str; 4] = [
 struct Kills {
     /// A whole upgrade, process start to exit: the uniform kills' range.
     d: Duration,
+    /// The window's length in a probe run: the in-window timed kills' range.
+    window_len: Duration,
     /// The window's step indices, first stop/unmount to last start/health
     /// check, from the plan.
     window: Vec<usize>,
     /// The order the window steps are taken in this round.
     round: Vec<usize>,
+    /// Fault kills aimed so far.
+    faults: usize,
 }
 
 /// Where one kill was aimed.
@@ -91,6 +99,8 @@ struct Kills {
 enum Aim {
     /// SIGKILL after this delay.
     After(Duration),
+    /// SIGKILL this long after the journal shows the window's first intent.
+    InWindow(Duration),
     /// `JAILTX_FAULT=upgrade/INSTANT:STEP`.
     Fault { step: usize, instant: &'static str },
 }
@@ -101,6 +111,11 @@ impl Kills {
             let us = (self.d.as_micros() as u64 * 11 / 10).max(1);
             return Aim::After(Duration::from_micros(rng.below(us + 1)));
         }
+        if k % 4 == 2 {
+            let us = (self.window_len.as_micros() as u64 * 11 / 10).max(1);
+            return Aim::InWindow(Duration::from_micros(rng.below(us + 1)));
+        }
+        self.faults += 1;
         if self.round.is_empty() {
             self.round = self.window.clone();
             // Fisher-Yates with the soak's own generator (replayable).
@@ -198,6 +213,21 @@ fn read_journal(r: &Root) -> (Option<Open>, Option<bool>) {
     (open, ended_upgrade)
 }
 
+/// How long the window (`window`'s steps) took in a run, from its `--json`
+/// report: first step's start to last step's end.
+fn window_len(report: &Value, window: &[usize]) -> Duration {
+    let timings = report["report"]["timings"].as_array().unwrap();
+    let at = |i: usize, key: &str| {
+        timings
+            .iter()
+            .find(|t| t["index"] == i)
+            .and_then(|t| t[key].as_u64())
+            .expect("the window's step timings")
+    };
+    let (first, last) = (window[0], window[window.len() - 1]);
+    Duration::from_micros(at(last, "end_us").saturating_sub(at(first, "start_us")))
+}
+
 /// Where a kill landed, for the closing histogram: the upgrade step a fault
 /// fired at, or (a timed kill) the upgrade's first step without a done
 /// record (batches of stops/unmounts and of mounts/starts are journaled as
@@ -207,12 +237,50 @@ fn landed(aim: &Aim, open: Option<&Open>, killed: bool) -> String {
     match (aim, open) {
         _ if !killed => "finished".into(),
         (Aim::Fault { step, .. }, Some(o)) if o.op == "upgrade" => format!("{step:02}"),
-        (Aim::After(_), Some(o)) if o.op == "upgrade" => format!(
+        (Aim::After(_) | Aim::InWindow(_), Some(o)) if o.op == "upgrade" => format!(
             "{:02}",
             o.done.iter().position(|d| !d).unwrap_or(o.done.len())
         ),
         (_, Some(o)) => o.op.clone(),
         (_, None) => "none open".into(),
+    }
+}
+
+/// Waits until the journal holds an intent for step `step` (or a later one)
+/// of an upgrade, polling its size; false if the upgrade exited first.
+fn wait_for_intent(r: &Root, child: &mut std::process::Child, step: usize) -> bool {
+    let journal = r.journal();
+    let mut seen_len = 0;
+    let started = Instant::now();
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            return false;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(600),
+            "the upgrade ran for 10 minutes without reaching step {step}"
+        );
+        let len = std::fs::metadata(&journal).map(|m| m.len()).unwrap_or(0);
+        if len != seen_len {
+            seen_len = len;
+            let bytes = std::fs::read(&journal).unwrap_or_default();
+            if let Ok(scan) = frame::scan(&bytes, JOURNAL_MAGIC) {
+                let mut upgrade = false;
+                for (_, record) in scan.records {
+                    match record {
+                        Record::Begin(b) => upgrade = b.plan.op == "upgrade",
+                        Record::StepIntent(m) if upgrade && m.step as usize >= step => {
+                            return true;
+                        }
+                        Record::StepIntents(m) if upgrade && m.last as usize >= step => {
+                            return true;
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_micros(500));
     }
 }
 
@@ -257,9 +325,19 @@ fn iterate(
         cmd.env("JAILTX_FAULT", format!("upgrade/{instant}:{step}"));
     }
     let mut child = cmd.spawn().unwrap();
-    if let Aim::After(delay) = &aim {
-        std::thread::sleep(*delay);
-        let _ = child.kill();
+    match &aim {
+        Aim::After(delay) => {
+            std::thread::sleep(*delay);
+            let _ = child.kill();
+        }
+        Aim::InWindow(delay) => {
+            let first = window_of(&plan)[0];
+            if wait_for_intent(r, &mut child, first) {
+                std::thread::sleep(*delay);
+                let _ = child.kill();
+            }
+        }
+        Aim::Fault { .. } => {}
     }
     let status = child.wait().unwrap();
     let was_killed = killed(&status);
@@ -464,27 +542,36 @@ fn soak(iterations: usize) {
     let (mut r, mut jails) = fresh(&worlds, 1);
     let mut runs = Vec::new();
     let mut window = Vec::new();
+    let mut lens = Vec::new();
     for v in 2..=4 {
         let w = worlds.get(v);
         let w = w.to_str().unwrap();
         window = window_of(&r.dry_run_plan(&["upgrade", "--from-dir", w]));
         let t = Instant::now();
-        let out = r.run(&["upgrade", "--from-dir", w]);
+        let out = r.run(&["upgrade", "--from-dir", w, "--json"]);
         runs.push(t.elapsed());
         assert!(out.status.success(), "{out}");
+        let report: Value = serde_json::from_str(&out.stdout).unwrap();
+        lens.push(window_len(&report, &window));
     }
     runs.sort();
+    lens.sort();
     let d = runs[1];
+    let window_len = lens[1];
     println!(
-        "soak: one upgrade takes D = {:.1} ms (runs {runs:?}); its window is steps {}..={}",
+        "soak: one upgrade takes D = {:.1} ms (runs {runs:?}); its window is steps {}..={}, \
+         {:.1} ms",
         d.as_secs_f64() * 1e3,
         window[0],
         window[window.len() - 1],
+        window_len.as_secs_f64() * 1e3,
     );
     let mut kills = Kills {
         d,
+        window_len,
         window: window.clone(),
         round: Vec::new(),
+        faults: 0,
     };
     let mut cur = 4;
 
@@ -494,6 +581,8 @@ fn soak(iterations: usize) {
     let mut landings: BTreeMap<String, usize> = BTreeMap::new();
     let mut window_hits: BTreeMap<usize, usize> = BTreeMap::new();
     let mut done_hist: BTreeMap<usize, usize> = BTreeMap::new();
+    // In-window timed kills: aimed, and landed with the window under way.
+    let mut timed_in_window = (0, 0);
     for k in 1..=iterations {
         if k % FRESH_EVERY == 0 {
             drop(r);
@@ -512,8 +601,18 @@ fn soak(iterations: usize) {
                 if let Some(n) = it.steps_done {
                     *done_hist.entry(n).or_default() += 1;
                 }
+                let in_window = |landed: &str| {
+                    landed
+                        .parse::<usize>()
+                        .is_ok_and(|s| (window[0]..=window[window.len() - 1]).contains(&s))
+                };
                 let how = match it.aim {
                     Aim::After(delay) => format!("kill after {:7.1} ms", delay.as_secs_f64() * 1e3),
+                    Aim::InWindow(delay) => {
+                        timed_in_window.0 += 1;
+                        timed_in_window.1 += usize::from(in_window(&it.landed));
+                        format!("kill {:6.1} ms into the window", delay.as_secs_f64() * 1e3)
+                    }
                     Aim::Fault { step, instant } => {
                         *window_hits.entry(step).or_default() += 1;
                         format!("fault {instant}:{step}")
@@ -541,10 +640,14 @@ fn soak(iterations: usize) {
     }
     println!(
         "soak: {iterations} iterations in {:.1} s, seed {seed}: {killed_runs} upgrades killed, \
-         {pending_runs} with a transaction pending, {reboots} reboots, outcomes {outcomes:?}, \
+         {pending_runs} with a transaction pending ({} of {} timed window kills inside the window, \
+         {} fault kills), {reboots} reboots, outcomes {outcomes:?}, \
          landed at (upgrade step, or transaction) {landings:?}, upgrade steps done when \
          killed {done_hist:?}, {} failed",
         started.elapsed().as_secs_f64(),
+        timed_in_window.1,
+        timed_in_window.0,
+        kills.faults,
         failures.len()
     );
     assert_no_failures(&failures, iterations, &format!("iterations (seed {seed})"));
@@ -554,7 +657,7 @@ fn soak(iterations: usize) {
          (at least {MIN_PENDING_PERCENT} % must be): the kills missed (seed {seed})"
     );
     // Every window step is aimed at once per round of window kills.
-    let rounds = iterations / 2 / window.len();
+    let rounds = kills.faults / window.len();
     for step in &window {
         let hits = window_hits.get(step).copied().unwrap_or(0);
         assert!(
