@@ -6,6 +6,7 @@
 
 mod support;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
@@ -334,6 +335,92 @@ fn instants_for(i: usize, commit: usize) -> Vec<&'static str> {
         .collect()
 }
 
+/// Holds a clean run's after-state to what `args` is for, against the
+/// before-state; `jids` are the JIDs before and after (a restart shows only
+/// there). A command with no check here fails: add one.
+fn check_after(
+    args: &[&str],
+    before: &HostState,
+    after: &HostState,
+    jids: &BTreeMap<String, Option<u64>>,
+    jids_after: &BTreeMap<String, Option<u64>>,
+) {
+    let what = format!("{args:?}: the clean run's after-state");
+    let record = |s: &HostState, name: &str| {
+        s.records
+            .iter()
+            .any(|r| r == &format!("jails/{name}") || r.starts_with(&format!("jails/{name}.")))
+    };
+    let mounted = |s: &HostState, name: &str| {
+        s.mounts
+            .iter()
+            .filter(|m| m.components().any(|c| c.as_os_str() == name))
+            .count()
+    };
+    let running = |s: &HostState, name: &str| s.running.iter().any(|r| r == name);
+    let in_tree = |s: &HostState, rel: &str| s.tree.contains_key(rel);
+    match args {
+        ["jail", "create", name, rest @ ..] => {
+            assert!(
+                !record(before, name) && record(after, name),
+                "{what}: {after:?}"
+            );
+            assert!(!in_tree(before, &format!("js/{name}")), "{what}");
+            assert!(in_tree(after, &format!("js/{name}")), "{what}: {after:?}");
+            assert_eq!(mounted(before, name), 0, "{what}");
+            assert_eq!(mounted(after, name), 2, "{what}: root and s/: {after:?}");
+            assert_eq!(running(after, name), rest.contains(&"--start"), "{what}");
+        }
+        ["jail", "destroy", name, rest @ ..] => {
+            assert!(record(before, name) && running(before, name), "{what}");
+            assert!(mounted(before, name) > 0, "{what}");
+            assert!(
+                !record(after, name) && !running(after, name),
+                "{what}: {after:?}"
+            );
+            assert_eq!(mounted(after, name), 0, "{what}: {after:?}");
+            assert!(!in_tree(after, &format!("j/{name}")), "{what}");
+            let purged = !in_tree(after, &format!("js/{name}"));
+            assert_eq!(purged, rest.contains(&"--purge"), "{what}");
+        }
+        ["stop"] => {
+            assert!(!before.running.is_empty(), "{what}: nothing to stop");
+            assert!(after.running.is_empty(), "{what}: {:?}", after.running);
+        }
+        ["restart", name] => {
+            assert!(running(before, name) && running(after, name), "{what}");
+            assert_eq!(before.running, after.running, "{what}");
+            assert_ne!(
+                jids[*name], jids_after[*name],
+                "{what}: {name} kept its JID"
+            );
+            let others = |j: &BTreeMap<String, Option<u64>>| {
+                j.iter()
+                    .filter(|(n, _)| *n != name)
+                    .map(|(n, j)| (n.clone(), *j))
+                    .collect::<Vec<_>>()
+            };
+            assert_eq!(
+                others(jids),
+                others(jids_after),
+                "{what}: another jail restarted"
+            );
+        }
+        ["template", "build", ..] => {
+            for rel in ["j/mroot", "j/skel"] {
+                assert!(!in_tree(before, rel), "{what}: {rel} before");
+                assert!(in_tree(after, rel), "{what}: no {rel}");
+            }
+            assert!(
+                after.records.iter().any(|r| r.starts_with("manifests/")),
+                "{what}: no manifest: {:?}",
+                after.records
+            );
+        }
+        _ => panic!("{what}: no after-state check for this command; add one to check_after"),
+    }
+}
+
 /// Crashes `args` at every step (at the instants [`instants_for`] picks),
 /// recovers both ways (with and without a reboot in between), and checks the
 /// host is exactly in the state before or after, as the commit point decides. `setup` makes each
@@ -351,8 +438,12 @@ fn crash_matrix_on(world: &Path, setup: &dyn Fn(&Path) -> Root, args: &[&str]) {
     let probe = setup();
     let before = host_state(&probe);
     let (steps, commit) = plan_of(&probe, args);
+    let jids = probe.jids();
     probe.ok(args);
     let after = host_state(&probe);
+    // Every crash case is held to BEFORE or AFTER: AFTER must be what the
+    // command is for, or a command that did nothing would pass them all.
+    check_after(args, &before, &after, &jids, &probe.jids());
     drop(probe);
     assert!(!steps.is_empty(), "{args:?} plans nothing");
     let mut cases = 0;
@@ -496,10 +587,15 @@ fn jail_with_rc(worlds: &Worlds, config: &str, rc: &str) -> (Root, JailDef) {
 }
 
 /// `stop` with a 1 s stop timeout and a process that ignores SIGTERM: the
-/// stop ends by SIGKILL after about the timeout (not the default 10 s) and
+/// stop ends by SIGKILL after the timeout (not the default 10 s) and
 /// nothing of the jail is left. (The init's former fixed 5 s grace did not
 /// show here, since the host's SIGKILL came first; the next test is the one
 /// that tells it apart.)
+///
+/// The bounds are the claim, not a speed target: at least the 1 s timeout
+/// (the process ignoring SIGTERM was given its grace, not killed at once),
+/// and under 6 s, halfway to the 10 s default that a stop ignoring the
+/// configured timeout would take, which leaves 5 s for a loaded machine.
 #[test]
 fn stop_kills_a_process_ignoring_sigterm_after_the_timeout() {
     if !in_private_ns("stop_kills_a_process_ignoring_sigterm_after_the_timeout") {
@@ -519,7 +615,8 @@ fn stop_kills_a_process_ignoring_sigterm_after_the_timeout() {
     let t = Instant::now();
     r.ok(&["stop", "ns"]);
     let took = t.elapsed();
-    assert!(took < Duration::from_secs(3), "stop took {took:?}");
+    assert!(took >= Duration::from_secs(1), "stop took {took:?}");
+    assert!(took < Duration::from_secs(6), "stop took {took:?}");
     assert_eq!(processes_under(r.dir()), Vec::new());
     assert_eq!(r.jids()["ns"], None);
 }
@@ -527,6 +624,11 @@ fn stop_kills_a_process_ignoring_sigterm_after_the_timeout() {
 /// A stop timeout above 5 s is honoured: a process that needs 6 s to shut
 /// down after SIGTERM finishes (its marker file is written) before the jail
 /// is torn down. The init's grace was a fixed 5 s, which killed it.
+///
+/// The timeout is 30 s, far above the 6 s the handler needs, so a loaded
+/// machine cannot make the handler overrun it; the stop must still end when
+/// the processes have exited (before the timeout), after at least the
+/// handler's 6 s.
 #[test]
 fn stop_gives_processes_the_whole_stop_timeout() {
     if !in_private_ns("stop_gives_processes_the_whole_stop_timeout") {
@@ -539,13 +641,14 @@ fn stop_gives_processes_the_whole_stop_timeout() {
               sh -c \"trap 'sleep 6; echo done > /s/tmp/graceful; exit 0' TERM; \
               sleep 1000 & wait\" </dev/null >/dev/null 2>&1 &\n\
               exit 0\n";
-    let (r, _) = jail_with_rc(&worlds, "[jail]\nstop_timeout_secs = 9\n", rc);
+    let (r, _) = jail_with_rc(&worlds, "[jail]\nstop_timeout_secs = 30\n", rc);
     r.ok(&["start", "ns"]);
     let t = Instant::now();
     r.ok(&["stop", "ns"]);
     let took = t.elapsed();
     assert_eq!(r.read("js/ns/tmp/graceful"), "done\n", "stop took {took:?}");
-    assert!(took < Duration::from_secs(9), "stop took {took:?}");
+    assert!(took >= Duration::from_secs(6), "stop took {took:?}");
+    assert!(took < Duration::from_secs(30), "stop took {took:?}");
     assert_eq!(processes_under(r.dir()), Vec::new());
 }
 

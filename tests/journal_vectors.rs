@@ -454,6 +454,57 @@ fn init_stopped(tx: u64, started_ms: i64) -> Image {
         .push(Record::StepIntent(mark(tx, 1)))
 }
 
+const DRIFT: &str = "/home/j/mroot2 changed after its manifest was written (2 differences); \
+                     remove it and start again";
+
+/// The build half of an upgrade (populate, shape, manifest, then the check
+/// that the staged tree is still what was hashed, right before the window):
+/// the check finds drift, so nothing was stopped and the build is undone.
+fn drift_plan() -> Plan {
+    let mut plan = upgrade_plan();
+    plan.steps.truncate(3);
+    plan.steps.push(step(
+        "verify-staged",
+        Action::VerifyManifest {
+            template: "/home/j/mroot2".into(),
+            manifest: "/var/db/jailtx/manifests/mroot2".into(),
+        },
+    ));
+    plan.commit = 4;
+    plan
+}
+
+/// Transaction 11: the staged template changed between its manifest and the
+/// window; step 3 (VerifyManifest) fails, steps 3 … 0 are compensated.
+fn verify_drift() -> Image {
+    let tx = 11;
+    let mut img = Image::new(JOURNAL_MAGIC).push(Record::Begin(Begin {
+        tx,
+        started_ms: T0 + 300_000,
+        plan: drift_plan(),
+    }));
+    for i in 0..3 {
+        img = img.push(intents(tx, (i, i))).push(dones(tx, (i, i)));
+    }
+    img = img.push(intents(tx, (3, 3))).push(Record::Abort(Abort {
+        tx,
+        step: Some(3),
+        reason: DRIFT.into(),
+    }));
+    for i in (0..4).rev() {
+        img = img
+            .push(Record::CompIntent(mark(tx, i)))
+            .push(Record::CompDone(mark(tx, i)));
+    }
+    img.push(Record::End(End {
+        tx,
+        ended_ms: T0 + 301_750,
+        outcome: Outcome::RolledBack,
+        reason: Some(DRIFT.into()),
+        notes: BTreeMap::new(),
+    }))
+}
+
 fn summaries() -> Image {
     Image::new(HISTORY_MAGIC)
         .push(Record::Summary(Summary {
@@ -507,6 +558,7 @@ fn vectors() -> Vec<Vector> {
         ("committed.journal", committed()),
         ("rolled-back.journal", rolled_back()),
         ("interrupted.journal", init_stopped(9, T0 + 180_000)),
+        ("verify-drift.journal", verify_drift()),
         ("history.history", summaries()),
     ] {
         add(name, &img, img.bytes.clone(), img.expect(0));
@@ -670,6 +722,10 @@ fn journal_vectors_fold_as_their_names_say() {
     assert_eq!(i.status(), TxStatus::InFlight);
     assert_eq!(i.first_not_done(), 1);
     assert!(i.intent[1]);
+    let d = status(verify_drift());
+    assert_eq!(d.status(), TxStatus::Ended);
+    assert!(!d.committed);
+    assert_eq!(d.comp_done, d.intent);
 
     // The history vector holds what filing the two ended vectors produces, so
     // "end durable, summary not filed" recovers to the same history line.
@@ -708,63 +764,152 @@ fn every_vector_file_is_known_and_listed() {
     }
 }
 
-/// Every `Action` variant in declaration order, with its index and the name
-/// the format README gives it. Postcard encodes a variant as its index, so a
-/// variant inserted or moved anywhere but the end changes what every stored
-/// journal means.
-const ACTION_VARIANTS: [&str; 20] = [
-    "MakeDir",
-    "Rename",
-    "WriteFile",
-    "Symlink",
-    "RemoveTree",
-    "CopyTree",
-    "Mount",
-    "Unmount",
-    "StartJail",
-    "StopJail",
-    "Populate",
-    "HealthCheck",
-    "Shape",
-    "WriteManifest",
-    "ClearFlags",
-    "WriteFileIn",
-    "RenameIn",
-    "RemoveFileIn",
-    "MakeDirIn",
-    "SymlinkIn",
-];
+/// Every `Action` variant, in the order serde's derive lists them, which is
+/// the declaration order and so the index postcard encodes: taken from the
+/// code, so a variant added to `Action` is seen here without anyone editing
+/// this test.
+fn action_variants() -> Vec<&'static str> {
+    use serde::de::{self, Deserializer, Visitor};
+
+    /// A deserializer that only records the variant list it is handed.
+    struct Catch<'a>(&'a mut Vec<&'static str>);
+
+    #[derive(Debug)]
+    struct Caught;
+    impl std::fmt::Display for Caught {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("caught")
+        }
+    }
+    impl std::error::Error for Caught {}
+    impl de::Error for Caught {
+        fn custom<T: std::fmt::Display>(_: T) -> Self {
+            Caught
+        }
+    }
+
+    impl<'de> Deserializer<'de> for Catch<'_> {
+        type Error = Caught;
+        fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Caught> {
+            Err(Caught)
+        }
+        fn deserialize_enum<V: Visitor<'de>>(
+            self,
+            _: &'static str,
+            variants: &'static [&'static str],
+            _: V,
+        ) -> Result<V::Value, Caught> {
+            self.0.extend_from_slice(variants);
+            Err(Caught)
+        }
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
+            bytes byte_buf option unit unit_struct newtype_struct seq tuple
+            tuple_struct map struct identifier ignored_any
+        }
+    }
+
+    let mut variants = Vec::new();
+    let _ = <Action as serde::Deserialize>::deserialize(Catch(&mut variants));
+    assert!(
+        !variants.is_empty(),
+        "Action no longer deserializes as an enum"
+    );
+    variants
+}
+
+/// The index each variant was released with and the name the format README
+/// gives it. The match is exhaustive, so a new variant does not compile until
+/// it is given its index here; the indices of released variants never change
+/// (postcard encodes a variant as its index: one inserted or moved anywhere
+/// but the end changes what every stored journal means).
+fn released_index(action: &Action) -> (usize, &'static str) {
+    match action {
+        Action::MakeDir { .. } => (0, "MakeDir"),
+        Action::Rename { .. } => (1, "Rename"),
+        Action::WriteFile { .. } => (2, "WriteFile"),
+        Action::Symlink { .. } => (3, "Symlink"),
+        Action::RemoveTree { .. } => (4, "RemoveTree"),
+        Action::CopyTree { .. } => (5, "CopyTree"),
+        Action::Mount { .. } => (6, "Mount"),
+        Action::Unmount { .. } => (7, "Unmount"),
+        Action::StartJail { .. } => (8, "StartJail"),
+        Action::StopJail { .. } => (9, "StopJail"),
+        Action::Populate { .. } => (10, "Populate"),
+        Action::HealthCheck { .. } => (11, "HealthCheck"),
+        Action::Shape { .. } => (12, "Shape"),
+        Action::WriteManifest { .. } => (13, "WriteManifest"),
+        Action::ClearFlags { .. } => (14, "ClearFlags"),
+        Action::WriteFileIn { .. } => (15, "WriteFileIn"),
+        Action::RenameIn { .. } => (16, "RenameIn"),
+        Action::RemoveFileIn { .. } => (17, "RemoveFileIn"),
+        Action::MakeDirIn { .. } => (18, "MakeDirIn"),
+        Action::SymlinkIn { .. } => (19, "SymlinkIn"),
+        Action::VerifyManifest { .. } => (20, "VerifyManifest"),
+    }
+}
+
+/// `make-dir` -> `MakeDir`: serde's kebab-case name back to the Rust one.
+fn camel(kebab: &str) -> String {
+    kebab
+        .split('-')
+        .map(|w| {
+            let mut c = w.chars();
+            c.next()
+                .map(|f| f.to_ascii_uppercase().to_string() + c.as_str())
+                .unwrap_or_default()
+        })
+        .collect()
+}
 
 #[test]
 fn action_variants_keep_their_indices_and_are_documented() {
     let readme = std::fs::read_to_string(dir().join("../README.md")).unwrap();
+    let variants = action_variants();
+    // Every action any vector holds, as stored: a variant counts as covered
+    // only if a vector file carries it.
     let mut seen = BTreeMap::new();
-    for plan in [upgrade_plan(), create_plan(), init_plan()] {
-        for action in plan.steps.iter().map(|s| &s.action).chain(&plan.bystanders) {
-            let bytes = postcard::to_stdvec(action).unwrap();
-            // Fewer than 128 variants: the index is one varint byte.
-            let index = usize::from(bytes[0]);
-            let name = format!("{action:?}");
-            let name = name.split([' ', '(', '{']).next().unwrap().to_owned();
-            assert_eq!(
-                ACTION_VARIANTS.get(index).copied(),
-                Some(name.as_str()),
-                "Action::{name} is encoded as variant {index}: variants were inserted or \
-                 reordered (new ones go at the end)"
-            );
-            seen.insert(index, name);
+    for v in vectors() {
+        let Ok(scan) = frame::scan(&v.bytes, v.magic) else {
+            continue;
+        };
+        for (_, record) in &scan.records {
+            let Record::Begin(begin) = record else {
+                continue;
+            };
+            let plan = &begin.plan;
+            for action in plan.steps.iter().map(|s| &s.action).chain(&plan.bystanders) {
+                let bytes = postcard::to_stdvec(action).unwrap();
+                // Fewer than 128 variants: the index is one varint byte.
+                assert!(variants.len() < 128);
+                let index = usize::from(bytes[0]);
+                let (released, name) = released_index(action);
+                assert_eq!(
+                    index, released,
+                    "Action::{name} is encoded as variant {index} but was released as \
+                     {released}: variants were inserted or reordered (new ones go at the end)"
+                );
+                assert_eq!(camel(variants[index]), name, "variant {index}");
+                seen.entry(index).or_insert(v.name);
+            }
         }
     }
-    for (index, name) in ACTION_VARIANTS.iter().enumerate() {
-        assert_eq!(
-            seen.get(&index).map(String::as_str),
-            Some(*name),
-            "no vector uses Action::{name}: add it to a vector plan"
+    for (index, kebab) in variants.iter().enumerate() {
+        let name = camel(kebab);
+        assert!(
+            seen.contains_key(&index),
+            "no vector holds Action::{name} (variant {index}): add it to a vector plan \
+             and describe it in journal-format/vectors/README.md"
         );
         let row = format!("| {index} | {name} |");
         assert!(
             readme.contains(&row),
-            "journal-format/README.md has no row `{row}` in its Action table"
+            "journal-format/README.md has no row `{row}` in its Action table (section 6.2)"
         );
     }
+    let last = variants.len();
+    assert!(
+        !readme.contains(&format!("| {last} | ")),
+        "journal-format/README.md documents a variant {last} that Action does not have"
+    );
 }

@@ -121,6 +121,28 @@ fn a_clean_template_audits_clean_full_and_quick() {
     assert_eq!(id.len(), 64);
 }
 
+/// Locks `file` (shared or exclusive) once it is free. A descriptor this
+/// process just closed can still hold the lock for a moment: a test thread
+/// that forked a command meanwhile holds a copy until the child's exec
+/// closes it (the race `acquire_soon` in the lock's own tests waits out).
+fn lock_soon(file: &std::fs::File, shared: bool) {
+    for _ in 0..1000 {
+        let got = if shared {
+            file.try_lock_shared()
+        } else {
+            file.try_lock()
+        };
+        match got {
+            Ok(()) => return,
+            Err(std::fs::TryLockError::WouldBlock) => {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            Err(e) => panic!("lock: {e}"),
+        }
+    }
+    panic!("the state lock stayed held for a second after its holder closed it");
+}
+
 /// An upgrade, rollback or prune holds the lock exclusively while it renames
 /// and removes templates: an audit then waits for nothing and says so (exit
 /// 5, the holder's pid); beside another audit (a shared holder) it runs.
@@ -136,20 +158,24 @@ fn audit_shares_the_lock_with_audits_not_with_mutating_runs() {
             .unwrap()
     };
     let held = open();
-    held.try_lock().unwrap();
+    lock_soon(&held, false);
     std::fs::write(&lock_path, "4242").unwrap();
     let out = r.run(&["audit"]);
     let line = out.one_line_error(5, "audit beside a mutating run");
     assert!(line.contains("pid 4242"), "{line}");
     drop(held);
     let shared = open();
-    shared.try_lock_shared().unwrap();
+    lock_soon(&shared, true);
     let out = r.run(&["audit", "--quick"]);
     assert_eq!(out.code(), Some(0), "audit beside another audit: {out}");
     // ... and a mutating run waits for the audit.
     let out = r.run(&["prune", "--keep", "1"]);
     out.one_line_error(5, "prune during an audit");
     drop(shared);
+    // Free once no forked child still holds a copy of `shared`.
+    let probe = open();
+    lock_soon(&probe, false);
+    drop(probe);
     assert_eq!(r.run(&["prune", "--keep", "1"]).code(), Some(0));
 }
 

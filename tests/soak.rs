@@ -1,8 +1,26 @@
 //! Random-kill soak in the style of OSTree's: measure one upgrade's duration
-//! D, then again and again SIGKILL a real `jailtx upgrade` after a random
-//! delay in [0, 1.1·D] — anywhere, not only at the engine's fault points —
-//! maybe simulate a reboot, `recover` forwards or backwards, and check the
-//! invariants of SPEC section 4 (tests/support).
+//! D, then again and again kill a real `jailtx upgrade`, maybe simulate a
+//! reboot, `recover` forwards or backwards, and check the invariants of SPEC
+//! section 4 (tests/support).
+//!
+//! Odd iterations SIGKILL the upgrade after a random delay in [0, 1.1·D]:
+//! anywhere, not only at the engine's fault points. Those rarely land in the
+//! downtime window (the build before it is most of D), where a crash hurts,
+//! so even iterations kill it inside the window: half of them with
+//! `JAILTX_FAULT` at one of the window's steps (stops, unmounts, renames,
+//! mounts, starts, the health check), taken in a shuffled round so that every
+//! window step is hit once per round, at a random instant of that step; the
+//! other half with SIGKILL after a random delay from the moment the journal
+//! shows the window's first intent (up to 1.1 times the shortest window of
+//! three probe runs), which also lands between the fault points, inside a
+//! jail's stop or start.
+//!
+//! The direction recovery must take is derived by the test from the journal
+//! as the kill left it (the frame decoder only: not the engine's fold, not
+//! `recover --dry-run`, which is only cross-checked against it). The soak
+//! fails if fewer than [`MIN_PENDING_PERCENT`] % of the runs were killed with
+//! a transaction pending, and its closing line gives the kill counts and
+//! where the kills landed.
 //!
 //! `soak_short` (CI) runs 10 iterations; `soak_long` (`scripts/soak`) runs
 //! `JAILTX_SOAK_ITERATIONS` (default 100). `JAILTX_SOAK_SEED` replays a run.
@@ -12,6 +30,8 @@ mod support;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use jailtx::journal::frame;
+use jailtx::journal::{JOURNAL_MAGIC, Record};
 use serde_json::Value;
 use support::{
     Baseline, Expect, JailDef, Rng, Root, Worlds, assert_no_failures, boot, check_invariants,
@@ -44,67 +64,237 @@ fn last_tx(r: &Root) -> Value {
     r.transactions().pop().unwrap_or(Value::Null)
 }
 
-/// How long an upgrade takes (D), and where its downtime window lies.
-struct Timing {
+/// The share of runs that must have been killed with a transaction pending:
+/// the window half alone gives 50 %, and most uniform kills land in the
+/// upgrade too (about 85 % here); a soak below this killed too little to
+/// have tested recovery.
+const MIN_PENDING_PERCENT: usize = 60;
+
+/// The instants a window kill is drawn from (the forward ones: the upgrade
+/// has not failed, so no compensation runs).
+const INSTANTS: [&str; 4] = [
+    "before-intent",
+    "after-intent",
+    "after-effect",
+    "after-done",
+];
+
+/// How the soak kills the upgrade.
+struct Kills {
+    /// A whole upgrade, process start to exit: the uniform kills' range.
     d: Duration,
-    window: (Duration, Duration),
+    /// The window's length in a probe run: the in-window timed kills' range.
+    window_len: Duration,
+    /// The window's step indices, first stop/unmount to last start/health
+    /// check, from the plan.
+    window: Vec<usize>,
+    /// The order the window steps are taken in this round.
+    round: Vec<usize>,
+    /// Fault kills aimed so far.
+    faults: usize,
 }
 
-impl Timing {
-    /// Half the kills uniform in [0, 1.1·D] (OSTree's way); the other half
-    /// uniform over the downtime window (with a margin), which otherwise
-    /// gets few of them: staging (copy, manifest) is most of D.
-    fn delay(&self, rng: &mut Rng) -> Duration {
-        let us = |d: Duration| d.as_micros() as u64;
-        if rng.coin() {
-            let max = (us(self.d) * 11 / 10).max(1);
-            return Duration::from_micros(rng.below(max + 1));
+/// Where one kill was aimed.
+#[derive(Debug, Clone)]
+enum Aim {
+    /// SIGKILL after this delay.
+    After(Duration),
+    /// SIGKILL this long after the journal shows the window's first intent.
+    InWindow(Duration),
+    /// `JAILTX_FAULT=upgrade/INSTANT:STEP`.
+    Fault { step: usize, instant: &'static str },
+}
+
+impl Kills {
+    fn aim(&mut self, k: usize, rng: &mut Rng) -> Aim {
+        if k % 2 == 1 {
+            let us = (self.d.as_micros() as u64 * 11 / 10).max(1);
+            return Aim::After(Duration::from_micros(rng.below(us + 1)));
         }
-        let (a, b) = (us(self.window.0), us(self.window.1));
-        let margin = (b - a) / 5 + 1;
-        let lo = a.saturating_sub(margin);
-        let hi = (b + margin).min(us(self.d) * 11 / 10);
-        Duration::from_micros(lo + rng.below(hi.saturating_sub(lo) + 1))
+        if k % 4 == 2 {
+            let us = (self.window_len.as_micros() as u64 * 11 / 10).max(1);
+            return Aim::InWindow(Duration::from_micros(rng.below(us + 1)));
+        }
+        self.faults += 1;
+        if self.round.is_empty() {
+            self.round = self.window.clone();
+            // Fisher-Yates with the soak's own generator (replayable).
+            for i in (1..self.round.len()).rev() {
+                let j = rng.below(i as u64 + 1) as usize;
+                self.round.swap(i, j);
+            }
+        }
+        let step = self.round.pop().unwrap();
+        let instant = INSTANTS[rng.below(INSTANTS.len() as u64) as usize];
+        Aim::Fault { step, instant }
     }
 }
 
-/// Where the window (first stop to last health check) fell in a run of
-/// `took` from process start, from its `--json` report: the engine's times
-/// count from the upgrade's start, which came after the process started by
-/// most of what the run took outside the upgrade and its /etc merge (the
-/// rest is the prune and the exit).
-fn window_in(report: &Value, took: Duration) -> (Duration, Duration) {
+/// The window of an upgrade plan (as `--dry-run --json` prints it): from the
+/// first step that stops a jail or unmounts to the last that starts one or
+/// checks health.
+fn window_of(plan: &Value) -> Vec<usize> {
+    let kinds: Vec<String> = plan["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            s["action"]
+                .as_object()
+                .and_then(|o| o.keys().next().cloned())
+                .unwrap_or_default()
+        })
+        .collect();
+    let first = kinds
+        .iter()
+        .position(|k| k == "stop-jail" || k == "unmount")
+        .expect("a window");
+    let last = kinds
+        .iter()
+        .rposition(|k| k == "start-jail" || k == "health-check")
+        .expect("a window");
+    (first..=last).collect()
+}
+
+/// The transaction the kill left open, as the journal holds it, folded by
+/// the test itself: which op, which steps have intent and done records,
+/// whether it committed or aborted.
+#[derive(Debug)]
+struct Open {
+    tx: u64,
+    op: String,
+    intent: Vec<bool>,
+    done: Vec<bool>,
+    committed: bool,
+    aborted: bool,
+}
+
+/// What the journal says, read right after the kill: the open transaction
+/// (none: the journal is at rest, or its last transaction has its end
+/// record) and, for an upgrade that ended but whose summary the kill kept
+/// from being filed, whether it committed.
+fn read_journal(r: &Root) -> (Option<Open>, Option<bool>) {
+    let bytes = std::fs::read(r.journal()).unwrap();
+    let scan = frame::scan(&bytes, JOURNAL_MAGIC).expect("the journal decodes");
+    let (mut open, mut ended_upgrade) = (None::<Open>, None);
+    for (_, record) in scan.records {
+        let o = open.as_mut();
+        match (record, o) {
+            (Record::Begin(b), _) => {
+                let n = b.plan.steps.len();
+                open = Some(Open {
+                    tx: b.tx,
+                    op: b.plan.op.clone(),
+                    intent: vec![false; n],
+                    done: vec![false; n],
+                    committed: false,
+                    aborted: false,
+                });
+            }
+            (Record::StepIntent(m), Some(o)) => o.intent[m.step as usize] = true,
+            (Record::StepIntents(m), Some(o)) => {
+                o.intent[m.first as usize..=m.last as usize].fill(true);
+            }
+            (Record::StepDone(m), Some(o)) => o.done[m.step as usize] = true,
+            (Record::StepDones(m), Some(o)) => {
+                o.done[m.first as usize..=m.last as usize].fill(true);
+            }
+            (Record::Commit(_), Some(o)) => o.committed = true,
+            (Record::Abort(_), Some(o)) => o.aborted = true,
+            (Record::End(e), Some(o)) => {
+                if o.op == "upgrade" {
+                    ended_upgrade = Some(e.outcome == jailtx::journal::Outcome::Committed);
+                }
+                open = None;
+            }
+            _ => {}
+        }
+    }
+    (open, ended_upgrade)
+}
+
+/// How long the window (`window`'s steps) took in a run, from its `--json`
+/// report: first step's start to last step's end.
+fn window_len(report: &Value, window: &[usize]) -> Duration {
     let timings = report["report"]["timings"].as_array().unwrap();
-    let name = |t: &&Value| t["name"].as_str().unwrap_or("").to_owned();
-    let first = timings
-        .iter()
-        .find(|t| {
-            let n = name(t);
-            n.starts_with("stop-") || n.starts_with("unmount-")
-        })
-        .expect("a window");
-    let last = timings
-        .iter()
-        .rev()
-        .find(|t| {
-            let n = name(t);
-            n.starts_with("health") || n.starts_with("start-")
-        })
-        .expect("a window");
-    let ms = |v: &Value| v.as_u64().unwrap_or(0);
-    let engine =
-        ms(&report["report"]["elapsed_ms"]) + ms(&report["etc_merge"]["report"]["elapsed_ms"]);
-    let offset = took.saturating_sub(Duration::from_millis(engine)) * 3 / 4;
-    let at = |v: &Value| offset + Duration::from_micros(v.as_u64().unwrap_or(0));
-    (at(&first["start_us"]), at(&last["end_us"]))
+    let at = |i: usize, key: &str| {
+        timings
+            .iter()
+            .find(|t| t["index"] == i)
+            .and_then(|t| t[key].as_u64())
+            .expect("the window's step timings")
+    };
+    let (first, last) = (window[0], window[window.len() - 1]);
+    Duration::from_micros(at(last, "end_us").saturating_sub(at(first, "start_us")))
+}
+
+/// Where a kill landed, for the closing histogram: the upgrade step a fault
+/// fired at, or (a timed kill) the upgrade's first step without a done
+/// record (batches of stops/unmounts and of mounts/starts are journaled as
+/// one, so a timed kill inside one shows as its first step), or the
+/// transaction or phase outside the upgrade.
+fn landed(aim: &Aim, open: Option<&Open>, killed: bool) -> String {
+    match (aim, open) {
+        _ if !killed => "finished".into(),
+        (Aim::Fault { step, .. }, Some(o)) if o.op == "upgrade" => format!("{step:02}"),
+        (Aim::After(_) | Aim::InWindow(_), Some(o)) if o.op == "upgrade" => format!(
+            "{:02}",
+            o.done.iter().position(|d| !d).unwrap_or(o.done.len())
+        ),
+        (_, Some(o)) => o.op.clone(),
+        (_, None) => "none open".into(),
+    }
+}
+
+/// Waits until the journal holds an intent for step `step` (or a later one)
+/// of an upgrade, polling its size; false if the upgrade exited first.
+fn wait_for_intent(r: &Root, child: &mut std::process::Child, step: usize) -> bool {
+    let journal = r.journal();
+    let mut seen_len = 0;
+    let started = Instant::now();
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            return false;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(600),
+            "the upgrade ran for 10 minutes without reaching step {step}"
+        );
+        let len = std::fs::metadata(&journal).map(|m| m.len()).unwrap_or(0);
+        if len != seen_len {
+            seen_len = len;
+            let bytes = std::fs::read(&journal).unwrap_or_default();
+            if let Ok(scan) = frame::scan(&bytes, JOURNAL_MAGIC) {
+                let mut upgrade = false;
+                for (_, record) in scan.records {
+                    match record {
+                        Record::Begin(b) => upgrade = b.plan.op == "upgrade",
+                        Record::StepIntent(m) if upgrade && m.step as usize >= step => {
+                            return true;
+                        }
+                        Record::StepIntents(m) if upgrade && m.last as usize >= step => {
+                            return true;
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_micros(500));
+    }
 }
 
 struct Iteration {
-    delay: Duration,
+    aim: Aim,
     exit: String,
     reboot: bool,
     rollback: bool,
-    pending: Value,
+    /// Something was pending after the kill (from the journal).
+    pending: bool,
+    landed: String,
+    /// The upgrade's steps with a done record when it was killed, if it was
+    /// the open transaction (a batch's steps are done together).
+    steps_done: Option<usize>,
     outcome: &'static str,
 }
 
@@ -115,7 +305,7 @@ fn iterate(
     jails: &[JailDef],
     worlds: &Worlds,
     cur: u32,
-    timing: &Timing,
+    aim: Aim,
     rng: &mut Rng,
 ) -> Result<(u32, Iteration), Vec<String>> {
     let next = cur + 1;
@@ -126,39 +316,100 @@ fn iterate(
     let plan = r.dry_run_plan(&["upgrade", "--from-dir", w]);
     let archive = plan["notes"]["archive"].as_str().unwrap().to_owned();
 
-    let delay = timing.delay(rng);
-    let mut child = r
-        .command(&["upgrade", "--from-dir", w])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(delay);
-    let _ = child.kill();
+    let mut cmd = r.command(&["upgrade", "--from-dir", w]);
+    cmd.stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    if let Aim::Fault { step, instant } = &aim {
+        // Only in the upgrade's own transaction: the merge and the prune
+        // that follow it have steps of the same indices.
+        cmd.env("JAILTX_FAULT", format!("upgrade/{instant}:{step}"));
+    }
+    let mut child = cmd.spawn().unwrap();
+    match &aim {
+        Aim::After(delay) => {
+            std::thread::sleep(*delay);
+            let _ = child.kill();
+        }
+        Aim::InWindow(delay) => {
+            let first = window_of(&plan)[0];
+            if wait_for_intent(r, &mut child, first) {
+                std::thread::sleep(*delay);
+                let _ = child.kill();
+            }
+        }
+        Aim::Fault { .. } => {}
+    }
     let status = child.wait().unwrap();
-    let exit = if killed(&status) {
+    let was_killed = killed(&status);
+    let exit = if was_killed {
         "killed".to_owned()
     } else {
         format!("finished ({status})")
     };
+    let (open, ended_upgrade) = read_journal(r);
+    let landed = landed(&aim, open.as_ref(), was_killed);
+    let steps_done = open
+        .as_ref()
+        .filter(|o| o.op == "upgrade")
+        .map(|o| o.done.iter().filter(|d| **d).count());
+    let mut bad = Vec::new();
+    if let Aim::Fault { step, instant } = &aim {
+        // The fault must have fired where it was aimed: the upgrade open,
+        // its build done, the step's done record there only after-done.
+        match &open {
+            Some(o) if o.op == "upgrade" && was_killed => {
+                let first = window_of(&plan)[0];
+                if !o.done[..first].iter().all(|d| *d) {
+                    bad.push(format!("killed at {instant}:{step} before the build was done"));
+                }
+                if o.done[*step] != (*instant == "after-done") {
+                    bad.push(format!(
+                        "killed at {instant}:{step} but step {step} done = {}",
+                        o.done[*step]
+                    ));
+                }
+                if *instant != "before-intent" && !o.intent[*step] {
+                    bad.push(format!("killed at {instant}:{step} without its intent"));
+                }
+            }
+            _ => bad.push(format!(
+                "the fault upgrade/{instant}:{step} did not kill the upgrade ({exit}, open {open:?})"
+            )),
+        }
+    }
     let reboot = rng.coin();
     let rollback = rng.coin();
     if reboot {
         r.simulate_reboot();
     }
     let pending = r.json(&["recover", "--dry-run"])["pending"].clone();
+    // recover --dry-run must see what the test read from the journal.
+    let agrees = match &open {
+        None => pending.is_null(),
+        Some(o) => {
+            pending["tx"] == o.tx
+                && pending["op"] == o.op.as_str()
+                && pending["steps_done"] == o.done.iter().filter(|d| **d).count()
+                && pending["committed"] == o.committed
+        }
+    };
+    if !agrees {
+        bad.push(format!(
+            "recover --dry-run says pending {pending}, the journal holds {open:?}"
+        ));
+    }
     let mut args = vec!["recover"];
     if rollback {
         args.push("--rollback");
     }
     let out = r.run(&args);
-    let mut bad = Vec::new();
     if !out.status.success() {
         bad.push(format!("{args:?}: {out}"));
         return Err(bad);
     }
-    // Which way it had to go. `upgrade` runs up to three transactions: the
-    // upgrade, then the /etc merge and the prune (each its own).
+    // Which way it had to go, from the journal the kill left. `upgrade` runs
+    // up to three transactions: the upgrade, then the /etc merge and the
+    // prune (each its own), which begin only after the upgrade committed.
     let h = r.history();
     let ours: Vec<&Value> = h["transactions"]
         .as_array()
@@ -169,14 +420,16 @@ fn iterate(
     let upgrade = ours.iter().find(|t| t["op"] == "upgrade");
     let tx = upgrade.map(|t| (*t).clone()).unwrap_or(Value::Null);
     let committed = tx["outcome"] == "committed";
-    let pending_op = pending["op"].as_str().unwrap_or("");
-    let forwards = if pending_op == "upgrade" {
-        pending["committed"] == true || (pending["will"] == "resume" && !rollback)
-    } else {
-        // Nothing pending (the run finished, or died before its upgrade
-        // began or after its end record), or a pending merge or prune
-        // (the upgrade had committed).
-        committed
+    let forwards = match (&open, ended_upgrade) {
+        // Past its commit point only forwards; rolling back only backwards;
+        // otherwise as asked.
+        (Some(o), _) if o.op == "upgrade" => o.committed || (!o.aborted && !rollback),
+        (Some(_), _) => true,
+        (None, Some(c)) => c,
+        // Nothing in the journal: the kill fell before the upgrade began, or
+        // after its summary was filed. Only the exit status and history say
+        // which; check_invariants below holds the disk to that answer.
+        (None, None) => status.success() || committed,
     };
     if forwards != committed {
         bad.push(format!("history says {tx}, want committed = {forwards}"));
@@ -184,10 +437,12 @@ fn iterate(
     if status.success() && !forwards {
         bad.push("the upgrade exited 0 but the result is the old template".into());
     }
-    if !pending.is_null() && !ours.iter().any(|t| t["tx"] == pending["tx"]) {
+    if let Some(o) = &open
+        && !ours.iter().any(|t| t["tx"] == o.tx)
+    {
         bad.push(format!("the recovered transaction is not in history: {h}"));
     }
-    if reboot && pending.is_null() {
+    if reboot && open.is_none() {
         // The reboot fell before the upgrade began or after it ended: no
         // transaction to finish, and on Linux nothing starts jails at boot.
         // Boot them as the host's rc would, then check the same invariants.
@@ -235,7 +490,7 @@ fn iterate(
         bad.insert(
             0,
             format!(
-                "delay {delay:?}, upgrade {exit}, reboot {reboot}, recover{}, pending {pending}, the upgrade in history {tx}",
+                "kill {aim:?}, upgrade {exit}, reboot {reboot}, recover{}, journal {open:?}, pending {pending}, the upgrade in history {tx}",
                 if rollback { " --rollback" } else { "" }
             ),
         );
@@ -247,11 +502,13 @@ fn iterate(
     Ok((
         if forwards { next } else { cur },
         Iteration {
-            delay,
+            aim,
             exit,
             reboot,
             rollback,
-            pending,
+            pending: open.is_some(),
+            landed,
+            steps_done,
             outcome: if forwards { "new" } else { "old" },
         },
     ))
@@ -281,68 +538,93 @@ fn soak(iterations: usize) {
     let worlds = Worlds::new();
 
     // D: a whole upgrade, process start to exit (the median of three, so a
-    // cold first run does not stretch it), and where in it the downtime
-    // window falls (from the engine's step timings).
+    // cold first run does not stretch it), and the window's steps.
     let (mut r, mut jails) = fresh(&worlds, 1);
     let mut runs = Vec::new();
+    let mut window = Vec::new();
+    let mut lens = Vec::new();
     for v in 2..=4 {
         let w = worlds.get(v);
+        let w = w.to_str().unwrap();
+        window = window_of(&r.dry_run_plan(&["upgrade", "--from-dir", w]));
         let t = Instant::now();
-        let out = r.run(&["upgrade", "--from-dir", w.to_str().unwrap(), "--json"]);
-        let took = t.elapsed();
+        let out = r.run(&["upgrade", "--from-dir", w, "--json"]);
+        runs.push(t.elapsed());
         assert!(out.status.success(), "{out}");
         let report: Value = serde_json::from_str(&out.stdout).unwrap();
-        runs.push((took, window_in(&report, took)));
+        lens.push(window_len(&report, &window));
     }
-    runs.sort_by_key(|r| r.0);
-    let (d, window) = runs[1];
-    let timing = Timing { d, window };
+    runs.sort();
+    lens.sort();
+    let d = runs[1];
+    // The shortest of the three: load stretches a window, never shrinks it,
+    // and a range longer than the window sends the kills past it.
+    let window_len = lens[0];
     println!(
-        "soak: one upgrade takes D = {:.1} ms (runs {:?}); its window is about {:.1}..{:.1} ms in",
+        "soak: one upgrade takes D = {:.1} ms (runs {runs:?}); its window is steps {}..={}, \
+         {:.1} ms",
         d.as_secs_f64() * 1e3,
-        runs.iter().map(|r| r.0).collect::<Vec<_>>(),
-        window.0.as_secs_f64() * 1e3,
-        window.1.as_secs_f64() * 1e3,
+        window[0],
+        window[window.len() - 1],
+        window_len.as_secs_f64() * 1e3,
     );
+    let mut kills = Kills {
+        d,
+        window_len,
+        window: window.clone(),
+        round: Vec::new(),
+        faults: 0,
+    };
     let mut cur = 4;
 
     let mut failures = Vec::new();
-    let mut killed_runs = 0;
-    let mut reboots = 0;
+    let (mut killed_runs, mut pending_runs, mut reboots) = (0, 0, 0);
     let mut outcomes: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut landings: BTreeMap<String, usize> = BTreeMap::new();
+    let mut window_hits: BTreeMap<usize, usize> = BTreeMap::new();
+    let mut done_hist: BTreeMap<usize, usize> = BTreeMap::new();
+    // In-window timed kills: aimed, and landed with the window under way.
+    let mut timed_in_window = (0, 0);
     for k in 1..=iterations {
         if k % FRESH_EVERY == 0 {
             drop(r);
             cur += 1;
             (r, jails) = fresh(&worlds, cur);
         }
-        let result = run_isolated(|| iterate(&r, &jails, &worlds, cur, &timing, &mut rng));
+        let aim = kills.aim(k, &mut rng);
+        let result = run_isolated(|| iterate(&r, &jails, &worlds, cur, aim, &mut rng));
         match result {
             Ok((now, it)) => {
-                if it.exit == "killed" {
-                    killed_runs += 1;
-                }
+                killed_runs += usize::from(it.exit == "killed");
+                pending_runs += usize::from(it.pending);
                 reboots += usize::from(it.reboot);
                 *outcomes.entry(it.outcome).or_default() += 1;
-                let at = if it.pending.is_null() {
-                    "nothing pending".to_owned()
-                } else {
-                    format!(
-                        "{} {} of {} steps done{}",
-                        it.pending["op"].as_str().unwrap_or("?"),
-                        it.pending["steps_done"],
-                        it.pending["steps"],
-                        if it.pending["committed"] == true {
-                            ", committed"
-                        } else {
-                            ""
-                        }
-                    )
+                *landings.entry(it.landed.clone()).or_default() += 1;
+                if let Some(n) = it.steps_done {
+                    *done_hist.entry(n).or_default() += 1;
+                }
+                let in_window = |landed: &str| {
+                    landed
+                        .parse::<usize>()
+                        .is_ok_and(|s| (window[0]..=window[window.len() - 1]).contains(&s))
+                };
+                let how = match it.aim {
+                    Aim::After(delay) => format!("kill after {:7.1} ms", delay.as_secs_f64() * 1e3),
+                    Aim::InWindow(delay) => {
+                        timed_in_window.0 += 1;
+                        timed_in_window.1 += usize::from(in_window(&it.landed));
+                        format!("kill {:6.1} ms into the window", delay.as_secs_f64() * 1e3)
+                    }
+                    Aim::Fault { step, instant } => {
+                        *window_hits.entry(step).or_default() += 1;
+                        format!("fault {instant}:{step}")
+                    }
                 };
                 println!(
-                    "ok   {k:4}: kill after {:7.1} ms: {}, {at}; {}recover{} -> {} (world {now})",
-                    it.delay.as_secs_f64() * 1e3,
+                    "ok   {k:4}: {how}: {}, landed at {}{}; {}recover{} -> {} (world {now})",
                     it.exit,
+                    it.landed,
+                    if it.pending { "" } else { ", nothing pending" },
                     if it.reboot { "reboot, " } else { "" },
                     if it.rollback { " --rollback" } else { "" },
                     it.outcome,
@@ -359,11 +641,32 @@ fn soak(iterations: usize) {
         }
     }
     println!(
-        "soak: {iterations} iterations in {:.1} s, seed {seed}: {killed_runs} upgrades killed, {reboots} reboots, outcomes {outcomes:?}, {} failed",
+        "soak: {iterations} iterations in {:.1} s, seed {seed}: {killed_runs} upgrades killed, \
+         {pending_runs} with a transaction pending ({} of {} timed window kills inside the window, \
+         {} fault kills), {reboots} reboots, outcomes {outcomes:?}, \
+         landed at (upgrade step, or transaction) {landings:?}, upgrade steps done when \
+         killed {done_hist:?}, {} failed",
         started.elapsed().as_secs_f64(),
+        timed_in_window.1,
+        timed_in_window.0,
+        kills.faults,
         failures.len()
     );
     assert_no_failures(&failures, iterations, &format!("iterations (seed {seed})"));
+    assert!(
+        pending_runs * 100 >= iterations * MIN_PENDING_PERCENT,
+        "only {pending_runs} of {iterations} runs were killed with a transaction pending \
+         (at least {MIN_PENDING_PERCENT} % must be): the kills missed (seed {seed})"
+    );
+    // Every window step is aimed at once per round of window kills.
+    let rounds = kills.faults / window.len();
+    for step in &window {
+        let hits = window_hits.get(step).copied().unwrap_or(0);
+        assert!(
+            hits >= rounds,
+            "window step {step} was hit {hits} times in {rounds} rounds (seed {seed})"
+        );
+    }
 }
 
 #[test]

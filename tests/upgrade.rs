@@ -637,9 +637,15 @@ struct Target {
     index: usize,
     commit: Option<usize>,
     name: String,
-    /// What `JAILTX_FAULT` names: the index in the command's first
-    /// transaction, the step's (unique) name in the ones after it.
-    fault: String,
+}
+
+impl Target {
+    /// What `JAILTX_FAULT` is set to: the step's index in a transaction of
+    /// its op (`etc-merge/after-effect:2`), so a step of the same index or
+    /// name in another of the command's transactions never fires it.
+    fn fault(&self, instant: &str) -> String {
+        format!("{}/{instant}:{}", self.op, self.index)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -684,7 +690,6 @@ fn main_targets(m: &Matrix, plan: &Value) -> Vec<Target> {
             index: i,
             commit: Some(commit),
             name,
-            fault: i.to_string(),
         })
         .collect()
 }
@@ -712,7 +717,6 @@ fn followup_targets(worlds: &Worlds, m: &Matrix) -> Vec<Target> {
             op: "etc-merge".into(),
             index: t["index"].as_u64().unwrap() as usize,
             commit: None,
-            fault: name.clone(),
             name,
         });
     }
@@ -723,7 +727,6 @@ fn followup_targets(worlds: &Worlds, m: &Matrix) -> Vec<Target> {
             op: "prune".into(),
             index: i,
             commit: Some(commit),
-            fault: name.clone(),
             name,
         });
     }
@@ -804,10 +807,18 @@ fn run_case(
     }
     let t = &c.target;
     let args: Vec<&str> = p.args.iter().map(String::as_str).collect();
-    let fault = format!("{}:{}", c.instant, t.fault);
+    let fault = t.fault(c.instant);
     let out = r.run_env(&args, &[("JAILTX_FAULT", &fault)]);
     if !out.killed() {
-        return Err(vec![format!("the fault did not fire: {out}")]);
+        return Err(vec![format!("the fault {fault} did not fire: {out}")]);
+    }
+    // The kill must have fallen in the transaction aimed at.
+    let pending = &r.history()["pending"];
+    if pending["op"] != t.op.as_str() {
+        return Err(vec![format!(
+            "the fault {fault} left pending {pending}, not the {} transaction aimed at",
+            t.op
+        )]);
     }
     if c.rec.reboot {
         r.simulate_reboot();

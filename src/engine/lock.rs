@@ -155,7 +155,7 @@ mod tests {
             "{msg}"
         );
         drop(held);
-        StateLock::acquire(&p).unwrap();
+        drop(acquire_soon(&p));
     }
 
     /// The pid file is rewritten by every holder while losers read it: a
