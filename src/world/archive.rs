@@ -193,29 +193,21 @@ pub fn scan(archive: &Path, carry_over: &[PathBuf]) -> Result<(), WorldError> {
             drop(to);
         }
         let shown_rel = PathBuf::from(shown(&rel));
-        if dirs.contains(&rel) && what != Kind::Dir {
+        // What the layout wants at this path, if the entry is not that.
+        let wanted = if dirs.contains(&rel) && what != Kind::Dir {
+            Some("a real directory there (or none)")
+        } else if files.contains(&rel) && !(what == Kind::File && t.is_file()) {
+            Some("a regular file there (or none)")
+        } else {
+            None
+        };
+        if let Some(wanted) = wanted {
             let words = if t.is_hard_link() {
                 "a hard link"
             } else {
                 super::check::kind_words(what)
             };
-            return Err(super::check::unfit(
-                &shown_rel,
-                words,
-                "a real directory there (or none)",
-            ));
-        }
-        if files.contains(&rel) && !(what == Kind::File && t.is_file()) {
-            let words = if t.is_hard_link() {
-                "a hard link"
-            } else {
-                super::check::kind_words(what)
-            };
-            return Err(super::check::unfit(
-                &shown_rel,
-                words,
-                "a regular file there (or none)",
-            ));
+            return Err(super::check::unfit(&shown_rel, words, wanted));
         }
         if t.is_symlink() {
             links.insert(rel);
