@@ -880,3 +880,91 @@ fn fsync_failure_in_a_step_is_fatal_and_recoverable() {
     assert_eq!(entries.len(), 1, "{history}");
     assert_eq!(entries[0]["outcome"], "rolled-back", "{history}");
 }
+
+/// `recover --rollback --dry-run` says what `recover --rollback` does: an
+/// in-flight transaction is rolled back, not resumed (it printed "resume").
+#[test]
+fn recover_dry_run_follows_rollback_flag() {
+    let r = pending_root();
+    let before = r.everything();
+    let will = |args: &[&str]| r.json(args)["pending"]["will"].clone();
+    assert_eq!(will(&["recover", "--dry-run"]), "resume");
+    assert_eq!(will(&["recover", "--rollback", "--dry-run"]), "roll back");
+    let text = r.ok(&["recover", "--rollback", "--dry-run"]);
+    assert!(text.contains("will roll back"), "{text}");
+    assert_same("recover --rollback --dry-run", &r.everything(), &before);
+    // And the real run does what the preview said.
+    let out = r.json(&["recover", "--rollback"]);
+    assert_eq!(out["recovered"]["outcome"], "rolled-back", "{out}");
+}
+
+/// A reader that goes away (`jailtx --json history | head -c 30`) ends the
+/// output, not the process with a panic; a full disk behind `>` is exit 6.
+#[test]
+fn closed_stdout_is_not_a_panic() {
+    use std::io::Read;
+    use std::process::Stdio;
+    let r = Root::fresh();
+    for i in 0..40 {
+        let p = r.plan_file(&format!("p{i}"), &small_plan(&r, &format!("d{i}")));
+        r.ok(&["run-plan", s(&p)]);
+    }
+    for args in [&["--json", "history"][..], &["history"][..]] {
+        let mut c = r.command(args);
+        let mut child = c
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Read a little, then close the pipe before the writer is done.
+        let mut head = [0u8; 30];
+        child.stdout.take().unwrap().read_exact(&mut head).unwrap();
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {stderr}");
+    }
+    let full = r
+        .command(&["history"])
+        .stdout(File::create("/dev/full").unwrap())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&full.stderr);
+    assert_eq!(full.status.code(), Some(6), "{stderr}");
+    assert!(
+        stderr.contains("cannot write the output to stdout"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+}
+
+/// A `JAILTX_FAULT` naming no step of the transaction would never fire, and a
+/// crash test using it would pass without crashing: exit 2, nothing done.
+#[test]
+fn fault_naming_no_step_is_refused() {
+    let r = Root::fresh();
+    let p = r.plan_file("a", &small_plan(&r, "a"));
+    let before = r.everything();
+    for fault in ["after-effect:mk", "after-effect:3", "before-intent:writ"] {
+        let out = r.run_env(&["run-plan", s(&p)], &[("JAILTX_FAULT", fault)]);
+        let line = out.one_line_error(2, fault);
+        assert!(
+            line.contains(fault) && line.contains("names no step"),
+            "{line}"
+        );
+        assert!(line.contains("mkdir, write, link"), "{line}");
+        assert_same(fault, &r.everything(), &before);
+    }
+    // The pending transaction's steps count for `recover` too.
+    let r = pending_root();
+    let before = r.everything();
+    let out = r.run_env(&["recover"], &[("JAILTX_FAULT", "comp-after-done:mount-s")]);
+    out.one_line_error(2, "recover with a fault naming no step");
+    assert_same("recover", &r.everything(), &before);
+    // A fault for another op leaves this one alone.
+    let out = r.run_env(
+        &["recover"],
+        &[("JAILTX_FAULT", "upgrade/after-effect:nope")],
+    );
+    assert_eq!(out.code(), Some(0), "{out}");
+}

@@ -1,5 +1,6 @@
 //! `audit` and `manifest export`: name the templates, read their manifests, call `manifest`, print.
 
+use crate::cli::stdout::{out, outln};
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 
@@ -171,7 +172,7 @@ pub(super) fn audit(ctx: &Ctx, names: &[String], all: bool, quick: bool) -> Resu
             .map(|(t, r)| report_json(t, r))
             .collect();
         let code = if drifted.is_empty() { 0 } else { 3 };
-        println!(
+        outln!(
             "{}",
             json!({ "audit": docs, "clean": drifted.is_empty(), "exit_code": code })
         );
@@ -185,7 +186,7 @@ pub(super) fn audit(ctx: &Ctx, names: &[String], all: bool, quick: bool) -> Resu
         return Ok(());
     }
     for (t, r) in targets.iter().zip(&results) {
-        print!("{}", r.render(&t.name));
+        out!("{}", r.render(&t.name));
     }
     // The manifests and reports go with the process: freeing their tens of
     // thousands of small allocations one by one would only delay the exit.
@@ -212,14 +213,12 @@ pub(super) fn export(ctx: &Ctx, template: Option<&str>, format: &str) -> Result<
     let t = resolve(ctx, template.unwrap_or("mroot"))?;
     let spec = mtree::export(&t.dir, &t.manifest, &t.name).map_err(to_error)?;
     if ctx.global.json {
-        println!(
+        outln!(
             "{}",
             json!({ "template": t.name, "id": t.manifest.id(), "format": "mtree", "spec": spec })
         );
         return Ok(());
     }
-    std::io::stdout()
-        .lock()
-        .write_all(spec.as_bytes())
-        .map_err(|e| Error::Io(format!("write the mtree spec to stdout: {e}")))
+    out!("{spec}");
+    Ok(())
 }

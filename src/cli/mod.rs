@@ -3,7 +3,9 @@
 pub mod args;
 mod integrity;
 mod output;
+mod stdout;
 
+use crate::cli::stdout::{out, outln};
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -77,7 +79,7 @@ pub fn main() -> ExitCode {
             let line = line.strip_prefix("error: ").unwrap_or(&line);
             let msg = format!("{line}; see `jailtx --help`");
             if std::env::args_os().any(|a| a == "--json") {
-                println!("{}", serde_json::json!({ "error": msg, "exit_code": 2 }));
+                outln!("{}", serde_json::json!({ "error": msg, "exit_code": 2 }));
             }
             eprintln!("jailtx: {msg}");
             return ExitCode::from(2);
@@ -85,7 +87,12 @@ pub fn main() -> ExitCode {
     };
     init_logging(&cli.global);
     let json = cli.global.json;
-    match run(cli) {
+    match run(cli).and_then(|()| match stdout::failure() {
+        Some(e) => Err(Error::Io(format!(
+            "cannot write the output to stdout: {e}; nothing else failed"
+        ))),
+        None => Ok(()),
+    }) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             let code = e.exit_code();
@@ -331,9 +338,9 @@ fn execute(ctx: &Ctx, state: Option<&mut State>, plan: Plan) -> Result<(), Error
     plan.validate().map_err(EngineError::from)?;
     if let Some(t) = freebsd_dry_run(ctx, &plan) {
         if ctx.global.json {
-            println!("{}", t.to_json());
+            outln!("{}", t.to_json());
         } else {
-            print!("{t}");
+            out!("{t}");
         }
         return Ok(());
     }
@@ -379,19 +386,19 @@ fn init(ctx: &Ctx) -> Result<(), Error> {
 }
 
 fn recover(ctx: &Ctx, rollback: bool) -> Result<(), Error> {
-    if ctx.global.dry_run {
-        // Read only: opening for writing would trim a torn tail.
-        crate::statedir::require(&ctx.layout)?;
-        let (_, pending) = statedir::read_history(&ctx.layout)?;
-        output::pending(ctx.global.json, pending.as_ref());
-        return Ok(());
-    }
-    let mut state = State::open(&ctx.layout, ctx.fault.clone(), ctx.host())?;
     let mode = if rollback {
         RecoverMode::Rollback
     } else {
         RecoverMode::Resume
     };
+    if ctx.global.dry_run {
+        // Read only: opening for writing would trim a torn tail.
+        crate::statedir::require(&ctx.layout)?;
+        let (_, pending) = statedir::read_history(&ctx.layout)?;
+        output::pending(ctx.global.json, pending.as_ref(), mode);
+        return Ok(());
+    }
+    let mut state = State::open(&ctx.layout, ctx.fault.clone(), ctx.host())?;
     let report = state.engine.recover(mode)?;
     let merged = report
         .as_ref()

@@ -1,14 +1,15 @@
 //! What the commands print: tables and lines for people on stdout, or exactly
 //! one JSON document on stdout with `--json`. Logs go to stderr.
 
+use crate::cli::stdout::{out, outln};
 use serde_json::json;
 
-use crate::engine::{Plan, Report};
+use crate::engine::{Direction, Plan, RecoverMode, Report};
 use crate::error::Error;
 use crate::journal::{Summary, TxState};
 
 fn print_json(v: &serde_json::Value) {
-    println!("{v}");
+    outln!("{v}");
 }
 
 pub fn error(json: bool, e: &Error, code: u8) {
@@ -28,7 +29,7 @@ pub fn plan(json: bool, plan: &Plan) {
     if json {
         print_json(&json!({ "dry_run": true, "plan": plan }));
     } else {
-        print!("{plan}");
+        out!("{plan}");
     }
 }
 
@@ -36,7 +37,7 @@ pub fn nothing_to_do(json: bool, plan: &Plan) {
     if json {
         print_json(&json!({ "op": plan.op, "changed": false }));
     } else {
-        println!("{}: nothing to do", plan.op);
+        outln!("{}: nothing to do", plan.op);
     }
 }
 
@@ -63,9 +64,9 @@ pub fn report(json: bool, r: &Report) {
         print_json(&json!({ "changed": true, "report": r }));
         return;
     }
-    println!("{}", report_line(r));
+    outln!("{}", report_line(r));
     if let Some(d) = r.notes.get("downtime_ms") {
-        println!("downtime window: {d} ms (first stop to last start and health check)");
+        outln!("downtime window: {d} ms (first stop to last start and health check)");
     }
 }
 
@@ -77,18 +78,23 @@ pub fn recovered(json: bool, r: Option<&Report>, m: Option<&EtcMerged>) {
             None => print_json(&json!({ "recovered": r })),
         },
         (false, Some(r)) => {
-            println!("recovered {}", report_line(r));
+            outln!("recovered {}", report_line(r));
             if let Some(m) = m {
                 m.print();
             }
         }
-        (false, None) => println!("nothing to recover"),
+        (false, None) => outln!("nothing to recover"),
     }
 }
 
-pub fn pending(json: bool, p: Option<&TxState>) {
+/// `recover --dry-run`: what the same `recover` (with `--rollback` when
+/// `mode` says so) would do with the pending transaction.
+pub fn pending(json: bool, p: Option<&TxState>, mode: RecoverMode) {
     let desc = p.map(|p| {
-        let st = p.status();
+        let will = match mode.direction(p.status()) {
+            Direction::Forward => "resume",
+            Direction::Backward => "roll back",
+        };
         json!({
             "tx": p.tx(),
             "op": p.begin.plan.op,
@@ -97,13 +103,13 @@ pub fn pending(json: bool, p: Option<&TxState>) {
             "rolling_back": p.abort.is_some(),
             "steps": p.begin.plan.steps.len(),
             "steps_done": p.done.iter().filter(|d| **d).count(),
-            "will": if st.can_resume() { "resume" } else { "roll back" },
+            "will": will,
         })
     });
     if json {
         print_json(&json!({ "dry_run": true, "pending": desc }));
     } else if let Some(d) = desc {
-        println!(
+        outln!(
             "transaction {} ({}: {}) is interrupted after {} of {} steps; `jailtx recover` will {}",
             d["tx"],
             d["op"].as_str().unwrap_or(""),
@@ -113,7 +119,7 @@ pub fn pending(json: bool, p: Option<&TxState>) {
             d["will"].as_str().unwrap_or("")
         );
     } else {
-        println!("nothing to recover");
+        outln!("nothing to recover");
     }
 }
 
@@ -132,9 +138,13 @@ pub fn history(json: bool, done: &[Summary], pending: Option<&TxState>) {
         print_json(&json!({ "transactions": done, "pending": pending }));
         return;
     }
-    println!(
+    outln!(
         "{:>5}  {:<19}  {:>8}  {:<14}  {:<11}  SUMMARY",
-        "TX", "STARTED (UTC)", "MS", "OP", "OUTCOME"
+        "TX",
+        "STARTED (UTC)",
+        "MS",
+        "OP",
+        "OUTCOME"
     );
     for s in done {
         let mut line = s.summary.clone();
@@ -144,7 +154,7 @@ pub fn history(json: bool, done: &[Summary], pending: Option<&TxState>) {
         if let Some(r) = &s.reason {
             line.push_str(&format!(" (reason: {r})"));
         }
-        println!(
+        outln!(
             "{:>5}  {:<19}  {:>8}  {:<14}  {:<11}  {}",
             s.tx,
             time(s.started_ms),
@@ -155,7 +165,7 @@ pub fn history(json: bool, done: &[Summary], pending: Option<&TxState>) {
         );
     }
     if let Some(p) = pending {
-        println!(
+        outln!(
             "{:>5}  {:<19}  {:>8}  {:<14}  {:<11}  {} (run `jailtx recover`)",
             p.tx(),
             time(p.begin.started_ms),
@@ -172,12 +182,18 @@ pub fn status(json: bool, rows: &[crate::ops::jail::StatusRow]) {
         print_json(&json!({ "jails": rows }));
         return;
     }
-    println!(
+    outln!(
         "{:<16} {:>7}  {:<15}  {:<24} {:<8} {:<8} {:<12} PATH",
-        "NAME", "JID", "IP", "HOSTNAME", "RUNNING", "MOUNTED", "TEMPLATE"
+        "NAME",
+        "JID",
+        "IP",
+        "HOSTNAME",
+        "RUNNING",
+        "MOUNTED",
+        "TEMPLATE"
     );
     for r in rows {
-        println!(
+        outln!(
             "{:<16} {:>7}  {:<15}  {:<24} {:<8} {:<8} {:<12} {}",
             r.name,
             r.jid.map(|j| j.to_string()).unwrap_or_else(|| "-".into()),
@@ -221,12 +237,12 @@ impl EtcMerged {
 
     fn print(&self) {
         if let Some(r) = self.targets() {
-            print!("{r}");
+            out!("{r}");
         }
         match (&self.tx, &self.error) {
-            (_, Some(e)) => println!("etc-merge: {e}"),
-            (Some(tx), None) => println!("{}", report_line(tx)),
-            (None, None) => println!("etc-merge: nothing to change"),
+            (_, Some(e)) => outln!("etc-merge: {e}"),
+            (Some(tx), None) => outln!("{}", report_line(tx)),
+            (None, None) => outln!("etc-merge: nothing to change"),
         }
     }
 
@@ -265,9 +281,9 @@ pub fn etc_merge_transcript(json: bool, m: &EtcMerged, t: &crate::host::transcri
         print_json(&v);
         return;
     }
-    print!("{t}");
+    out!("{t}");
     if let Some(r) = &m.report {
-        print!("{r}");
+        out!("{r}");
     }
 }
 
@@ -287,11 +303,11 @@ pub fn etc_merge_plan(json: bool, m: &EtcMerged, p: &Plan) {
         return;
     }
     if let Some(r) = &m.report {
-        print!("{r}");
+        out!("{r}");
     }
     if p.is_empty() {
-        println!("etc-merge: nothing to change");
+        outln!("etc-merge: nothing to change");
     } else {
-        print!("{p}");
+        out!("{p}");
     }
 }

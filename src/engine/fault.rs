@@ -144,7 +144,33 @@ impl FromStr for Fault {
     }
 }
 
+impl fmt::Display for Fault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(op) = &self.op {
+            write!(f, "{op}/")?;
+        }
+        match self.kind {
+            Kind::Kill(i) => f.write_str(i.name())?,
+            Kind::FailSyncs(s) => f.write_str(s.name())?,
+        }
+        match &self.target {
+            Target::Index(i) => write!(f, ":{i}"),
+            Target::Name(n) => write!(f, ":{n}"),
+        }
+    }
+}
+
 impl Fault {
+    /// Whether the fault's step is one of `steps` (the plan's step names): a
+    /// fault naming no step would never fire, and a crash test using it would
+    /// pass without crashing.
+    pub fn names_a_step(&self, steps: &[String]) -> bool {
+        match &self.target {
+            Target::Index(i) => *i < steps.len(),
+            Target::Name(n) => steps.iter().any(|s| s == n),
+        }
+    }
+
     /// The fault from the environment, if one is set.
     pub fn from_env() -> Result<Option<Fault>, String> {
         match std::env::var(ENV) {
@@ -251,6 +277,42 @@ mod tests {
         );
         let err = "later:3".parse::<Fault>().unwrap_err();
         assert!(err.contains("comp-fsync-eio"), "{err}");
+    }
+
+    #[test]
+    fn displays_as_parsed_and_names_only_real_steps() {
+        for s in [
+            "after-effect:3",
+            "etc-merge/comp-fsync-eio:write",
+            "before-intent:mount-s-mail",
+        ] {
+            assert_eq!(s.parse::<Fault>().unwrap().to_string(), s);
+        }
+        let steps = vec!["stop-mail".to_owned(), "mount-s-mail".to_owned()];
+        assert!(
+            "after-effect:mount-s-mail"
+                .parse::<Fault>()
+                .unwrap()
+                .names_a_step(&steps)
+        );
+        assert!(
+            "after-effect:1"
+                .parse::<Fault>()
+                .unwrap()
+                .names_a_step(&steps)
+        );
+        assert!(
+            !"after-effect:mount-s"
+                .parse::<Fault>()
+                .unwrap()
+                .names_a_step(&steps)
+        );
+        assert!(
+            !"after-effect:2"
+                .parse::<Fault>()
+                .unwrap()
+                .names_a_step(&steps)
+        );
     }
 
     #[test]

@@ -34,6 +34,18 @@ pub use plan::{Action, Plan, PlanError, Step};
 pub enum EngineError {
     #[error(transparent)]
     Journal(#[from] JournalError),
+    /// A test's `JAILTX_FAULT` names no step of the transaction it applies
+    /// to: refused before the transaction begins, so a crash test cannot
+    /// pass without crashing.
+    #[error(
+        "{}={fault} names no step of this {op} transaction (its steps: {steps}); nothing was done: name one of them or its index",
+        fault::ENV
+    )]
+    FaultNamesNoStep {
+        fault: String,
+        op: String,
+        steps: String,
+    },
     #[error(transparent)]
     Plan(#[from] PlanError),
     #[error(
@@ -108,7 +120,7 @@ impl EngineError {
     pub fn exit_code(&self) -> u8 {
         match self {
             EngineError::Journal(j) => j.exit_code(),
-            EngineError::Plan(_) => 2,
+            EngineError::Plan(_) | EngineError::FaultNamesNoStep { .. } => 2,
             EngineError::Pending { .. } => 4,
             EngineError::RolledBack { .. } => 1,
             EngineError::CompensationFailed { .. }
@@ -121,7 +133,7 @@ impl EngineError {
 
 /// Which way the engine is taking a transaction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Direction {
+pub enum Direction {
     Forward,
     Backward,
 }
@@ -131,6 +143,21 @@ enum Direction {
 pub enum RecoverMode {
     Resume,
     Rollback,
+}
+
+impl RecoverMode {
+    /// The way `recover` in this mode takes a transaction in `status`: the
+    /// one rule both the real run and `recover --dry-run` print from, so the
+    /// preview cannot promise what the run will not do. A committed
+    /// transaction only goes forwards; a rollback that had begun goes on.
+    pub fn direction(self, status: TxStatus) -> Direction {
+        match (status, self) {
+            (TxStatus::InFlight, RecoverMode::Rollback) | (TxStatus::RollingBack, _) => {
+                Direction::Backward
+            }
+            _ => Direction::Forward,
+        }
+    }
 }
 
 /// What a finished transaction did.
@@ -174,6 +201,10 @@ pub struct Engine<S: Storage> {
     pending: Option<TxState>,
     next_tx: TxId,
     fault: Option<Fault>,
+    /// Whether an earlier transaction of this process had the fault's step:
+    /// the follow-up transactions of one command (the merge or prune after an
+    /// upgrade) then need not have it too.
+    fault_found: bool,
     executed: usize,
     host: Box<dyn Host>,
     timings: Vec<StepTiming>,
@@ -223,6 +254,7 @@ impl<S: Storage> Engine<S> {
             pending,
             next_tx: (last_filed + 1).max(last_in_journal + 1),
             fault,
+            fault_found: false,
             executed: 0,
             host,
             timings: Vec::new(),
@@ -256,6 +288,7 @@ impl<S: Storage> Engine<S> {
             });
         }
         plan.validate()?;
+        self.check_fault(&plan)?;
         let begin = Begin {
             tx: self.next_tx,
             started_ms: now_ms(),
@@ -270,25 +303,56 @@ impl<S: Storage> Engine<S> {
         result
     }
 
+    /// Refuses a fault that applies to `plan` but names none of its steps,
+    /// unless an earlier transaction of this process had that step.
+    fn check_fault(&mut self, plan: &Plan) -> Result<(), EngineError> {
+        let Some(f) = self.fault.as_ref().filter(|f| f.applies_to(&plan.op)) else {
+            return Ok(());
+        };
+        let names: Vec<String> = plan.steps.iter().map(|s| s.name.clone()).collect();
+        if f.names_a_step(&names) {
+            self.fault_found = true;
+            return Ok(());
+        }
+        if self.fault_found {
+            return Ok(());
+        }
+        let mut shown: Vec<&str> = Vec::new();
+        for n in &names {
+            if !shown.contains(&n.as_str()) {
+                shown.push(n);
+            }
+        }
+        let more = shown.len().saturating_sub(12);
+        shown.truncate(12);
+        let mut steps = shown.join(", ");
+        if more > 0 {
+            steps.push_str(&format!(" and {more} more"));
+        }
+        Err(EngineError::FaultNamesNoStep {
+            fault: f.to_string(),
+            op: plan.op.clone(),
+            steps,
+        })
+    }
+
     /// Finishes the interrupted transaction: forwards by default, backwards
     /// with [`RecoverMode::Rollback`] unless it is committed; a rollback that
     /// had begun always goes on. `Ok(None)` when nothing was pending.
     pub fn recover(&mut self, mode: RecoverMode) -> Result<Option<Report>, EngineError> {
+        let Some(pending) = &self.pending else {
+            return Ok(None);
+        };
+        self.check_fault(&pending.begin.plan.clone())?;
         let Some(mut st) = self.pending.take() else {
             return Ok(None);
         };
         let _span = info_span!("recover", tx = st.tx(), op = %st.begin.plan.op).entered();
         let status = st.status();
-        let dir = match (status, mode) {
-            (TxStatus::Committed, RecoverMode::Rollback) => {
-                warn!("transaction is past its commit point: finishing it forwards instead");
-                Direction::Forward
-            }
-            (TxStatus::InFlight, RecoverMode::Rollback) | (TxStatus::RollingBack, _) => {
-                Direction::Backward
-            }
-            _ => Direction::Forward,
-        };
+        if status == TxStatus::Committed && mode == RecoverMode::Rollback {
+            warn!("transaction is past its commit point: finishing it forwards instead");
+        }
+        let dir = mode.direction(status);
         let result = self.settle(&st, dir).and_then(|()| match dir {
             Direction::Forward => self.forward(&mut st),
             Direction::Backward if st.abort.is_none() => self
