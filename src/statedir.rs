@@ -184,6 +184,19 @@ impl State {
     }
 }
 
+/// The interrupted transaction, if any, read without opening anything for
+/// writing (a torn tail stays as it is): for `status`.
+pub fn read_pending(layout: &Layout) -> Result<Option<TxState>, StateError> {
+    require(layout)?;
+    let Some(s) = FileStorage::open_read_only(&layout.journal)? else {
+        return Ok(None);
+    };
+    let scan = read_log(&s, &layout.journal, JOURNAL_MAGIC)?;
+    Ok(fold(&layout.journal, &scan.records)?
+        .into_iter()
+        .find(|tx| tx.end.is_none()))
+}
+
 /// Every finished transaction, oldest first, and the interrupted one if any.
 /// Reads without the lock and without changing a byte.
 pub fn read_history(layout: &Layout) -> Result<(Vec<Summary>, Option<TxState>), StateError> {

@@ -968,3 +968,26 @@ fn fault_naming_no_step_is_refused() {
     );
     assert_eq!(out.code(), Some(0), "{out}");
 }
+
+/// `status` on a host an interrupted transaction left half-switched says so
+/// (the jails' rows alone look like a quiet stopped host), and changes nothing.
+#[test]
+fn status_names_the_interrupted_transaction() {
+    let r = pending_root();
+    let before = r.everything();
+    let st = r.json(&["status"]);
+    assert_eq!(st["pending"]["tx"], 2, "{st}");
+    assert_eq!(st["pending"]["op"], "small", "{st}");
+    assert_eq!(st["pending"]["steps_done"], 0, "{st}");
+    let text = r.ok(&["status"]);
+    let line = text.lines().last().unwrap_or("");
+    assert!(
+        line.contains("transaction 2 (small: make a) is interrupted after 0 of 3 steps")
+            && line.contains("jailtx recover --rollback"),
+        "{text}"
+    );
+    assert_same("status", &r.everything(), &before);
+    r.ok(&["recover"]);
+    assert!(r.json(&["status"])["pending"].is_null());
+    assert!(!r.ok(&["status"]).contains("interrupted"));
+}

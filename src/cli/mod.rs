@@ -638,6 +638,9 @@ fn status(ctx: &Ctx) -> Result<(), Error> {
     let world = ctx.world(host.as_ref());
     let template = ops::upgrade::current_id(&world);
     let rows = ops::jail::status(&world, template).map_err(Error::Usage)?;
-    output::status(ctx.global.json, &rows);
+    // The jails' state alone can look like a quiet stopped host; an
+    // interrupted transaction is what explains it at 3 a.m.
+    let pending = statedir::read_pending(&ctx.layout)?;
+    output::status(ctx.global.json, &rows, pending.as_ref());
     Ok(())
 }

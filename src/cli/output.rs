@@ -177,9 +177,20 @@ pub fn history(json: bool, done: &[Summary], pending: Option<&TxState>) {
     }
 }
 
-pub fn status(json: bool, rows: &[crate::ops::jail::StatusRow]) {
+pub fn status(json: bool, rows: &[crate::ops::jail::StatusRow], pending: Option<&TxState>) {
+    let pending_desc = pending.map(|p| {
+        json!({
+            "tx": p.tx(),
+            "op": p.begin.plan.op,
+            "summary": p.begin.plan.summary,
+            "steps": p.begin.plan.steps.len(),
+            "steps_done": p.done.iter().filter(|d| **d).count(),
+            "committed": p.committed,
+            "rolling_back": p.abort.is_some(),
+        })
+    });
     if json {
-        print_json(&json!({ "jails": rows }));
+        print_json(&json!({ "jails": rows, "pending": pending_desc }));
         return;
     }
     outln!(
@@ -206,6 +217,21 @@ pub fn status(json: bool, rows: &[crate::ops::jail::StatusRow]) {
                 .map(|t| &t[..t.len().min(10)])
                 .unwrap_or("-"),
             r.path.display()
+        );
+    }
+    if let Some(p) = pending {
+        let run = if p.status().can_roll_back() && p.abort.is_none() {
+            "run `jailtx recover` (or `jailtx recover --rollback`)"
+        } else {
+            "run `jailtx recover` to finish it"
+        };
+        outln!(
+            "transaction {} ({}: {}) is interrupted after {} of {} steps: the jails are as it left them; {run}",
+            p.tx(),
+            p.begin.plan.op,
+            p.begin.plan.summary,
+            p.done.iter().filter(|d| **d).count(),
+            p.begin.plan.steps.len()
         );
     }
 }
