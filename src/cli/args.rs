@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use clap::{ArgAction, Args, Parser, Subcommand};
+use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -114,6 +114,11 @@ pub enum Command {
         #[arg(long, value_name = "N")]
         keep: Option<u32>,
     },
+    /// Print a completion script for SHELL on stdout
+    Completions {
+        #[arg(value_enum)]
+        shell: Shell,
+    },
     /// The init of a Linux jail (internal: jailtx starts it)
     #[command(name = "__jail-init", hide = true)]
     JailInit {
@@ -141,6 +146,25 @@ pub enum Command {
     /// Run a plan file (test and debugging aid; not for production use)
     #[command(hide = true)]
     RunPlan { file: PathBuf },
+}
+
+/// The shells `completions` writes for: the three whose scripts are checked
+/// in the tests (tests/completions.rs) and installed by scripts/install.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Shell {
+    Bash,
+    Zsh,
+    Fish,
+}
+
+impl Shell {
+    pub fn generator(self) -> clap_complete::Shell {
+        match self {
+            Shell::Bash => clap_complete::Shell::Bash,
+            Shell::Zsh => clap_complete::Shell::Zsh,
+            Shell::Fish => clap_complete::Shell::Fish,
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]

@@ -1,6 +1,7 @@
 //! The `jailtx` command: parse, validate, call one library function, print.
 
 pub mod args;
+mod completions;
 mod integrity;
 mod output;
 mod stdout;
@@ -167,6 +168,10 @@ fn run(cli: Cli) -> Result<(), Error> {
             ));
         }
     }
+    // Completions depend on the command line alone: no config, no state dir.
+    if let Command::Completions { shell } = cli.command {
+        return completions::print(shell, cli.global.json);
+    }
     let cfg = Config::load(&Sources {
         root: cli.global.root.clone(),
         config: cli.global.config.clone(),
@@ -276,6 +281,7 @@ fn command_name(c: &Command) -> &'static str {
         Command::History => "history",
         Command::Prune { .. } => "prune",
         Command::RunPlan { .. } => "run-plan",
+        Command::Completions { .. } => "completions",
         Command::JailInit { .. } => "__jail-init",
     }
 }

@@ -8,6 +8,7 @@
 //! also covers [`plans`]).
 #![allow(dead_code)]
 
+pub mod cli_tree;
 pub mod decoy;
 pub mod plans;
 
