@@ -8,9 +8,10 @@ section 6.2's structs and enums), so a table that disagrees with the bytes
 jailtx writes makes this reader disagree with jailtx's, and the test that
 compares the two (tests/journal_reference.rs) fails.
 
-usage: jtxref.py [--spec README.md] [--kind journal|history] FILE
+usage: jtxref.py [--spec README.md] [--kind journal|history] FILE...
 Prints one JSON document (shape: README.md in this directory); exit 0 when
-the file is accepted (clean or with a torn tail), 1 when it is refused.
+the file is accepted (clean or with a torn tail), 1 when it is refused. With
+several FILEs: one JSON object mapping each FILE to its reading, exit 0.
 """
 
 import json
@@ -425,22 +426,31 @@ def read(spec, data, kind):
     return out
 
 
+def read_file(spec, path, kind):
+    with open(path, "rb") as f:
+        data = f.read()
+    if kind is None:
+        named = "history" if os.path.basename(path).startswith("history") else "journal"
+        kind = next((k for k, m in MAGIC.items() if data.startswith(m)), named)
+    return read(spec, data, kind)
+
+
 def main(argv):
     args, spec_path, kind = list(argv), SPEC, None
     while len(args) > 1 and args[0] in ("--spec", "--kind"):
         flag, value = args.pop(0), args.pop(0)
         spec_path, kind = (value, kind) if flag == "--spec" else (spec_path, value)
-    if len(args) != 1 or kind not in (None, "journal", "history"):
-        print("usage: jtxref.py [--spec README.md] [--kind journal|history] FILE", file=sys.stderr)
+    if not args or kind not in (None, "journal", "history"):
+        print("usage: jtxref.py [--spec README.md] [--kind journal|history] FILE...", file=sys.stderr)
         return 2
     with open(spec_path, encoding="utf-8") as f:
         spec = Spec(f.read())
-    with open(args[0], "rb") as f:
-        data = f.read()
-    if kind is None:
-        named = "history" if os.path.basename(args[0]).startswith("history") else "journal"
-        kind = next((k for k, m in MAGIC.items() if data.startswith(m)), named)
-    out = read(spec, data, kind)
+    if len(args) > 1:
+        # Several files: one JSON object, FILE -> its reading (for tests).
+        out = {path: read_file(spec, path, kind) for path in args}
+        print(json.dumps(out, sort_keys=True, ensure_ascii=False))
+        return 0
+    out = read_file(spec, args[0], kind)
     print(json.dumps(out, indent=2, sort_keys=True, ensure_ascii=False))
     return 0 if out["verdict"] in ("clean", "torn") else 1
 
