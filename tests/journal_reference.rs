@@ -17,7 +17,8 @@ use jailtx::journal::{
 };
 use jailtx::world::Source;
 use serde_json::{Value, json};
-use support::{Root, RunState, Worlds, fleet, in_private_ns, step_names};
+use support::plans::{Fail, make_fixture, representative_plan};
+use support::{COMPENSATION, FORWARD, Root, RunState, Worlds, fleet, in_private_ns, step_names};
 
 fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -743,6 +744,88 @@ fn reference_decodes_every_variant_the_code_has() {
     assert_eq!(readings[&j]["verdict"], "clean", "{}", readings[&j]);
 }
 
+/// A file holding one frame of `tag` around `payload`, whatever it is.
+fn raw_frame_file(path: &Path, tag: u8, payload: &[u8]) {
+    let mut bytes = frame::header(JOURNAL_MAGIC).to_vec();
+    bytes.extend((payload.len() as u32).to_le_bytes());
+    bytes.push(tag);
+    bytes.extend(frame::checksum(payload.len() as u32, tag, payload).to_le_bytes());
+    bytes.extend(payload);
+    std::fs::write(path, bytes).unwrap();
+}
+
+/// Section 6.1's reading rules for what jailtx never writes: non-minimal
+/// varints within the type's width are read, longer or wider ones are not;
+/// map keys out of order or repeated are read, the last duplicate winning.
+#[test]
+fn both_readers_apply_the_postcard_rules_of_section_6_1() {
+    let tmp = tempfile::tempdir().unwrap();
+    let good = |b: &mut Vec<u8>, s: &str| {
+        b.push(s.len() as u8);
+        b.extend(s.as_bytes());
+    };
+    // A Begin: tx 7 as `87 00`, started_ms 0, plan "o"/"s", no steps,
+    // commit 0 as five bytes, notes {b: 1, a: 2, b: 3}, no bystanders.
+    let mut begin = vec![0x87, 0x00, 0x00];
+    good(&mut begin, "o");
+    good(&mut begin, "s");
+    begin.extend([0x00, 0x80, 0x80, 0x80, 0x80, 0x00, 0x03]);
+    for (k, v) in [("b", "1"), ("a", "2"), ("b", "3")] {
+        good(&mut begin, k);
+        good(&mut begin, v);
+    }
+    begin.push(0x00);
+    let cases: Vec<(&str, u8, Vec<u8>, &str)> = vec![
+        ("lenient", 1, begin, "clean"),
+        // StepMark tx = 0 in ten bytes, step = u32::MAX in five.
+        (
+            "widest",
+            2,
+            [&[0x80; 9][..], &[0x00], &[0xff, 0xff, 0xff, 0xff, 0x0f]].concat(),
+            "clean",
+        ),
+        // A u32 whose fifth byte carries a bit past 32; a u64 in eleven bytes.
+        (
+            "u32-too-wide",
+            2,
+            vec![0x01, 0xff, 0xff, 0xff, 0xff, 0x1f],
+            "undecodable",
+        ),
+        (
+            "u64-too-long",
+            2,
+            [&[0x80; 10][..], &[0x00, 0x01]].concat(),
+            "undecodable",
+        ),
+        // An Abort whose step has an Option prefix of 02.
+        ("bad-option", 4, vec![0x01, 0x02, 0x00, 0x00], "undecodable"),
+        ("left-over", 2, vec![0x01, 0x00, 0x00], "undecodable"),
+    ];
+    let mut files = Vec::new();
+    for (name, tag, payload, _) in &cases {
+        let f = tmp.path().join(format!("{name}.journal"));
+        raw_frame_file(&f, *tag, payload);
+        files.push(f);
+    }
+    let readings = agree(&files);
+    for (f, (name, _, _, verdict)) in files.iter().zip(&cases) {
+        let v = &readings[f];
+        // A lone StepMark has no Begin: read, then refused by section 8.
+        let got = match v["verdict"].as_str().unwrap() {
+            "sequence" => "clean",
+            other => other,
+        };
+        assert_eq!(got, *verdict, "{name}: {v}");
+    }
+    let lenient = &readings[&files[0]]["records"][0]["record"]["begin"];
+    assert_eq!(lenient["tx"], 7);
+    assert_eq!(lenient["plan"]["notes"], json!({"a": "2", "b": "3"}));
+    assert_eq!(
+        readings[&files[1]]["records"][0]["record"]["step-intent"]["step"],
+        u32::MAX
+    );
+}
+
 // ------------------------------------------------------------ section 8
 
 /// One journal per sequencing rule of section 8, each refused with the
@@ -924,11 +1007,13 @@ impl Keep {
 /// Runs `args` killed at `fault`, keeps what it left, then `recover`s (with
 /// `rollback` or not) and keeps that too.
 fn crash(r: &Root, keep: &mut Keep, args: &[&str], fault: &str, rollback: bool) {
-    let label = format!(
-        "{}-{}",
-        args[..2.min(args.len())].join("-"),
-        fault.replace([':', '/'], "_")
-    );
+    let words: Vec<&str> = args
+        .iter()
+        .take(2)
+        .filter(|a| !a.contains('/'))
+        .copied()
+        .collect();
+    let label = format!("{}-{}", words.join("-"), fault.replace([':', '/'], "_"));
     r.run_env(args, &[("JAILTX_FAULT", fault)])
         .assert_killed(&format!("{args:?} at {fault}"));
     keep.take(r, &label);
@@ -1053,5 +1138,50 @@ fn reference_reads_the_journals_real_ops_leave_as_jailtx_does() {
             ops.contains(op),
             "no kept journal holds a {op} transaction: {ops:?}"
         );
+    }
+}
+
+/// The crash matrix's journals (tests/crash_matrix.rs): its representative
+/// plan (every filesystem action) killed at every forward instant of every
+/// step, and its failing plan killed at every compensation instant, each
+/// recovered forwards or backwards; every journal and history read the same
+/// by both readers.
+#[test]
+fn reference_reads_the_journals_the_crash_matrix_leaves_as_jailtx_does() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut keep = Keep {
+        dir: tmp.path().to_owned(),
+        n: 0,
+        files: Vec::new(),
+    };
+    for fail in [None, Some(Fail::WriteIntoMissingDir)] {
+        let probe = representative_plan(Path::new("/probe"), fail);
+        let commit = probe.commit as usize;
+        let points: Vec<(usize, &str)> = match fail {
+            None => (0..probe.steps.len())
+                .flat_map(|i| FORWARD.map(|x| (i, x)))
+                .collect(),
+            // Every step before the commit point is compensated.
+            Some(_) => (0..commit)
+                .flat_map(|i| COMPENSATION.map(|x| (i, x)))
+                .collect(),
+        };
+        for (i, instant) in points {
+            let r = Root::fresh();
+            make_fixture(&r.root);
+            let file = r.plan_file("plan", &representative_plan(&r.root, fail));
+            let rollback = i < commit && i % 2 == 0;
+            let args = ["run-plan", file.to_str().unwrap()];
+            crash(&r, &mut keep, &args, &format!("{instant}:{i}"), rollback);
+        }
+    }
+    let readings = agree(&keep.files);
+    let statuses: BTreeSet<String> = readings
+        .values()
+        .flat_map(|v| v["transactions"].as_array().cloned().unwrap_or_default())
+        .map(|t| t["status"].as_str().unwrap().to_owned())
+        .collect();
+    for s in ["in-flight", "committed", "rolling-back"] {
+        assert!(statuses.contains(s), "no kept journal is {s}: {statuses:?}");
     }
 }
