@@ -991,16 +991,69 @@ struct Keep {
     dir: PathBuf,
     n: usize,
     files: Vec<PathBuf>,
+    /// For each kept moment: its journal and history copies, and what
+    /// `recover --dry-run --json` and `history --json` said then.
+    views: Vec<(PathBuf, PathBuf, Value, Value)>,
 }
 
 impl Keep {
+    fn new(dir: PathBuf) -> Keep {
+        Keep {
+            dir,
+            n: 0,
+            files: Vec::new(),
+            views: Vec::new(),
+        }
+    }
+
     fn take(&mut self, r: &Root, label: &str) {
         self.n += 1;
+        let mut kept = Vec::new();
         for (src, name) in [(r.journal(), "journal"), (r.history_file(), "history")] {
             let dst = self.dir.join(format!("{name}-{:02}-{label}", self.n));
             std::fs::copy(&src, &dst).unwrap_or_else(|e| panic!("{}: {e}", src.display()));
-            self.files.push(dst);
+            self.files.push(dst.clone());
+            kept.push(dst);
         }
+        let pending = r.json(&["recover", "--dry-run"])["pending"].clone();
+        let history = r.history()["transactions"].clone();
+        self.views
+            .push((kept[0].clone(), kept[1].clone(), pending, history));
+    }
+
+    /// Both readers agree on every kept file, and the reference's reading
+    /// agrees with what the CLI showed at that moment: the pending
+    /// transaction (number, committed, rolling back) and the filed history.
+    fn check(&self) -> BTreeMap<PathBuf, Value> {
+        let readings = agree(&self.files);
+        for (journal, history, pending, shown) in &self.views {
+            let txs = readings[journal]["transactions"].as_array().unwrap();
+            let open = txs.iter().find(|t| t["status"] != "ended");
+            let want = open.map_or(json!(null), |t| {
+                json!({"tx": t["tx"], "committed": t["status"] == "committed",
+                       "rolling_back": t["status"] == "rolling-back"})
+            });
+            let got = if pending.is_null() {
+                json!(null)
+            } else {
+                json!({"tx": pending["tx"], "committed": pending["committed"],
+                       "rolling_back": pending["rolling_back"]})
+            };
+            assert_eq!(got, want, "{}: recover --dry-run", journal.display());
+            let filed: Vec<Value> = readings[history]["records"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r["record"]["summary"].clone())
+                .collect();
+            assert_eq!(
+                shown,
+                &Value::from(filed),
+                "{}: history --json",
+                history.display()
+            );
+        }
+        readings
     }
 }
 
@@ -1037,11 +1090,7 @@ fn reference_reads_the_journals_real_ops_leave_as_jailtx_does() {
     let worlds = Worlds::new();
     let jails = fleet(&[("ns", RunState::Running), ("www", RunState::Running)]);
     let r = Root::new(None);
-    let mut keep = Keep {
-        dir: r.scratch.join("kept"),
-        n: 0,
-        files: Vec::new(),
-    };
+    let mut keep = Keep::new(r.scratch.join("kept"));
     std::fs::create_dir(&keep.dir).unwrap();
     keep.take(&r, "init");
     let w1 = worlds.get(1);
@@ -1098,7 +1147,7 @@ fn reference_reads_the_journals_real_ops_leave_as_jailtx_does() {
     r.ok(&["jail", "destroy", "www"]);
     keep.take(&r, "destroy");
 
-    let readings = agree(&keep.files);
+    let readings = keep.check();
     let mut ops = BTreeSet::new();
     let mut actions = BTreeSet::new();
     for v in readings.values() {
@@ -1149,11 +1198,7 @@ fn reference_reads_the_journals_real_ops_leave_as_jailtx_does() {
 #[test]
 fn reference_reads_the_journals_the_crash_matrix_leaves_as_jailtx_does() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut keep = Keep {
-        dir: tmp.path().to_owned(),
-        n: 0,
-        files: Vec::new(),
-    };
+    let mut keep = Keep::new(tmp.path().to_owned());
     for fail in [None, Some(Fail::WriteIntoMissingDir)] {
         let probe = representative_plan(Path::new("/probe"), fail);
         let commit = probe.commit as usize;
@@ -1175,7 +1220,7 @@ fn reference_reads_the_journals_the_crash_matrix_leaves_as_jailtx_does() {
             crash(&r, &mut keep, &args, &format!("{instant}:{i}"), rollback);
         }
     }
-    let readings = agree(&keep.files);
+    let readings = keep.check();
     let statuses: BTreeSet<String> = readings
         .values()
         .flat_map(|v| v["transactions"].as_array().cloned().unwrap_or_default())
