@@ -1230,3 +1230,34 @@ fn reference_reads_the_journals_the_crash_matrix_leaves_as_jailtx_does() {
         assert!(statuses.contains(s), "no kept journal is {s}: {statuses:?}");
     }
 }
+
+/// The reference's BLAKE3 against b3sum (the peer scripts/test installs),
+/// over lengths around every block, chunk and tree boundary it has.
+#[test]
+fn reference_blake3_agrees_with_b3sum() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut files = Vec::new();
+    for len in [
+        0, 1, 63, 64, 65, 1023, 1024, 1025, 2047, 2048, 2049, 3072, 4096, 5121, 8193, 70_000,
+    ] {
+        let f = tmp.path().join(format!("b{len}"));
+        let bytes: Vec<u8> = (0..len)
+            .map(|i: u32| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
+        std::fs::write(&f, bytes).unwrap();
+        files.push(f);
+    }
+    let run = |cmd: &mut Command| {
+        let out = cmd.args(&files).output().expect("run the hasher");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let ours = run(Command::new("python3").arg(repo().join("journal-format/reference/blake3.py")));
+    let peer = run(&mut Command::new("b3sum"));
+    assert_eq!(ours, peer);
+    assert_eq!(ours.lines().count(), files.len());
+}
