@@ -10,10 +10,10 @@ use crate::fs;
 use crate::fs::statefile::{self, StateFileError};
 use crate::host::Host;
 use crate::journal::frame::HEADER_LEN;
-use crate::journal::state::fold;
+use crate::journal::state::{fold, summaries};
 use crate::journal::{
-    FileStorage, HISTORY_MAGIC, JOURNAL_MAGIC, JournalError, Record, Storage, Summary, TxId,
-    TxState, read_log,
+    FileStorage, HISTORY_MAGIC, JOURNAL_MAGIC, JournalError, Storage, Summary, TxId, TxState,
+    read_log,
 };
 
 /// A history file past this size is rotated to `history.1` (and so on).
@@ -113,7 +113,10 @@ fn last_tx_in(path: &Path) -> Result<TxId, StateError> {
         return Ok(0);
     };
     let scan = read_log(&storage, path, HISTORY_MAGIC)?;
-    Ok(scan.records.last().map(|(_, r)| r.tx()).unwrap_or(0))
+    Ok(summaries(path, &scan.records)?
+        .last()
+        .map(|s| s.tx)
+        .unwrap_or(0))
 }
 
 /// Moves `history` to `history.1` (shifting older ones) once it is
@@ -211,11 +214,10 @@ pub fn read_history(layout: &Layout) -> Result<(Vec<Summary>, Option<TxState>), 
         let Some(s) = FileStorage::open_read_only(path)? else {
             continue;
         };
-        for (_, r) in read_log(&s, path, HISTORY_MAGIC)?.records {
-            if let Record::Summary(sum) = r {
-                out.push(sum);
-            }
-        }
+        out.extend(summaries(
+            path,
+            &read_log(&s, path, HISTORY_MAGIC)?.records,
+        )?);
     }
     let mut pending = None;
     if let Some(s) = FileStorage::open_read_only(&layout.journal)? {

@@ -505,6 +505,74 @@ fn verify_drift() -> Image {
     }))
 }
 
+/// `jailtx template build --from-dir` (the world's read-write dirs go to
+/// skel), as transaction 12, ended; then an upgrade whose world comes from
+/// a command, transaction 13, stopped after its first intent: a journal
+/// holding more than one transaction (section 8), and the `Source` variants
+/// the other vectors do not use.
+fn two_transactions() -> Image {
+    let build = Plan {
+        op: "template-build".into(),
+        summary: "first template from /usr/obj/world".into(),
+        steps: vec![
+            step(
+                "populate",
+                Action::Populate {
+                    source: Source::Dir("/usr/obj/world".into()),
+                    to: "/home/j/mroot".into(),
+                },
+            ),
+            step(
+                "shape",
+                Action::Shape {
+                    template: "/home/j/mroot".into(),
+                    skel: Some("/home/j/skel".into()),
+                    carry_over: Vec::new(),
+                },
+            ),
+            step(
+                "manifest",
+                Action::WriteManifest {
+                    template: "/home/j/mroot".into(),
+                    to: "/var/db/jailtx/manifests/mroot".into(),
+                    exclude: Vec::new(),
+                },
+            ),
+        ],
+        commit: 3,
+        notes: notes(&[("to", "mroot")]),
+        bystanders: Vec::new(),
+    };
+    let mut upgrade = drift_plan();
+    upgrade.summary = "new template from make installworld".into();
+    upgrade.steps[0].action = Action::Populate {
+        source: Source::Cmd("make -C /usr/src installworld DESTDIR={dest}".into()),
+        to: "/home/j/mroot2".into(),
+    };
+    let mut img = Image::new(JOURNAL_MAGIC).push(Record::Begin(Begin {
+        tx: 12,
+        started_ms: T0 + 360_000,
+        plan: build,
+    }));
+    for i in 0..3 {
+        img = img.push(intents(12, (i, i))).push(dones(12, (i, i)));
+    }
+    img.push(Record::Commit(Commit { tx: 12 }))
+        .push(Record::End(End {
+            tx: 12,
+            ended_ms: T0 + 362_000,
+            outcome: Outcome::Committed,
+            reason: None,
+            notes: BTreeMap::new(),
+        }))
+        .push(Record::Begin(Begin {
+            tx: 13,
+            started_ms: T0 + 420_000,
+            plan: upgrade,
+        }))
+        .push(intents(13, (0, 0)))
+}
+
 fn summaries() -> Image {
     Image::new(HISTORY_MAGIC)
         .push(Record::Summary(Summary {
@@ -559,6 +627,7 @@ fn vectors() -> Vec<Vector> {
         ("rolled-back.journal", rolled_back()),
         ("interrupted.journal", init_stopped(9, T0 + 180_000)),
         ("verify-drift.journal", verify_drift()),
+        ("two-transactions.journal", two_transactions()),
         ("history.history", summaries()),
     ] {
         add(name, &img, img.bytes.clone(), img.expect(0));
@@ -726,6 +795,12 @@ fn journal_vectors_fold_as_their_names_say() {
     assert_eq!(d.status(), TxStatus::Ended);
     assert!(!d.committed);
     assert_eq!(d.comp_done, d.intent);
+
+    let txs = fold(path, &two_transactions().records).unwrap();
+    assert_eq!(txs.len(), 2);
+    assert_eq!(txs[0].status(), TxStatus::Ended);
+    assert_eq!(txs[1].status(), TxStatus::InFlight);
+    assert_eq!(txs[1].first_not_done(), 0);
 
     // The history vector holds what filing the two ended vectors produces, so
     // "end durable, summary not filed" recovers to the same history line.

@@ -20,7 +20,7 @@ use serde::Serialize;
 use tracing::{info, info_span, warn};
 
 use crate::host::Host;
-use crate::journal::state::{TxStatus, fold};
+use crate::journal::state::{TxStatus, fold, summaries};
 use crate::journal::{
     Abort, Begin, Commit, End, HISTORY_MAGIC, JOURNAL_MAGIC, JournalError, Log, Outcome, Record,
     StepMark, StepRange, Storage, Summary, TxId, TxState,
@@ -229,10 +229,9 @@ impl<S: Storage> Engine<S> {
     ) -> Result<Self, EngineError> {
         let (mut history, hscan) = Log::open(history, history_path, HISTORY_MAGIC)?;
         let (mut journal, jscan) = Log::open(journal, journal_path, JOURNAL_MAGIC)?;
-        let last_filed = hscan
-            .records
+        let last_filed = summaries(history_path, &hscan.records)?
             .last()
-            .map(|(_, r)| r.tx())
+            .map(|s| s.tx)
             .unwrap_or(0)
             .max(min_next_tx);
         let txs = fold(journal_path, &jscan.records)?;

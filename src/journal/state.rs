@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use super::JournalError;
-use super::record::{Abort, Begin, End, Record};
+use super::record::{Abort, Begin, End, Record, Summary};
 
 /// What the journal says about one transaction.
 #[derive(Debug, Clone, PartialEq)]
@@ -89,6 +89,11 @@ pub fn fold(path: &Path, records: &[(u64, Record)]) -> Result<Vec<TxState>, Jour
             path: path.to_owned(),
             what: format!("record at offset {offset}: {what}"),
         };
+        // A summary belongs in `history` whatever else is wrong with it, so
+        // it is named as such before its transaction number is looked at.
+        if let Record::Summary(_) = record {
+            return Err(bad("a history summary inside the journal"));
+        }
         if let Record::Begin(b) = record {
             if let Some(last) = txs.last() {
                 if last.end.is_none() {
@@ -120,7 +125,7 @@ pub fn fold(path: &Path, records: &[(u64, Record)]) -> Result<Vec<TxState>, Jour
             }
         };
         match record {
-            Record::Begin(_) => unreachable!("handled above"),
+            Record::Begin(_) | Record::Summary(_) => unreachable!("handled above"),
             Record::StepIntent(m) => {
                 let i = step(m.step)?;
                 if tx.abort.is_some() {
@@ -179,8 +184,24 @@ pub fn fold(path: &Path, records: &[(u64, Record)]) -> Result<Vec<TxState>, Jour
                 tx.committed = true;
             }
             Record::End(e) => tx.end = Some(e.clone()),
-            Record::Summary(_) => return Err(bad("a history summary inside the journal")),
         }
     }
     Ok(txs)
+}
+
+/// The summaries of a history file, oldest first. A history holds nothing
+/// else: a journal record in it (a foreign writer, or a journal copied over
+/// it) is refused like a summary in the journal, not skipped, so the last
+/// filed transaction is never read from a record that is not a summary.
+pub fn summaries(path: &Path, records: &[(u64, Record)]) -> Result<Vec<Summary>, JournalError> {
+    records
+        .iter()
+        .map(|(offset, record)| match record {
+            Record::Summary(s) => Ok(s.clone()),
+            _ => Err(JournalError::Sequence {
+                path: path.to_owned(),
+                what: format!("record at offset {offset}: a journal record inside the history"),
+            }),
+        })
+        .collect()
 }
