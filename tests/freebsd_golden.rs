@@ -18,10 +18,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use jailtx::config::{Config, Layout};
+use jailtx::engine::transcript::{self, Transcript};
 use jailtx::engine::{Action, Plan, action};
 use jailtx::host::freebsd::{FreeBsdHost, parse_jls, parse_mount_p};
 use jailtx::host::freebsd_sim::{SimFreeBsd, is_query};
-use jailtx::host::transcript::{self, Transcript};
 use jailtx::ops::jail::{self as jails, World};
 use jailtx::ops::{init, template, upgrade};
 use jailtx::world::Source;

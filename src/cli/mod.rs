@@ -44,6 +44,7 @@ impl Ctx {
             #[cfg(target_os = "linux")]
             _ => Box::new(
                 host::linux::LinuxHost::new()
+                    .without_env(crate::engine::fault::ENV)
                     .with_log_dir(self.layout.jails.clone())
                     .with_log_max_bytes(self.cfg.jail.log_max_bytes),
             ),
@@ -355,14 +356,14 @@ fn execute(ctx: &Ctx, state: Option<&mut State>, plan: Plan) -> Result<(), Error
 
 /// Under `--backend freebsd --dry-run`: the exact commands and files of
 /// `plan`, to print instead of the generic step listing.
-fn freebsd_dry_run(ctx: &Ctx, plan: &Plan) -> Option<host::transcript::Transcript> {
+fn freebsd_dry_run(ctx: &Ctx, plan: &Plan) -> Option<crate::engine::transcript::Transcript> {
     if !(ctx.global.dry_run && ctx.backend == "freebsd") {
         return None;
     }
     if host::native() != "freebsd" {
         output::note(ctx.global.json, host::freebsd::SIMULATED_NOTE);
     }
-    Some(host::transcript::of_plan(plan, &ctx.cfg.freebsd))
+    Some(crate::engine::transcript::of_plan(plan, &ctx.cfg.freebsd))
 }
 
 fn init(ctx: &Ctx) -> Result<(), Error> {

@@ -10,6 +10,7 @@
 pub mod action;
 pub mod fault;
 pub mod lock;
+pub mod transcript;
 
 use std::collections::BTreeMap;
 use std::path::Path;

@@ -3,7 +3,7 @@
 //! `chflags`), all run through one [`Runner`] seam so tests can record them.
 //!
 //! Every argv is built by one of the `*_argv` functions below, which the
-//! transcript ([`super::transcript`]) calls too: what a dry run prints is what
+//! transcript (`engine::transcript`) calls too: what a dry run prints is what
 //! this backend runs. Each mutating command is preceded by a check of the
 //! current state (`mount -p`, `jls`), which is what makes it idempotent:
 //! FreeBSD stacks a second nullfs mount on the first, `umount` of what is not

@@ -22,7 +22,6 @@ pub mod linux_net;
 pub mod linux_seccomp;
 pub mod mountinfo;
 pub mod recording;
-pub mod transcript;
 
 use std::path::{Path, PathBuf};
 
