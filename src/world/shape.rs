@@ -378,7 +378,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let w = world(d.path());
         // A crash left a half-built side copy: the rerun replaces it.
-        let pristine = w.join(super::PRISTINE_ETC);
+        let pristine = w.join(crate::world::PRISTINE_ETC);
         let partial = super::super::partial_path(&pristine);
         std::fs::create_dir_all(partial.join("junk")).unwrap();
         shape(&w, None, &[]).unwrap();
@@ -394,7 +394,7 @@ mod tests {
         let skel_world = world(&d.path().join("b"));
         let skel = d.path().join("skel");
         shape(&skel_world, Some(&skel), &[]).unwrap();
-        let kept = skel_world.join(super::PRISTINE_ETC);
+        let kept = skel_world.join(crate::world::PRISTINE_ETC);
         assert!(kept.join("rc").is_file());
         assert!(
             !kept.join("make.conf").exists(),
@@ -417,7 +417,7 @@ mod tests {
         std::fs::write(w.join("root/notes"), "data\n").unwrap();
         std::fs::create_dir(w.join("root/.ssh")).unwrap();
         std::fs::write(w.join("root/.ssh/id"), "key\n").unwrap();
-        let kept = w.join(super::PRISTINE);
+        let kept = w.join(crate::world::PRISTINE);
         // A crash left a half-built side copy of root's: the run replaces it.
         std::fs::create_dir_all(super::super::partial_path(&kept.join("root")).join("x")).unwrap();
         let skel = d.path().join("skel");
@@ -451,7 +451,7 @@ mod tests {
         // A world without usr/local/etc keeps none (nothing to keep).
         let bare = world(&d.path().join("b"));
         shape(&bare, None, &[]).unwrap();
-        let kept = bare.join(super::PRISTINE);
+        let kept = bare.join(crate::world::PRISTINE);
         assert_eq!(names(&kept), ["etc", "root"]);
         assert!(names(&kept.join("root")).is_empty());
     }
