@@ -4,24 +4,13 @@
 use std::net::IpAddr;
 use std::path::Path;
 
-use crate::world::{ArchiveKind, Source};
+use crate::plan::{Source, check_jail_name};
+use crate::world::ArchiveKind;
 
-/// Jail names: `[A-Za-z0-9_-]{1,63}`, and never a name the layout uses in `j/`.
+/// Jail names: the rules are [`check_jail_name`]'s (the one place they
+/// live, in the plan layer, where [`crate::plan::JailName::parse`] uses them).
 pub fn jail_name(name: &str) -> Result<(), String> {
-    let ok_chars = name
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-    if name.is_empty() || name.len() > 63 || !ok_chars {
-        return Err(format!(
-            "jail name {name:?} is invalid: use 1 to 63 of A-Z a-z 0-9 _ -"
-        ));
-    }
-    if name.starts_with("mroot") || name == "skel" {
-        return Err(format!(
-            "jail name {name:?} is reserved: j/{name} belongs to the template layout"
-        ));
-    }
-    Ok(())
+    check_jail_name(name).map_err(|e| e.to_string())
 }
 
 /// RFC 1123 host names: dot-separated labels of 1 to 63 letters, digits and

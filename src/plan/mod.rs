@@ -13,7 +13,7 @@ mod source;
 
 pub use blob::Blob;
 pub use jail::JailSpec;
-pub use names::{ArchiveName, Backend, JailName, NameError};
+pub use names::{ArchiveName, Backend, JailName, NameError, check_jail_name};
 pub use source::Source;
 
 use std::collections::BTreeMap;

@@ -38,8 +38,9 @@ pub fn check_jail_name(name: &str) -> Result<(), NameError> {
     Ok(())
 }
 
-/// A jail name that passed [`check_jail_name`].
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+/// A jail name that passed [`check_jail_name`]. Its `Debug` is the quoted
+/// string, as messages show a name.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(transparent)]
 pub struct JailName(String);
 
@@ -68,6 +69,12 @@ impl AsRef<str> for JailName {
 impl AsRef<std::path::Path> for JailName {
     fn as_ref(&self) -> &std::path::Path {
         std::path::Path::new(&self.0)
+    }
+}
+
+impl fmt::Debug for JailName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.0, f)
     }
 }
 
@@ -214,6 +221,7 @@ mod tests {
     #[test]
     fn names_serialise_as_their_strings() {
         let j = JailName::parse("ns").unwrap();
+        assert_eq!(format!("{j:?} {j}"), "\"ns\" ns");
         assert_eq!(serde_json::to_string(&j).unwrap(), "\"ns\"");
         assert_eq!(
             postcard::to_allocvec(&j).unwrap(),
