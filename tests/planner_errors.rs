@@ -25,7 +25,10 @@ fn a_host_failure_while_planning_is_exit_1_not_2() {
         let what = format!("{args:?}");
         let out = r.run(args);
         let line = out.one_line_error(1, &what);
-        assert!(line.contains("list jails") && line.contains("jls"), "{what}: {line}");
+        assert!(
+            line.contains("list jails") && line.contains("jls"),
+            "{what}: {line}"
+        );
         assert_same(&what, &r.everything(), &before);
 
         let mut json = vec!["--json"];

@@ -462,11 +462,13 @@ fn check_input(command: &Command) -> Result<Checked, Error> {
             validate::source(&world_source(source.clone())?)
         }
         Command::Prune { keep: Some(keep) } => {
-            crate::config::in_range("--keep", *keep, &crate::config::KEEP_ARCHIVES).map(drop)
+            crate::config::in_range("--keep", *keep, &crate::config::KEEP_ARCHIVES)
+                .map(drop)
+                .map_err(OpsError::from)
         }
         _ => Ok(()),
     };
-    checked.map_err(Error::Usage)?;
+    checked?;
     Ok(parsed)
 }
 

@@ -93,7 +93,7 @@ impl Site<'_> {
     }
 
     fn records(&self) -> Result<Vec<JailRecord>, OpsError> {
-        Ok(records::load_all(self.layout)?)
+        records::load_all(self.layout)
     }
 
     /// The named records (all when `names` is empty); an unknown name is an error.
