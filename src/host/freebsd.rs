@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use crate::config::FreeBsd as FreeBsdConfig;
+use crate::plan::Backend;
 
 use super::{Host, HostError, JailSpec, Running, freebsd_conf};
 
@@ -160,7 +161,7 @@ impl FreeBsdHost {
     /// `--dry-run` elsewhere, a simulated host with nothing mounted and no
     /// jail running (which is the truth on a host without FreeBSD jails).
     pub fn for_cli(files: &FreeBsdConfig, dry_run: bool) -> Self {
-        let runner: Box<dyn Runner> = if dry_run && super::native() != "freebsd" {
+        let runner: Box<dyn Runner> = if dry_run && Backend::native() != Backend::FreeBsd {
             Box::new(super::freebsd_sim::SimFreeBsd::new())
         } else {
             Box::new(SystemRunner)

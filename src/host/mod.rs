@@ -130,12 +130,3 @@ pub fn by_name(name: &str) -> Option<Box<dyn Host>> {
         _ => None,
     }
 }
-
-/// This machine's own backend.
-pub fn native() -> &'static str {
-    if cfg!(target_os = "freebsd") {
-        "freebsd"
-    } else {
-        "linux"
-    }
-}
