@@ -267,7 +267,7 @@ impl Config {
         for r in ranges {
             r.map_err(ConfigError::Invalid)?;
         }
-        if !matches!(self.backend.as_str(), "" | "linux" | "freebsd") {
+        if !self.backend.is_empty() && crate::plan::Backend::parse(&self.backend).is_err() {
             return Err(ConfigError::Invalid(format!(
                 "backend {:?} is not one of linux, freebsd",
                 self.backend

@@ -4,6 +4,7 @@
 use crate::config::ConfigError;
 use crate::engine::EngineError;
 use crate::engine::lock::LockError;
+use crate::ops::OpsError;
 use crate::statedir::StateError;
 
 #[derive(Debug, thiserror::Error)]
@@ -16,6 +17,10 @@ pub enum Error {
     Engine(#[from] EngineError),
     #[error(transparent)]
     Fs(#[from] crate::fs::FsError),
+    /// A planner made no plan: bad input (exit 2) or a host that could not
+    /// say what runs (exit 1), by its type.
+    #[error(transparent)]
+    Ops(#[from] OpsError),
     /// Bad input caught before anything changed.
     #[error("{0}")]
     Usage(String),
@@ -35,6 +40,7 @@ impl Error {
         match self {
             Error::Config(_) | Error::Usage(_) => 2,
             Error::Drift(_) => 3,
+            Error::Ops(e) => e.exit_code(),
             Error::Attention(_) => 7,
             Error::State(
                 StateError::Missing(_)

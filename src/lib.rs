@@ -3,6 +3,21 @@
 // Errors carry the paths and sources an operator needs and are made at most
 // once per failed command; boxing them would buy nothing measurable.
 #![allow(clippy::result_large_err)]
+
+// The layers, bottom to top; a module imports only from layers below its own
+// (`scripts/check-layers` enforces this table, `tests/layers.rs` runs it):
+//
+//   plan, fs         pure data (plans, actions, names) / safe file primitives
+//   config, manifest, journal
+//                    settings and layout / template manifests / the
+//                    write-ahead log of plans
+//   host             mounts and jails (Linux, FreeBSD, recording), given specs
+//   world            filling and shaping a world (runs commands on a host)
+//   engine           runs plans through the journal on a host
+//   ops              planners: input and state in, a plan out
+//   etcmerge         the /etc three-way merge planner
+//   statedir         the locked state dir: engine, journal and history
+//   error, cli       exit codes by error type / the command line
 pub mod cli;
 pub mod config;
 pub mod engine;
@@ -13,6 +28,7 @@ pub mod host;
 pub mod journal;
 pub mod manifest;
 pub mod ops;
+pub mod plan;
 pub mod statedir;
 pub mod world;
 

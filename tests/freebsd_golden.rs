@@ -18,12 +18,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use jailtx::config::{Config, Layout};
+use jailtx::engine::transcript::{self, Transcript};
 use jailtx::engine::{Action, Plan, action};
 use jailtx::host::freebsd::{FreeBsdHost, parse_jls, parse_mount_p};
 use jailtx::host::freebsd_sim::{SimFreeBsd, is_query};
-use jailtx::host::transcript::{self, Transcript};
-use jailtx::ops::jail::{self as jails, World};
+use jailtx::ops::jail::{self as jails, Site};
 use jailtx::ops::{init, template, upgrade};
+use jailtx::plan::{Backend, JailName};
 use jailtx::world::Source;
 
 /// The archive date of the upgrade and the rollback: fixed, so the
@@ -141,11 +142,12 @@ impl Scene {
         scene
     }
 
-    fn world(&self) -> World<'_> {
-        World {
+    fn world(&self) -> Site<'_> {
+        Site {
             layout: &self.layout,
             cfg: &self.cfg,
             host: &self.host,
+            backend: Backend::FreeBsd,
         }
     }
 
@@ -317,7 +319,7 @@ fn handbook_scenario_matches_the_golden_transcripts() {
     std::fs::write(s.layout.mroot.join("usr/ports/Makefile"), "# ports\n").unwrap();
 
     for (i, (name, hostname, ip)) in JAILS.iter().enumerate() {
-        let plan = jails::plan_create(&s.world(), name, hostname, ip, false).unwrap();
+        let plan = jails::plan_create(&s.world(), &jail(name), hostname, ip, false).unwrap();
         let t = s.transcript(&plan);
         g.check(&format!("0{}-create-{name}.txt", i + 2), &text(&t));
         s.apply(&plan);
@@ -405,7 +407,7 @@ fn handbook_scenario_matches_the_golden_transcripts() {
     );
     assert!(s.layout.mroot.join("usr/ports/Makefile").is_file());
 
-    let plan = jails::plan_destroy(&s.world(), "www", false).unwrap();
+    let plan = jails::plan_destroy(&s.world(), &jail("www"), false).unwrap();
     g.check("08-destroy-www.txt", &text(&s.transcript(&plan)));
     s.apply(&plan);
     assert_eq!(s.sim.jail_names(), ["mail", "ns"]);
@@ -428,7 +430,7 @@ fn handbook_scenario_matches_the_golden_transcripts() {
 
     // --purge: the data goes too, its flags cleared first (skel's
     // var/empty is schg on FreeBSD).
-    let plan = jails::plan_destroy(&s.world(), "mail", true).unwrap();
+    let plan = jails::plan_destroy(&s.world(), &jail("mail"), true).unwrap();
     g.check("09-destroy-purge-mail.txt", &text(&s.transcript(&plan)));
     s.apply(&plan);
     assert_eq!(s.sim.jail_names(), ["ns"]);
@@ -444,8 +446,14 @@ fn generated_files_follow_jail_conf_and_fstab() {
     let s = Scene::new();
     let base_txz = s.root.join("usr/freebsd-dist/base.txz");
     s.apply(&template::plan_build(&s.layout, Source::Tar(base_txz), &s.cfg.carry_over).unwrap());
-    let plan =
-        jails::plan_create(&s.world(), "v6", "v6.example.org", "2001:db8::17", true).unwrap();
+    let plan = jails::plan_create(
+        &s.world(),
+        &jail("v6"),
+        "v6.example.org",
+        "2001:db8::17",
+        true,
+    )
+    .unwrap();
     s.apply(&plan);
     let conf = std::fs::read_to_string(s.root.join("etc/jail.conf.d/v6.conf")).unwrap();
     let params = jailtx::host::freebsd_conf::parse_conf(&conf, "v6").unwrap();
@@ -477,9 +485,20 @@ fn generated_files_follow_jail_conf_and_fstab() {
     }
     // A file in the way is refused before anything changes.
     std::fs::write(s.root.join("etc/jail.conf.d/other.conf"), "# mine\n").unwrap();
-    let e =
-        jails::plan_create(&s.world(), "other", "o.example.org", "10.0.0.9", false).unwrap_err();
+    let e = jails::plan_create(
+        &s.world(),
+        &jail("other"),
+        "o.example.org",
+        "10.0.0.9",
+        false,
+    )
+    .unwrap_err();
+    let e = e.to_string();
     assert!(e.contains("other.conf already exists"), "{e}");
+}
+
+fn jail(name: &str) -> JailName {
+    JailName::parse(name).unwrap()
 }
 
 /// `jls --libxo=json` and `mount -p` as the man pages document them.
@@ -644,8 +663,14 @@ fn a_failing_command_is_named() {
     let s = Scene::new();
     let base_txz = s.root.join("usr/freebsd-dist/base.txz");
     s.apply(&template::plan_build(&s.layout, Source::Tar(base_txz), &s.cfg.carry_over).unwrap());
-    let plan =
-        jails::plan_create(&s.world(), "ns", "ns.example.org", "192.168.3.17", true).unwrap();
+    let plan = jails::plan_create(
+        &s.world(),
+        &jail("ns"),
+        "ns.example.org",
+        "192.168.3.17",
+        true,
+    )
+    .unwrap();
     s.sim.fail_on(&["jail", "-f"]);
     let mut failed = None;
     for step in &plan.steps {

@@ -16,7 +16,8 @@ use crate::engine::{EngineError, Fault, Plan, RecoverMode, Report};
 use crate::error::Error;
 use crate::host::{self, Host};
 use crate::journal::Outcome;
-use crate::ops;
+use crate::ops::{self, OpsError};
+use crate::plan::{ArchiveName, Backend, JailName};
 use crate::statedir::{self, State};
 use args::{Cli, Command, Global, JailCmd, TemplateCmd};
 
@@ -26,33 +27,35 @@ struct Ctx {
     cfg: Config,
     layout: Layout,
     fault: Option<Fault>,
-    backend: String,
+    backend: Backend,
 }
 
 impl Ctx {
-    fn world<'a>(&'a self, host: &'a dyn Host) -> ops::jail::World<'a> {
-        ops::jail::World {
+    fn site<'a>(&'a self, host: &'a dyn Host) -> ops::jail::Site<'a> {
+        ops::jail::Site {
             layout: &self.layout,
             cfg: &self.cfg,
             host,
+            backend: self.backend,
         }
     }
 
     fn host(&self) -> Box<dyn Host> {
-        match self.backend.as_str() {
-            "freebsd" => Box::new(host::freebsd::FreeBsdHost::for_cli(
+        match self.backend {
+            Backend::FreeBsd => Box::new(host::freebsd::FreeBsdHost::for_cli(
                 &self.cfg.freebsd,
                 self.global.dry_run,
             )),
             #[cfg(target_os = "linux")]
-            _ => Box::new(
+            Backend::Linux => Box::new(
                 host::linux::LinuxHost::new()
+                    .without_env(crate::engine::fault::ENV)
                     .with_log_dir(self.layout.jails.clone())
                     .with_log_max_bytes(self.cfg.jail.log_max_bytes),
             ),
             // `run` refuses the linux backend elsewhere.
             #[cfg(not(target_os = "linux"))]
-            _ => Box::new(host::freebsd::FreeBsdHost::for_cli(
+            Backend::Linux => Box::new(host::freebsd::FreeBsdHost::for_cli(
                 &self.cfg.freebsd,
                 self.global.dry_run,
             )),
@@ -178,23 +181,21 @@ fn run(cli: Cli) -> Result<(), Error> {
     })?;
     let layout = Layout::new(&cfg)?;
     let fault = Fault::from_env().map_err(Error::Usage)?;
-    let backend = cli
+    let backend = match cli
         .global
         .backend
         .clone()
         .or_else(|| Some(cfg.backend.clone()).filter(|b| !b.is_empty()))
-        .unwrap_or_else(|| host::native().to_owned());
-    if !matches!(backend.as_str(), "linux" | "freebsd") {
-        return Err(Error::Usage(format!(
-            "--backend {backend:?}: expected linux or freebsd"
-        )));
-    }
-    if backend == "linux" && !cfg!(target_os = "linux") {
+    {
+        Some(name) => Backend::parse(&name).map_err(OpsError::from)?,
+        None => Backend::native(),
+    };
+    if backend == Backend::Linux && !cfg!(target_os = "linux") {
         return Err(Error::Usage(
             "--backend linux (bind mounts, namespaced jails) runs only on Linux; use --backend freebsd".into(),
         ));
     }
-    check_input(&cli.command)?;
+    let checked = check_input(&cli.command)?;
     let ctx = Ctx {
         global: cli.global,
         cfg,
@@ -214,39 +215,40 @@ fn run(cli: Cli) -> Result<(), Error> {
             })
         }
         Command::Jail(JailCmd::Create {
-            name,
             hostname,
             ip,
             start,
+            ..
         }) => plan_and_run(&ctx, |ctx, host| {
-            ops::jail::plan_create(&ctx.world(host), &name, &hostname, &ip, start)
+            let name = checked.the_jail()?;
+            ops::jail::plan_create(&ctx.site(host), name, &hostname, &ip, start)
         }),
-        Command::Jail(JailCmd::Destroy { name, purge }) => plan_and_run(&ctx, |ctx, host| {
-            ops::jail::plan_destroy(&ctx.world(host), &name, purge)
+        Command::Jail(JailCmd::Destroy { purge, .. }) => plan_and_run(&ctx, |ctx, host| {
+            ops::jail::plan_destroy(&ctx.site(host), checked.the_jail()?, purge)
         }),
-        Command::Start { names } => plan_and_run(&ctx, |ctx, host| {
-            ops::jail::plan_start(&ctx.world(host), &names)
+        Command::Start { .. } => plan_and_run(&ctx, |ctx, host| {
+            ops::jail::plan_start(&ctx.site(host), &checked.jails)
         }),
-        Command::Stop { names } => plan_and_run(&ctx, |ctx, host| {
-            ops::jail::plan_stop(&ctx.world(host), &names)
+        Command::Stop { .. } => plan_and_run(&ctx, |ctx, host| {
+            ops::jail::plan_stop(&ctx.site(host), &checked.jails)
         }),
-        Command::Restart { names } => plan_and_run(&ctx, |ctx, host| {
-            ops::jail::plan_restart(&ctx.world(host), &names)
+        Command::Restart { .. } => plan_and_run(&ctx, |ctx, host| {
+            ops::jail::plan_restart(&ctx.site(host), &checked.jails)
         }),
         Command::Status => status(&ctx),
         Command::Upgrade { source } => {
             let source = world_source(source)?;
             plan_window_and_run(&ctx, true, |ctx, host| {
-                ops::upgrade::plan_upgrade(&ctx.world(host), source)
+                ops::upgrade::plan_upgrade(&ctx.site(host), source)
             })
         }
         Command::EtcMerge { names } => etc_merge(&ctx, &names),
-        Command::Rollback { to } => plan_window_and_run(&ctx, false, |ctx, host| {
-            ops::upgrade::plan_rollback(&ctx.world(host), to.as_deref())
+        Command::Rollback { .. } => plan_window_and_run(&ctx, false, |ctx, host| {
+            ops::upgrade::plan_rollback(&ctx.site(host), checked.archive.as_ref())
         }),
         Command::Prune { keep } => plan_and_run(&ctx, |ctx, host| {
             let keep = keep.unwrap_or(ctx.cfg.keep_archives);
-            ops::upgrade::plan_prune(&ctx.world(host), keep as usize)
+            ops::upgrade::plan_prune(&ctx.site(host), keep as usize)
         }),
         Command::Audit {
             templates,
@@ -368,14 +370,14 @@ fn execute(ctx: &Ctx, state: Option<&mut State>, plan: Plan) -> Result<(), Error
 
 /// Under `--backend freebsd --dry-run`: the exact commands and files of
 /// `plan`, to print instead of the generic step listing.
-fn freebsd_dry_run(ctx: &Ctx, plan: &Plan) -> Option<host::transcript::Transcript> {
-    if !(ctx.global.dry_run && ctx.backend == "freebsd") {
+fn freebsd_dry_run(ctx: &Ctx, plan: &Plan) -> Option<crate::engine::transcript::Transcript> {
+    if !(ctx.global.dry_run && ctx.backend == Backend::FreeBsd) {
         return None;
     }
-    if host::native() != "freebsd" {
+    if Backend::native() != Backend::FreeBsd {
         output::note(ctx.global.json, host::freebsd::SIMULATED_NOTE);
     }
-    Some(host::transcript::of_plan(plan, &ctx.cfg.freebsd))
+    Some(crate::engine::transcript::of_plan(plan, &ctx.cfg.freebsd))
 }
 
 fn init(ctx: &Ctx) -> Result<(), Error> {
@@ -438,42 +440,69 @@ fn run_plan(ctx: &Ctx, file: &std::path::Path) -> Result<(), Error> {
 /// lock, so that a typo is exit 2 with nothing changed even while a
 /// transaction is pending (which would be exit 4, or, under
 /// `--auto-recover`, a recovery the operator did not mean to start now).
-/// The planners check the same again against the state.
-fn check_input(command: &Command) -> Result<(), Error> {
+/// Names are parsed here once, into the types the planners take; the
+/// planners check the rest again against the state.
+fn check_input(command: &Command) -> Result<Checked, Error> {
     use ops::validate;
-    let names = |names: &[String]| names.iter().try_for_each(|n| validate::jail_name(n));
+    let mut parsed = Checked::default();
     let checked = match command {
         Command::Jail(JailCmd::Create {
             name, hostname, ip, ..
-        }) => validate::jail_name(name)
-            .and_then(|()| validate::hostname(hostname))
-            .and_then(|()| validate::ip(ip).map(drop)),
-        Command::Jail(JailCmd::Destroy { name, .. }) => validate::jail_name(name),
+        }) => {
+            parsed.jails = vec![JailName::parse(name).map_err(OpsError::from)?];
+            validate::hostname(hostname).and_then(|()| validate::ip(ip).map(drop))
+        }
+        Command::Jail(JailCmd::Destroy { name, .. }) => {
+            parsed.jails = vec![JailName::parse(name).map_err(OpsError::from)?];
+            Ok(())
+        }
         Command::Start { names: n }
         | Command::Stop { names: n }
-        | Command::Restart { names: n } => names(n),
+        | Command::Restart { names: n } => {
+            parsed.jails = JailName::parse_all(n).map_err(OpsError::from)?;
+            Ok(())
+        }
         // skel's /etc is merged like a jail's.
         Command::EtcMerge { names: n } => n
             .iter()
             .filter(|n| n.as_str() != "skel")
             .try_for_each(|n| validate::jail_name(n)),
         Command::Rollback { to: Some(to) } => {
-            match ops::upgrade::parse_archive(&ops::upgrade::archive_name(to)) {
-                Some(_) => Ok(()),
-                None => Err(format!(
-                    "--to {to:?}: expected an archive name, mroot.YYYYMMDD[.N] or YYYYMMDD[.N]"
-                )),
-            }
+            parsed.archive = Some(ArchiveName::parse(to).map_err(OpsError::from)?);
+            Ok(())
         }
         Command::Template(TemplateCmd::Build { source }) | Command::Upgrade { source } => {
             validate::source(&world_source(source.clone())?)
         }
         Command::Prune { keep: Some(keep) } => {
-            crate::config::in_range("--keep", *keep, &crate::config::KEEP_ARCHIVES).map(drop)
+            crate::config::in_range("--keep", *keep, &crate::config::KEEP_ARCHIVES)
+                .map(drop)
+                .map_err(OpsError::from)
         }
         _ => Ok(()),
     };
-    checked.map_err(Error::Usage)
+    checked?;
+    Ok(parsed)
+}
+
+/// The names of a command's arguments, parsed by [`check_input`].
+#[derive(Default)]
+struct Checked {
+    /// The jail (`jail create`, `jail destroy`) or jails (`start`, `stop`,
+    /// `restart`; none: all) named.
+    jails: Vec<JailName>,
+    /// `rollback --to`.
+    archive: Option<ArchiveName>,
+}
+
+impl Checked {
+    /// The one jail `jail create` or `jail destroy` names.
+    fn the_jail(&self) -> Result<&JailName, OpsError> {
+        match self.jails.as_slice() {
+            [one] => Ok(one),
+            _ => Err("internal: the jail name was not parsed".into()),
+        }
+    }
 }
 
 fn world_source(s: args::Source) -> Result<crate::world::Source, Error> {
@@ -492,7 +521,7 @@ fn world_source(s: args::Source) -> Result<crate::world::Source, Error> {
 /// a pending transaction, plan against the current state, then run or print.
 fn plan_and_run(
     ctx: &Ctx,
-    planner: impl FnOnce(&Ctx, &dyn Host) -> Result<Plan, String>,
+    planner: impl FnOnce(&Ctx, &dyn Host) -> Result<Plan, OpsError>,
 ) -> Result<(), Error> {
     crate::statedir::require(&ctx.layout)?;
     let host = ctx.host();
@@ -501,7 +530,7 @@ fn plan_and_run(
         return execute(ctx, None, plan);
     }
     let mut state = open_state(ctx)?;
-    let plan = planner(ctx, host.as_ref()).map_err(Error::Usage)?;
+    let plan = planner(ctx, host.as_ref())?;
     execute(ctx, Some(&mut state), plan)
 }
 
@@ -509,7 +538,7 @@ fn plan_and_run(
 /// in the way (`mroot2.jailtx-partial`, a staged manifest) may belong to a
 /// run in progress or to an interrupted transaction: then that is the
 /// answer (exit 5 or 4), never advice to remove what a transaction owns.
-fn dry_run_refusal(ctx: &Ctx, planner_error: String) -> Error {
+fn dry_run_refusal(ctx: &Ctx, planner_error: OpsError) -> Error {
     if let Err(held) = crate::engine::lock::StateLock::probe(&ctx.layout.lock) {
         return statedir::StateError::Lock(held).into();
     }
@@ -520,7 +549,7 @@ fn dry_run_refusal(ctx: &Ctx, planner_error: String) -> Error {
             summary: p.begin.plan.summary.clone(),
         }
         .into(),
-        _ => Error::Usage(planner_error),
+        _ => planner_error.into(),
     }
 }
 
@@ -530,7 +559,7 @@ fn dry_run_refusal(ctx: &Ctx, planner_error: String) -> Error {
 fn plan_window_and_run(
     ctx: &Ctx,
     merge_etc: bool,
-    planner: impl FnOnce(&Ctx, &dyn Host) -> Result<(Plan, (usize, usize)), String>,
+    planner: impl FnOnce(&Ctx, &dyn Host) -> Result<(Plan, (usize, usize)), OpsError>,
 ) -> Result<(), Error> {
     crate::statedir::require(&ctx.layout)?;
     let host = ctx.host();
@@ -539,7 +568,7 @@ fn plan_window_and_run(
         return execute(ctx, None, plan);
     }
     let mut state = open_state(ctx)?;
-    let (plan, window) = planner(ctx, host.as_ref()).map_err(Error::Usage)?;
+    let (plan, window) = planner(ctx, host.as_ref())?;
     plan.validate().map_err(EngineError::from)?;
     let notes = ops::upgrade::downtime_notes(
         window,
@@ -563,7 +592,7 @@ fn plan_window_and_run(
 /// turned into the upgrade's failure (the upgrade is committed).
 fn prune_after_upgrade(ctx: &Ctx, state: &mut State, host: &dyn Host) {
     let keep = ctx.cfg.keep_archives as usize;
-    let result = ops::upgrade::plan_prune(&ctx.world(host), keep)
+    let result = ops::upgrade::plan_prune(&ctx.site(host), keep)
         .map_err(|e| e.to_string())
         .and_then(|plan| {
             if plan.is_empty() {
@@ -586,7 +615,7 @@ fn prune_after_upgrade(ctx: &Ctx, state: &mut State, host: &dyn Host) {
 /// has committed work to report first).
 fn merge_etc_after_commit(ctx: &Ctx, state: &mut State, host: &dyn Host) -> output::EtcMerged {
     let mut out = output::EtcMerged::default();
-    let (plan, report) = match crate::etcmerge::plan(&ctx.world(host), &[]) {
+    let (plan, report) = match crate::etcmerge::plan(&ctx.site(host), &[]) {
         Ok(p) => p,
         Err(e) => {
             out.error = Some(format!("{e}; fix that, then run `jailtx etc-merge`"));
@@ -613,8 +642,7 @@ fn etc_merge(ctx: &Ctx, names: &[String]) -> Result<(), Error> {
     } else {
         Some(open_state(ctx)?)
     };
-    let (plan, report) =
-        crate::etcmerge::plan(&ctx.world(host.as_ref()), names).map_err(Error::Usage)?;
+    let (plan, report) = crate::etcmerge::plan(&ctx.site(host.as_ref()), names)?;
     plan.validate().map_err(EngineError::from)?;
     let mut merged = output::EtcMerged {
         report: Some(report),
@@ -641,9 +669,9 @@ fn etc_merge(ctx: &Ctx, names: &[String]) -> Result<(), Error> {
 fn status(ctx: &Ctx) -> Result<(), Error> {
     crate::statedir::require(&ctx.layout)?;
     let host = ctx.host();
-    let world = ctx.world(host.as_ref());
-    let template = ops::upgrade::current_id(&world);
-    let rows = ops::jail::status(&world, template).map_err(Error::Usage)?;
+    let site = ctx.site(host.as_ref());
+    let template = ops::upgrade::current_id(&site);
+    let rows = ops::jail::status(&site, template)?;
     // The jails' state alone can look like a quiet stopped host; an
     // interrupted transaction is what explains it at 3 a.m.
     let pending = statedir::read_pending(&ctx.layout)?;

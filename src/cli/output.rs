@@ -300,7 +300,7 @@ pub fn upgrade_and_merge(json: bool, r: &Report, m: &EtcMerged) {
 
 /// `etc-merge --backend freebsd --dry-run`: the FreeBSD transcript and the
 /// per-file report, as text or one JSON document.
-pub fn etc_merge_transcript(json: bool, m: &EtcMerged, t: &crate::host::transcript::Transcript) {
+pub fn etc_merge_transcript(json: bool, m: &EtcMerged, t: &crate::engine::transcript::Transcript) {
     if json {
         let mut v = t.to_json();
         v["etc_merge"] = m.json();

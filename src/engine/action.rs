@@ -12,7 +12,7 @@ use crate::host::{Host, HostError};
 use crate::manifest::{self, ManifestError};
 use crate::world::{self, WorldError};
 
-use super::plan::Action;
+use crate::plan::Action;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ActionError {

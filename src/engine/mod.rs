@@ -10,7 +10,7 @@
 pub mod action;
 pub mod fault;
 pub mod lock;
-pub mod plan;
+pub mod transcript;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -26,9 +26,9 @@ use crate::journal::{
     StepMark, StepRange, Storage, Summary, TxId, TxState,
 };
 
+pub use crate::plan::{self, Action, Plan, PlanError, Step};
 pub use action::ActionError;
 pub use fault::{Fault, Instant};
-pub use plan::{Action, Plan, PlanError, Step};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {

@@ -31,11 +31,12 @@ use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
 
 use crate::config::Layout;
-use crate::engine::{Action, Plan};
 use crate::fs::FsError;
 use crate::fs::beneath::{self, DirFd, Kind};
-use crate::ops::jail::World;
+use crate::ops::OpsError;
+use crate::ops::jail::Site;
 use crate::ops::{records, upgrade, validate};
+use crate::plan::{Action, Plan};
 
 use super::diff3::{self, Labels, Merged};
 use super::record::{self, MergeRecord};
@@ -75,7 +76,7 @@ struct Target {
     root: PathBuf,
 }
 
-fn targets(w: &World, names: &[String]) -> Result<Vec<Target>, String> {
+fn targets(w: &Site, names: &[String]) -> Result<Vec<Target>, OpsError> {
     let l = w.layout;
     let jails = records::load_all(l)?;
     let skel = || Target {
@@ -105,9 +106,7 @@ fn targets(w: &World, names: &[String]) -> Result<Vec<Target>, String> {
         }
         validate::jail_name(n)?;
         if !jails.iter().any(|r| &r.name == n) {
-            return Err(format!(
-                "no jail named {n:?}; `jailtx status` lists the jails"
-            ));
+            return Err(format!("no jail named {n:?}; `jailtx status` lists the jails").into());
         }
         out.push(jail(n));
     }
@@ -117,13 +116,14 @@ fn targets(w: &World, names: &[String]) -> Result<Vec<Target>, String> {
 /// Plans the merge of `names` (all jails and skel when empty) to the
 /// current template. Returns the plan (empty when nothing is to change) and
 /// what it does, per target and file.
-pub fn plan(w: &World, names: &[String]) -> Result<(Plan, MergeReport), String> {
+pub fn plan(w: &Site, names: &[String]) -> Result<(Plan, MergeReport), OpsError> {
     let l = w.layout;
     if !l.mroot.is_dir() {
         return Err(format!(
             "no template at {}; run `jailtx template build` first",
             l.mroot.display()
-        ));
+        )
+        .into());
     }
     let current = load_world(l, "mroot")?.ok_or_else(|| {
         format!(
@@ -179,7 +179,8 @@ pub fn plan(w: &World, names: &[String]) -> Result<(Plan, MergeReport), String> 
         return Err(format!(
             "the merge would write {bytes} bytes, more than one transaction holds; \
              merge fewer jails at a time (`jailtx etc-merge NAME`)"
-        ));
+        )
+        .into());
     }
     plan.notes.insert("targets".into(), list.join(" "));
     plan.notes.insert("result".into(), report.summary());

@@ -3,7 +3,7 @@
 //! `chflags`), all run through one [`Runner`] seam so tests can record them.
 //!
 //! Every argv is built by one of the `*_argv` functions below, which the
-//! transcript ([`super::transcript`]) calls too: what a dry run prints is what
+//! transcript (`engine::transcript`) calls too: what a dry run prints is what
 //! this backend runs. Each mutating command is preceded by a check of the
 //! current state (`mount -p`, `jls`), which is what makes it idempotent:
 //! FreeBSD stacks a second nullfs mount on the first, `umount` of what is not
@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use crate::config::FreeBsd as FreeBsdConfig;
+use crate::plan::Backend;
 
 use super::{Host, HostError, JailSpec, Running, freebsd_conf};
 
@@ -160,7 +161,7 @@ impl FreeBsdHost {
     /// `--dry-run` elsewhere, a simulated host with nothing mounted and no
     /// jail running (which is the truth on a host without FreeBSD jails).
     pub fn for_cli(files: &FreeBsdConfig, dry_run: bool) -> Self {
-        let runner: Box<dyn Runner> = if dry_run && super::native() != "freebsd" {
+        let runner: Box<dyn Runner> = if dry_run && Backend::native() != Backend::FreeBsd {
             Box::new(super::freebsd_sim::SimFreeBsd::new())
         } else {
             Box::new(SystemRunner)

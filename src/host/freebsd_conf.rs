@@ -13,7 +13,7 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use crate::config::{FreeBsd, Layout};
-use crate::engine::Action;
+use crate::plan::Action;
 
 use super::JailSpec;
 

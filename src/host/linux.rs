@@ -30,6 +30,9 @@ pub struct LinuxHost {
     proc_dir: PathBuf,
     /// How long `exec.start` may run before the start counts as failed.
     start_timeout: Duration,
+    /// Variables no jail or host command inherits (the caller's own
+    /// controls, such as the engine's fault variable).
+    unset_env: Vec<String>,
 }
 
 impl Default for LinuxHost {
@@ -47,7 +50,15 @@ impl LinuxHost {
             mountinfo: "/proc/self/mountinfo".into(),
             proc_dir: "/proc".into(),
             start_timeout: Duration::from_secs(120),
+            unset_env: Vec::new(),
         }
+    }
+
+    /// Keeps `name` out of the environment of every process this host
+    /// starts (jail inits, `exec.start`, health checks, `--from-cmd`).
+    pub fn without_env(mut self, name: &str) -> Self {
+        self.unset_env.push(name.to_owned());
+        self
     }
 
     pub fn with_log_dir(mut self, dir: PathBuf) -> Self {
@@ -350,8 +361,10 @@ impl Host for LinuxHost {
         }
         // stdin: the network handshake (see below); stderr: the init sends
         // its own to the jail's console pipe once it has one.
-        cmd.env_remove(crate::engine::fault::ENV)
-            .stdin(Stdio::piped())
+        for name in &self.unset_env {
+            cmd.env_remove(name);
+        }
+        cmd.stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null());
         // SAFETY: setsid is async-signal-safe; the jail must not belong to our
@@ -554,11 +567,14 @@ impl Host for LinuxHost {
             command: command.to_owned(),
             why,
         };
-        let mut child = Command::new("/bin/sh")
+        let mut cmd = Command::new("/bin/sh");
+        for name in &self.unset_env {
+            cmd.env_remove(name);
+        }
+        let mut child = cmd
             .args(["-c", command, "sh"])
             .args(args)
             .envs(env.iter().map(|(k, v)| (k, v)))
-            .env_remove(crate::engine::fault::ENV)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

@@ -22,25 +22,12 @@ pub mod linux_net;
 pub mod linux_seccomp;
 pub mod mountinfo;
 pub mod recording;
-pub mod transcript;
 
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
-/// Everything needed to start or stop one jail; carried inside the plan so
-/// that recovery can start a jail again from the journal alone.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct JailSpec {
-    pub name: String,
-    /// The jail's root (`BASE/j/NAME`), a physical path.
-    pub path: PathBuf,
-    pub hostname: String,
-    pub ip: String,
-    pub exec_start: String,
-    pub exec_stop: String,
-    pub stop_timeout_secs: u64,
-}
+pub use crate::plan::JailSpec;
 
 /// A jail the host reports running.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -141,14 +128,5 @@ pub fn by_name(name: &str) -> Option<Box<dyn Host>> {
         )))),
         "recording" => Some(Box::new(recording::RecordingHost::new())),
         _ => None,
-    }
-}
-
-/// This machine's own backend.
-pub fn native() -> &'static str {
-    if cfg!(target_os = "freebsd") {
-        "freebsd"
-    } else {
-        "linux"
     }
 }

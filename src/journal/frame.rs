@@ -11,7 +11,8 @@ pub const HEADER_LEN: u64 = 16;
 /// Bytes of a frame header (length, tag, checksum).
 pub const FRAME_HEADER_LEN: usize = 13;
 /// Largest payload a frame may carry; larger declared lengths are damage.
-pub const MAX_PAYLOAD: u32 = 16 << 20;
+/// Owned by the plan layer, which sizes every plan against it.
+pub const MAX_PAYLOAD: u32 = crate::plan::MAX_PAYLOAD;
 /// The format version this code writes and reads.
 pub const FORMAT_VERSION: u16 = 1;
 

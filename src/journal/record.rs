@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::engine::Plan;
+use crate::plan::Plan;
 
 /// A transaction's number: 1, 2, 3… in the order they began on this host.
 pub type TxId = u64;

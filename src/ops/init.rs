@@ -1,7 +1,7 @@
 //! `init`: the layout of SPEC section 1 and the state dir's folders.
 
 use crate::config::Layout;
-use crate::engine::{Action, Plan};
+use crate::plan::{Action, Plan};
 
 /// Directories `init` makes, with their modes: BASE's `j` and `js` are
 /// world-readable (jail roots live there); the state dir's are root's only.

@@ -6,9 +6,11 @@ use std::path::PathBuf;
 use serde::Serialize;
 
 use crate::config::{Config, Layout};
-use crate::engine::{Action, Plan, volatile_key};
-use crate::host::{Host, JailSpec};
+use crate::engine::volatile_key;
+use crate::host::{Host, Running};
+use crate::plan::{Action, Backend, JailName, JailSpec, Plan};
 
+use super::OpsError;
 use super::records::{self, JailRecord};
 use super::validate;
 
@@ -22,7 +24,7 @@ fn exists(p: &std::path::Path) -> bool {
 /// when it mounts (through descriptors opened without following links);
 /// this is what turns a planted link into a clear refusal before anything
 /// happens, instead of a failed step and a rollback.
-fn mountable(p: &std::path::Path) -> Result<(), String> {
+fn mountable(p: &std::path::Path) -> Result<(), OpsError> {
     let mut cur = PathBuf::new();
     for c in p.components() {
         cur.push(c);
@@ -31,17 +33,17 @@ fn mountable(p: &std::path::Path) -> Result<(), String> {
                 return Err(format!(
                     "{} is a symlink; jailtx mounts only onto directories it made: replace it with a directory",
                     cur.display()
-                ));
+                ).into());
             }
             Ok(m) if !m.is_dir() => {
                 return Err(format!(
                     "{} is not a directory; jailtx mounts only onto directories it made: move it aside",
                     cur.display()
-                ));
+                ).into());
             }
             Ok(_) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(format!("{}: {e}", cur.display())),
+            Err(e) => return Err(format!("{}: {e}", cur.display()).into()),
         }
     }
     Ok(())
@@ -50,7 +52,7 @@ fn mountable(p: &std::path::Path) -> Result<(), String> {
 /// [`mountable`] for every path a jail's two mounts involve: the template
 /// and its `s` (which `j/NAME/s` is once the root is mounted), `j/NAME`,
 /// `j/NAME/s` as it stands, and `js/NAME`.
-fn mounts_ok(l: &Layout, name: &str) -> Result<(), String> {
+fn mounts_ok(l: &Layout, name: &str) -> Result<(), OpsError> {
     let root = l.j.join(name);
     for p in [
         l.mroot.clone(),
@@ -64,35 +66,38 @@ fn mounts_ok(l: &Layout, name: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// What the planners need to know of the host.
-pub struct World<'a> {
+/// The site a plan is made for: the base directory's layout, the config,
+/// the host to ask what is mounted and running, and the backend that will
+/// carry the plan out. Everything a planner reads besides its arguments.
+pub struct Site<'a> {
     pub layout: &'a Layout,
     pub cfg: &'a Config,
     pub host: &'a dyn Host,
+    pub backend: Backend,
 }
 
-impl World<'_> {
-    fn running(&self) -> Result<Vec<crate::host::Running>, String> {
-        self.host.running().map_err(|e| e.to_string())
+impl Site<'_> {
+    fn running(&self) -> Result<Vec<Running>, OpsError> {
+        Ok(self.host.running()?)
     }
 
-    fn is_running(&self, spec: &JailSpec) -> Result<bool, String> {
+    fn is_running(&self, spec: &JailSpec) -> Result<bool, OpsError> {
         Ok(self
             .running()?
             .iter()
             .any(|r| r.name == spec.name && r.path == spec.path))
     }
 
-    fn mounted(&self, p: &std::path::Path) -> Result<bool, String> {
-        self.host.is_mounted(p).map_err(|e| e.to_string())
+    fn mounted(&self, p: &std::path::Path) -> Result<bool, OpsError> {
+        Ok(self.host.is_mounted(p)?)
     }
 
-    fn records(&self) -> Result<Vec<JailRecord>, String> {
+    fn records(&self) -> Result<Vec<JailRecord>, OpsError> {
         records::load_all(self.layout)
     }
 
     /// The named records (all when `names` is empty); an unknown name is an error.
-    fn select(&self, names: &[String]) -> Result<Vec<JailRecord>, String> {
+    fn select(&self, names: &[JailName]) -> Result<Vec<JailRecord>, OpsError> {
         let all = self.records()?;
         if names.is_empty() {
             return Ok(all);
@@ -100,17 +105,16 @@ impl World<'_> {
         names
             .iter()
             .map(|n| {
-                all.iter()
-                    .find(|r| &r.name == n)
-                    .cloned()
-                    .ok_or_else(|| format!("no jail named {n:?}; `jailtx status` lists the jails"))
+                all.iter().find(|r| *n == *r.name).cloned().ok_or_else(|| {
+                    format!("no jail named {n:?}; `jailtx status` lists the jails").into()
+                })
             })
             .collect()
     }
 
     /// Records in `plan` the mounts and running jails no step touches (see
     /// [`Plan::bystanders`]), in bring-up order.
-    pub fn add_bystanders(&self, plan: &mut Plan) -> Result<(), String> {
+    pub fn add_bystanders(&self, plan: &mut Plan) -> Result<(), OpsError> {
         let touched: std::collections::BTreeSet<String> = plan
             .steps
             .iter()
@@ -155,7 +159,7 @@ impl World<'_> {
     }
 
     /// Mount steps that are missing for `spec`, then its start.
-    fn bring_up(&self, plan: &mut Plan, spec: &JailSpec) -> Result<(), String> {
+    fn bring_up(&self, plan: &mut Plan, spec: &JailSpec) -> Result<(), OpsError> {
         let name = &spec.name;
         mounts_ok(self.layout, name)?;
         if !self.mounted(&spec.path)? {
@@ -188,20 +192,19 @@ impl World<'_> {
 }
 
 pub fn plan_create(
-    w: &World,
-    name: &str,
+    w: &Site,
+    name: &JailName,
     hostname: &str,
     ip: &str,
     start: bool,
-) -> Result<Plan, String> {
-    validate::jail_name(name)?;
+) -> Result<Plan, OpsError> {
     validate::hostname(hostname)?;
     let addr = validate::ip(ip)?;
     let l = w.layout;
     validate::physical_path(&l.j)?;
     for r in w.records()? {
-        if r.name == name {
-            return Err(format!("jail {name} already exists"));
+        if *name == *r.name {
+            return Err(format!("jail {name} already exists").into());
         }
         // Canonical on both sides: a record may predate canonical recording.
         if r.ip
@@ -210,25 +213,27 @@ pub fn plan_create(
             .map(|a| a.to_canonical())
             == Some(addr)
         {
-            return Err(format!("IP address {ip} is already jail {}'s", r.name));
+            return Err(format!("IP address {ip} is already jail {}'s", r.name).into());
         }
     }
     if !l.mroot.is_dir() || !l.skel.is_dir() {
         return Err(format!(
             "no template at {}; run `jailtx template build` first",
             l.mroot.display()
-        ));
+        )
+        .into());
     }
     let root = l.j.join(name);
-    mounts_ok(l, name)?;
+    mounts_ok(l, name.as_str())?;
     if exists(&root) {
         return Err(format!(
             "{} already exists; move it aside or pick another name",
             root.display()
-        ));
+        )
+        .into());
     }
     let rec = JailRecord {
-        name: name.to_owned(),
+        name: name.to_string(),
         hostname: hostname.to_owned(),
         ip: addr.to_string(),
     };
@@ -238,7 +243,7 @@ pub fn plan_create(
         "jail-create",
         format!("create jail {name} ({hostname}, {addr})"),
     );
-    plan.notes.insert("jail".into(), name.to_owned());
+    plan.notes.insert("jail".into(), name.to_string());
     plan.push(
         format!("mkdir-{name}"),
         Action::MakeDir {
@@ -278,12 +283,12 @@ pub fn plan_create(
     plan.push(
         format!("record-{name}"),
         Action::WriteFile {
-            path: records::path(l, name),
+            path: records::path(l, name.as_str()),
             contents: rec.to_toml(),
             mode: 0o600,
         },
     );
-    if w.host.name() == "freebsd" {
+    if w.backend == Backend::FreeBsd {
         // jail.conf.d/NAME.conf (which `jail -c` reads) and fstab.NAME.
         let files = crate::host::freebsd_conf::create_steps(l, &w.cfg.freebsd, &spec)?;
         for (step, action) in files {
@@ -304,16 +309,15 @@ fn aside(p: &std::path::Path) -> PathBuf {
     p.with_file_name(n)
 }
 
-pub fn plan_destroy(w: &World, name: &str, purge: bool) -> Result<Plan, String> {
-    validate::jail_name(name)?;
+pub fn plan_destroy(w: &Site, name: &JailName, purge: bool) -> Result<Plan, OpsError> {
     let l = w.layout;
     let rec = w
-        .select(&[name.to_owned()])?
+        .select(std::slice::from_ref(name))?
         .pop()
         .ok_or_else(|| format!("no jail named {name:?}"))?;
     let spec = rec.spec(l, w.cfg);
     let data = l.js.join(name);
-    let record = records::path(l, name);
+    let record = records::path(l, name.as_str());
     let mut moves = vec![(format!("set-aside-record-{name}"), record.clone())];
     if exists(&spec.path) {
         moves.push((format!("set-aside-root-{name}"), spec.path.clone()));
@@ -321,11 +325,11 @@ pub fn plan_destroy(w: &World, name: &str, purge: bool) -> Result<Plan, String> 
     if purge && exists(&data) {
         moves.push((format!("set-aside-data-{name}"), data.clone()));
     }
-    if w.host.name() == "freebsd" {
+    if w.backend == Backend::FreeBsd {
         // Set aside after the stop, which still reads NAME.conf.
         moves.extend(crate::host::freebsd_conf::existing_files(
             &w.cfg.freebsd,
-            name,
+            name.as_str(),
         ));
     }
     for (_, p) in &moves {
@@ -333,7 +337,8 @@ pub fn plan_destroy(w: &World, name: &str, purge: bool) -> Result<Plan, String> 
             return Err(format!(
                 "{} is in the way (left by an earlier destroy?); remove it first",
                 aside(p).display()
-            ));
+            )
+            .into());
         }
     }
     let what = if purge {
@@ -342,7 +347,7 @@ pub fn plan_destroy(w: &World, name: &str, purge: bool) -> Result<Plan, String> 
         "destroy"
     };
     let mut plan = Plan::new("jail-destroy", format!("{what} jail {name}"));
-    plan.notes.insert("jail".into(), name.to_owned());
+    plan.notes.insert("jail".into(), name.to_string());
     if w.is_running(&spec)? {
         plan.push(
             format!("stop-{name}"),
@@ -398,7 +403,7 @@ pub fn plan_destroy(w: &World, name: &str, purge: bool) -> Result<Plan, String> 
     Ok(plan)
 }
 
-pub fn plan_start(w: &World, names: &[String]) -> Result<Plan, String> {
+pub fn plan_start(w: &Site, names: &[JailName]) -> Result<Plan, OpsError> {
     let mut plan = Plan::new("start", describe("start", names));
     for rec in w.select(names)? {
         let spec = rec.spec(w.layout, w.cfg);
@@ -410,7 +415,7 @@ pub fn plan_start(w: &World, names: &[String]) -> Result<Plan, String> {
     Ok(plan)
 }
 
-pub fn plan_stop(w: &World, names: &[String]) -> Result<Plan, String> {
+pub fn plan_stop(w: &Site, names: &[JailName]) -> Result<Plan, OpsError> {
     let mut plan = Plan::new("stop", describe("stop", names));
     for rec in w.select(names)? {
         let spec = rec.spec(w.layout, w.cfg);
@@ -425,7 +430,7 @@ pub fn plan_stop(w: &World, names: &[String]) -> Result<Plan, String> {
     Ok(plan)
 }
 
-pub fn plan_restart(w: &World, names: &[String]) -> Result<Plan, String> {
+pub fn plan_restart(w: &Site, names: &[JailName]) -> Result<Plan, OpsError> {
     let mut plan = Plan::new("restart", describe("restart", names));
     for rec in w.select(names)? {
         let spec = rec.spec(w.layout, w.cfg);
@@ -441,10 +446,11 @@ pub fn plan_restart(w: &World, names: &[String]) -> Result<Plan, String> {
     Ok(plan)
 }
 
-fn describe(verb: &str, names: &[String]) -> String {
+fn describe(verb: &str, names: &[JailName]) -> String {
     if names.is_empty() {
         format!("{verb} all jails")
     } else {
+        let names: Vec<&str> = names.iter().map(JailName::as_str).collect();
         format!("{verb} {}", names.join(" "))
     }
 }
@@ -462,7 +468,7 @@ pub struct StatusRow {
     pub template: Option<String>,
 }
 
-pub fn status(w: &World, template: Option<String>) -> Result<Vec<StatusRow>, String> {
+pub fn status(w: &Site, template: Option<String>) -> Result<Vec<StatusRow>, OpsError> {
     let running = w.running()?;
     w.records()?
         .into_iter()

@@ -1,9 +1,12 @@
 //! Planners: each turns a request and the current state into a validated
-//! [`Plan`](crate::engine::Plan). They look, check and describe; they never act.
+//! [`Plan`](crate::plan::Plan). They look, check and describe; they never act.
 
+mod error;
 pub mod init;
 pub mod jail;
 pub mod records;
 pub mod template;
 pub mod upgrade;
 pub mod validate;
+
+pub use error::OpsError;

@@ -7,7 +7,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, Layout};
 use crate::fs::statefile::{self, Kind};
-use crate::host::JailSpec;
+use crate::plan::JailSpec;
+
+use super::OpsError;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -43,12 +45,12 @@ pub fn path(layout: &Layout, name: &str) -> PathBuf {
 
 /// Every jail record, sorted by name. A record that does not parse is refused
 /// with its path: it is input like any other.
-pub fn load_all(layout: &Layout) -> Result<Vec<JailRecord>, String> {
+pub fn load_all(layout: &Layout) -> Result<Vec<JailRecord>, OpsError> {
     let mut out = Vec::new();
     let entries = match std::fs::read_dir(&layout.jails) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
-        Err(e) => return Err(format!("read {}: {e}", layout.jails.display())),
+        Err(e) => return Err(format!("read {}: {e}", layout.jails.display()).into()),
     };
     for entry in entries {
         let entry = entry.map_err(|e| format!("read {}: {e}", layout.jails.display()))?;
@@ -82,7 +84,8 @@ pub fn load_all(layout: &Layout) -> Result<Vec<JailRecord>, String> {
                 "jail record {} names jail {:?}; rename the file or fix the name",
                 p.display(),
                 rec.name
-            ));
+            )
+            .into());
         }
         out.push(rec);
     }

@@ -2,9 +2,11 @@
 //! its read-write directories into `skel`.
 
 use crate::config::Layout;
-use crate::engine::{Action, Plan};
 use crate::manifest;
-use crate::world::Source;
+use crate::plan::Source;
+use crate::plan::{Action, Plan};
+
+use super::OpsError;
 
 use super::validate;
 
@@ -20,25 +22,28 @@ pub fn plan_build(
     layout: &Layout,
     source: Source,
     carry_over: &[std::path::PathBuf],
-) -> Result<Plan, String> {
+) -> Result<Plan, OpsError> {
     validate::source(&source)?;
     if !layout.j.is_dir() {
         return Err(format!(
             "{} does not exist; run `jailtx init` first",
             layout.j.display()
-        ));
+        )
+        .into());
     }
     if exists(&layout.mroot) {
         return Err(format!(
             "a template already exists at {}; `jailtx upgrade` replaces it",
             layout.mroot.display()
-        ));
+        )
+        .into());
     }
     if exists(&layout.skel) {
         return Err(format!(
             "{} already exists without a template; move it aside to build a first template",
             layout.skel.display()
-        ));
+        )
+        .into());
     }
     let staged_manifest = manifest::path_for(&layout.manifests, "mroot2");
     let manifest = manifest::path_for(&layout.manifests, "mroot");
@@ -52,7 +57,8 @@ pub fn plan_build(
             return Err(format!(
                 "{} is left from an earlier build; remove it, then build again",
                 stale.display()
-            ));
+            )
+            .into());
         }
     }
     if let Source::Dir(d) = &source
@@ -63,7 +69,8 @@ pub fn plan_build(
             "--from-dir {}: the world cannot overlap {}",
             d.display(),
             layout.j.display()
-        ));
+        )
+        .into());
     }
     // Last, as the dearest check (an archive is read whole): a world the
     // layout cannot take is exit 2 with nothing changed, never a

@@ -10,45 +10,29 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use crate::engine::{Action, Plan, StepTiming};
+use crate::engine::StepTiming;
+use crate::plan::{Action, ArchiveName, Backend, Plan, Source};
 
-use super::jail::World;
+use super::OpsError;
+use super::jail::Site;
 use super::validate;
-use crate::world::Source;
 
 fn exists(p: &Path) -> bool {
     std::fs::symlink_metadata(p).is_ok()
 }
 
 /// The manifest file of the template directory called `name` (`mroot`, `mroot2`, …).
-pub fn manifest_file(w: &World, name: &str) -> PathBuf {
+pub fn manifest_file(w: &Site, name: &str) -> PathBuf {
     w.layout.manifests.join(format!("{name}.manifest"))
 }
 
-/// `(date, n)` of an archive name `mroot.YYYYMMDD[.N]`.
+/// `(date, n)` of an archive name `mroot.YYYYMMDD[.N]` (see [`ArchiveName`]).
 pub fn parse_archive(name: &str) -> Option<(u32, u32)> {
-    let rest = name.strip_prefix("mroot.")?;
-    let (date, n) = match rest.split_once('.') {
-        Some((d, n)) => (d, n.parse::<u32>().ok()?),
-        None => (rest, 0),
-    };
-    if date.len() != 8 || !date.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    Some((date.parse().ok()?, n))
-}
-
-/// The archive `rollback --to` names: `mroot.DATE[.N]`, or `DATE[.N]` for it.
-pub fn archive_name(to: &str) -> String {
-    if to.starts_with("mroot.") {
-        to.to_owned()
-    } else {
-        format!("mroot.{to}")
-    }
+    ArchiveName::exact(name).map(|a| a.date_and_number())
 }
 
 /// Archived templates in `j/`, newest first.
-pub fn archives(w: &World) -> Result<Vec<String>, String> {
+pub fn archives(w: &Site) -> Result<Vec<String>, OpsError> {
     let dir = &w.layout.j;
     let mut found: Vec<(u32, u32, String)> = std::fs::read_dir(dir)
         .map_err(|e| format!("read {}: {e}", dir.display()))?
@@ -68,7 +52,7 @@ pub fn archives(w: &World) -> Result<Vec<String>, String> {
 /// highest number the day already has. Never reusing a lower number keeps
 /// name order chronological even after a rollback took an archive back out,
 /// which `prune` relies on.
-pub fn new_archive_name(w: &World, today: &str) -> Result<String, String> {
+pub fn new_archive_name(w: &Site, today: &str) -> Result<String, OpsError> {
     let base = format!("mroot.{today}");
     let day: u32 = today.parse().map_err(|_| format!("bad date {today}"))?;
     let taken = |n: &str| exists(&w.layout.j.join(n)) || exists(&manifest_file(w, n));
@@ -97,27 +81,24 @@ fn today() -> String {
 /// whose manifest, if `target_manifest`, moves along). Returns the indices of
 /// the window's first and last steps.
 fn switch(
-    w: &World,
+    w: &Site,
     plan: &mut Plan,
     target: &Path,
     target_name: &str,
     target_manifest: bool,
     archive: &str,
-) -> Result<(usize, usize), String> {
+) -> Result<(usize, usize), OpsError> {
     let l = w.layout;
     let first = plan.steps.len();
-    let running: Vec<_> = w.host.running().map_err(|e| e.to_string())?;
+    let running: Vec<_> = w.host.running()?;
     let mut jails = Vec::new();
     for rec in super::records::load_all(l)? {
         let spec = rec.spec(l, w.cfg);
         let ran = running
             .iter()
             .any(|r| r.name == spec.name && r.path == spec.path);
-        let root = w.host.is_mounted(&spec.path).map_err(|e| e.to_string())?;
-        let s = w
-            .host
-            .is_mounted(&spec.path.join("s"))
-            .map_err(|e| e.to_string())?;
+        let root = w.host.is_mounted(&spec.path)?;
+        let s = w.host.is_mounted(&spec.path.join("s"))?;
         jails.push((rec, spec, ran, root, s));
     }
     for (rec, spec, ran, ..) in &jails {
@@ -294,20 +275,21 @@ pub fn short_id(id: &str) -> String {
 }
 
 /// The id of the current template, when it has a manifest.
-pub fn current_id(w: &World) -> Option<String> {
+pub fn current_id(w: &Site) -> Option<String> {
     crate::manifest::template_id(&manifest_file(w, "mroot"))
         .ok()
         .map(|id| short_id(&id))
 }
 
-fn check_carry_over_target(w: &World, target: &Path) -> Result<(), String> {
+fn check_carry_over_target(w: &Site, target: &Path) -> Result<(), OpsError> {
     for rel in &w.cfg.carry_over {
         if exists(&w.layout.mroot.join(rel)) && exists(&target.join(rel)) {
             return Err(format!(
                 "{} already has {}; the carry-over would overwrite it: move one aside",
                 target.display(),
                 rel.display()
-            ));
+            )
+            .into());
         }
     }
     Ok(())
@@ -317,37 +299,39 @@ fn check_carry_over_target(w: &World, target: &Path) -> Result<(), String> {
 /// PRECIOUSPROG binaries, var/empty) that cannot be unlinked until
 /// `chflags -R 0`; the step goes right before the tree's removal (of a
 /// template, or of a purged jail's data).
-pub(super) fn clear_flags_after_commit(w: &World, plan: &mut Plan, step: &str, path: PathBuf) {
-    if w.host.name() == "freebsd" {
+pub(super) fn clear_flags_after_commit(w: &Site, plan: &mut Plan, step: &str, path: PathBuf) {
+    if w.backend == Backend::FreeBsd {
         plan.push_after_commit(step, Action::ClearFlags { path });
     }
 }
 
 /// Plans an upgrade. Returns the plan and its window's step indices.
-pub fn plan_upgrade(w: &World, source: Source) -> Result<(Plan, (usize, usize)), String> {
+pub fn plan_upgrade(w: &Site, source: Source) -> Result<(Plan, (usize, usize)), OpsError> {
     plan_upgrade_on(w, source, &today())
 }
 
 /// [`plan_upgrade`] with the archive's date (`YYYYMMDD`) given: reproducible plans.
 pub fn plan_upgrade_on(
-    w: &World,
+    w: &Site,
     source: Source,
     today: &str,
-) -> Result<(Plan, (usize, usize)), String> {
+) -> Result<(Plan, (usize, usize)), OpsError> {
     validate::source(&source)?;
     let l = w.layout;
     if !l.mroot.is_dir() {
         return Err(format!(
             "no template at {}; run `jailtx template build` first",
             l.mroot.display()
-        ));
+        )
+        .into());
     }
     for stale in [&l.mroot2, &crate::world::partial_path(&l.mroot2)] {
         if exists(stale) {
             return Err(format!(
                 "{} is left from an earlier build; remove it, then upgrade again",
                 stale.display()
-            ));
+            )
+            .into());
         }
     }
     if let Source::Dir(d) = &source
@@ -358,14 +342,16 @@ pub fn plan_upgrade_on(
             "--from-dir {}: the world cannot overlap {}",
             d.display(),
             l.j.display()
-        ));
+        )
+        .into());
     }
     let staged_manifest = manifest_file(w, "mroot2");
     if exists(&staged_manifest) {
         return Err(format!(
             "{} is left from an earlier build; remove it, then upgrade again",
             staged_manifest.display()
-        ));
+        )
+        .into());
     }
     // Last, as the dearest check (an archive is read whole): a world the
     // layout cannot take is exit 2 with nothing changed (SPEC section 5).
@@ -387,7 +373,7 @@ pub fn plan_upgrade_on(
             to: l.mroot2.clone(),
         },
     );
-    if w.host.name() == "freebsd" {
+    if w.backend == Backend::FreeBsd {
         // The Handbook's `chflags -R 0 var` before `rm -R etc var root usr/local tmp`.
         let rels = crate::world::MOVES.iter().map(|m| PathBuf::from(m.0));
         for rel in rels.chain(w.cfg.carry_over.iter().cloned()) {
@@ -429,24 +415,27 @@ pub fn plan_upgrade_on(
 
 /// Plans a rollback to archive `to` (default: the newest); the template it
 /// leaves becomes an archive in turn, so a rollback can be undone the same way.
-pub fn plan_rollback(w: &World, to: Option<&str>) -> Result<(Plan, (usize, usize)), String> {
+pub fn plan_rollback(
+    w: &Site,
+    to: Option<&ArchiveName>,
+) -> Result<(Plan, (usize, usize)), OpsError> {
     plan_rollback_on(w, to, &today())
 }
 
 /// [`plan_rollback`] with the date of the archive it makes (`YYYYMMDD`) given.
 pub fn plan_rollback_on(
-    w: &World,
-    to: Option<&str>,
+    w: &Site,
+    to: Option<&ArchiveName>,
     today: &str,
-) -> Result<(Plan, (usize, usize)), String> {
+) -> Result<(Plan, (usize, usize)), OpsError> {
     let l = w.layout;
     if !l.mroot.is_dir() {
-        return Err(format!("no template at {}", l.mroot.display()));
+        return Err(format!("no template at {}", l.mroot.display()).into());
     }
     let list = archives(w)?;
     let target = match to {
         Some(t) => {
-            let name = archive_name(t);
+            let name = t.to_string();
             if !list.contains(&name) {
                 return Err(format!(
                     "no archived template {name:?}; archives: {}",
@@ -455,7 +444,8 @@ pub fn plan_rollback_on(
                     } else {
                         list.join(", ")
                     }
-                ));
+                )
+                .into());
             }
             name
         }
@@ -480,7 +470,7 @@ pub fn plan_rollback_on(
 
 /// Plans `prune --keep N`: archives beyond the newest N are moved aside
 /// before the commit and removed after it.
-pub fn plan_prune(w: &World, keep: usize) -> Result<Plan, String> {
+pub fn plan_prune(w: &Site, keep: usize) -> Result<Plan, OpsError> {
     let list = archives(w)?;
     let mut plan = Plan::new(
         "prune",
@@ -490,10 +480,7 @@ pub fn plan_prune(w: &World, keep: usize) -> Result<Plan, String> {
         let dir = w.layout.j.join(name);
         let aside = w.layout.j.join(format!("{name}.jailtx-pruned"));
         if exists(&aside) {
-            return Err(format!(
-                "{} is in the way; remove it first",
-                aside.display()
-            ));
+            return Err(format!("{} is in the way; remove it first", aside.display()).into());
         }
         plan.push(
             format!("set-aside-{name}"),

@@ -1,33 +1,25 @@
 //! Checks on user input (jail names, hostnames, addresses, sources) made
-//! before any plan exists: a bad value is one line, exit 2, nothing changed.
+//! before any plan exists: a bad value is one line, exit 2, nothing changed
+//! (an [`OpsError`] the CLI maps to 2).
 
 use std::net::IpAddr;
 use std::path::Path;
 
-use crate::world::{ArchiveKind, Source};
+use crate::plan::{Source, check_jail_name};
+use crate::world::ArchiveKind;
 
-/// Jail names: `[A-Za-z0-9_-]{1,63}`, and never a name the layout uses in `j/`.
-pub fn jail_name(name: &str) -> Result<(), String> {
-    let ok_chars = name
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-    if name.is_empty() || name.len() > 63 || !ok_chars {
-        return Err(format!(
-            "jail name {name:?} is invalid: use 1 to 63 of A-Z a-z 0-9 _ -"
-        ));
-    }
-    if name.starts_with("mroot") || name == "skel" {
-        return Err(format!(
-            "jail name {name:?} is reserved: j/{name} belongs to the template layout"
-        ));
-    }
-    Ok(())
+use super::OpsError;
+
+/// Jail names: the rules are [`check_jail_name`]'s (the one place they
+/// live, in the plan layer, where [`crate::plan::JailName::parse`] uses them).
+pub fn jail_name(name: &str) -> Result<(), OpsError> {
+    Ok(check_jail_name(name)?)
 }
 
 /// RFC 1123 host names: dot-separated labels of 1 to 63 letters, digits and
 /// hyphens, not starting or ending with a hyphen; 253 characters at most.
-pub fn hostname(h: &str) -> Result<(), String> {
-    let bad = |why: &str| Err(format!("hostname {h:?} is invalid: {why}"));
+pub fn hostname(h: &str) -> Result<(), OpsError> {
+    let bad = |why: &str| Err(format!("hostname {h:?} is invalid: {why}").into());
     if h.is_empty() || h.len() > 253 {
         return bad("it must be 1 to 253 characters");
     }
@@ -54,7 +46,7 @@ pub fn hostname(h: &str) -> Result<(), String> {
 /// and are recorded the same way. The unspecified address, the IPv4
 /// broadcast and multicast addresses (either family) are refused: none of
 /// them is one host's address.
-pub fn ip(addr: &str) -> Result<IpAddr, String> {
+pub fn ip(addr: &str) -> Result<IpAddr, OpsError> {
     let parsed: IpAddr = addr
         .parse()
         .map_err(|_| format!("IP address {addr:?} is not a valid IPv4 or IPv6 address"))?;
@@ -63,35 +55,37 @@ pub fn ip(addr: &str) -> Result<IpAddr, String> {
     if ip.is_unspecified() || ip.is_multicast() || broadcast {
         return Err(format!(
             "IP address {addr} cannot be a jail's address (unspecified, broadcast or multicast); use the jail's own unicast address"
-        ));
+        ).into());
     }
     Ok(ip)
 }
 
 /// The world source exists and is of a kind jailtx reads.
-pub fn source(src: &Source) -> Result<(), String> {
+pub fn source(src: &Source) -> Result<(), OpsError> {
     match src {
         Source::Dir(d) => {
             if !d.is_dir() {
-                return Err(format!("--from-dir {}: not a directory", d.display()));
+                return Err(format!("--from-dir {}: not a directory", d.display()).into());
             }
         }
         Source::Tar(f) => {
             if !f.is_file() {
-                return Err(format!("--from-tar {}: no such file", f.display()));
+                return Err(format!("--from-tar {}: no such file", f.display()).into());
             }
             if ArchiveKind::of(f).is_none() {
                 return Err(format!(
                     "--from-tar {}: expected .tar, .tar.gz, .tgz, .txz or .tar.xz",
                     f.display()
-                ));
+                )
+                .into());
             }
         }
         Source::Cmd(c) => {
             if !c.contains("{dest}") {
                 return Err(format!(
                     "--from-cmd {c:?}: the command must say where to install with {{dest}}"
-                ));
+                )
+                .into());
             }
         }
     }
@@ -100,7 +94,7 @@ pub fn source(src: &Source) -> Result<(), String> {
 
 /// A path handed to a jail (its root) must not pass through a symlink:
 /// FreeBSD's jail(8) refuses such a root, so jailtx refuses it first.
-pub fn physical_path(p: &Path) -> Result<(), String> {
+pub fn physical_path(p: &Path) -> Result<(), OpsError> {
     let mut cur = std::path::PathBuf::new();
     for c in p.components() {
         cur.push(c);
@@ -109,7 +103,8 @@ pub fn physical_path(p: &Path) -> Result<(), String> {
                 "{} passes through the symlink {}; use the physical path",
                 p.display(),
                 cur.display()
-            ));
+            )
+            .into());
         }
     }
     Ok(())

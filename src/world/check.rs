@@ -41,9 +41,9 @@ pub fn dirs(carry_over: &[PathBuf]) -> BTreeSet<PathBuf> {
         .map(|m| PathBuf::from(m.0))
         .chain(ALSO_DIRS.iter().map(PathBuf::from))
         .chain(
-            crate::etcmerge::PRISTINE_KEPT
+            super::PRISTINE_KEPT
                 .iter()
-                .map(|k| Path::new(crate::etcmerge::PRISTINE).join(k.1)),
+                .map(|k| Path::new(super::PRISTINE).join(k.1)),
         )
         .chain(carry_over.iter().cloned());
     for p in tops {

@@ -13,31 +13,38 @@ pub use shape::{LINKS, MAKE_CONF_LINE, MOVES, shape, unshape};
 
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
-
 use crate::fs::{self, FsError};
 use crate::host::{Host, HostError};
+pub use crate::plan::Source;
 
-/// Where a world comes from.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Source {
-    Dir(PathBuf),
-    Tar(PathBuf),
-    /// A shell command line; `{dest}` stands for the directory to fill,
-    /// which reaches the command quoted (see [`dest_command`]).
-    Cmd(String),
+/// Where each template keeps its world's own `etc`, relative to the template.
+pub const PRISTINE_ETC: &str = "usr/share/jailtx/pristine/etc";
+
+/// Where each template keeps pristine copies of its world's configuration
+/// (`etc` and [`PRISTINE_KEPT`]), relative to the template.
+pub const PRISTINE: &str = "usr/share/jailtx/pristine";
+
+/// How much of a skel-bound directory is kept pristine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kept {
+    /// The whole directory: all of it is configuration.
+    Tree,
+    /// Only its top-level dotfiles (files and symlinks named `.*`): the rest
+    /// of the directory is an account's data, not the world's configuration.
+    DotFiles,
 }
 
-impl std::fmt::Display for Source {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Source::Dir(p) => write!(f, "dir {}", p.display()),
-            Source::Tar(p) => write!(f, "archive {}", p.display()),
-            Source::Cmd(c) => write!(f, "command `{c}`"),
-        }
-    }
-}
+/// The world's configuration kept pristine in every template: (path in the
+/// world, path below [`PRISTINE`], what of it). The second path is where the
+/// directory lives in the skel and in `js/NAME`, so the pristine copy of a
+/// file sits at the same relative path as the jail's. Only `etc` is merged
+/// (by `etcmerge`; see `docs/etc-merge.md`); the others are kept so that any two template
+/// versions can be compared, and for a later merge.
+pub const PRISTINE_KEPT: [(&str, &str, Kept); 3] = [
+    ("etc", "etc", Kept::Tree),
+    ("usr/local/etc", "usr-local/etc", Kept::Tree),
+    ("root", "root", Kept::DotFiles),
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum WorldError {

@@ -97,7 +97,7 @@ pub fn shape(
     // First, while the world's own configuration is still in place: every
     // copy is made before anything moves, so a rerun after a crash between
     // two copies still finds the sources of the missing ones.
-    for (rel, kept_as, what) in crate::etcmerge::PRISTINE_KEPT {
+    for (rel, kept_as, what) in super::PRISTINE_KEPT {
         keep_pristine(&t, rel, kept_as, what)?;
     }
     let skel = match skel {
@@ -219,7 +219,7 @@ fn append_make_conf(skel: &DirFd) -> Result<(), WorldError> {
 }
 
 /// Copies the world's `rel` (all of it, or its top-level dotfiles) to
-/// `kept_as` below [`crate::etcmerge::PRISTINE`] inside the template: for
+/// `kept_as` below [`super::PRISTINE`] inside the template: for
 /// `etc`, the base and "theirs" of every later `/etc` merge. Inside the
 /// template, so it moves with each rename (mroot2, mroot, mroot.DATE), is
 /// covered by the manifest, and an archive keeps its own. Idempotent: the
@@ -229,14 +229,9 @@ fn append_make_conf(skel: &DirFd) -> Result<(), WorldError> {
 /// finds no real `rel` has its copy already (or a world without `rel`:
 /// nothing to keep). A `rel` reached through a symlink in the world is not
 /// real (the copy would be of something else) and is not kept either.
-fn keep_pristine(
-    t: &DirFd,
-    rel: &str,
-    kept_as: &str,
-    what: crate::etcmerge::Kept,
-) -> Result<(), WorldError> {
+fn keep_pristine(t: &DirFd, rel: &str, kept_as: &str, what: super::Kept) -> Result<(), WorldError> {
     let (kept_parent, kept_name) = split(Path::new(kept_as))?;
-    let pristine = Path::new(crate::etcmerge::PRISTINE).join(kept_parent);
+    let pristine = Path::new(super::PRISTINE).join(kept_parent);
     if let Some(d) = find_dir(t, &pristine)?
         && d.stat(kept_name)?.is_some()
     {
@@ -264,8 +259,8 @@ fn keep_pristine(
     };
     dst.remove_tree(&partial)?;
     match what {
-        crate::etcmerge::Kept::Tree => src.copy_to(src_name, &dst, &partial)?,
-        crate::etcmerge::Kept::DotFiles => {
+        super::Kept::Tree => src.copy_to(src_name, &dst, &partial)?,
+        super::Kept::DotFiles => {
             let from = src
                 .subdir(src_name)?
                 .ok_or_else(|| err(&src.shown(src_name), "vanished"))?;
@@ -383,7 +378,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let w = world(d.path());
         // A crash left a half-built side copy: the rerun replaces it.
-        let pristine = w.join(crate::etcmerge::PRISTINE_ETC);
+        let pristine = w.join(crate::world::PRISTINE_ETC);
         let partial = super::super::partial_path(&pristine);
         std::fs::create_dir_all(partial.join("junk")).unwrap();
         shape(&w, None, &[]).unwrap();
@@ -399,7 +394,7 @@ mod tests {
         let skel_world = world(&d.path().join("b"));
         let skel = d.path().join("skel");
         shape(&skel_world, Some(&skel), &[]).unwrap();
-        let kept = skel_world.join(crate::etcmerge::PRISTINE_ETC);
+        let kept = skel_world.join(crate::world::PRISTINE_ETC);
         assert!(kept.join("rc").is_file());
         assert!(
             !kept.join("make.conf").exists(),
@@ -422,7 +417,7 @@ mod tests {
         std::fs::write(w.join("root/notes"), "data\n").unwrap();
         std::fs::create_dir(w.join("root/.ssh")).unwrap();
         std::fs::write(w.join("root/.ssh/id"), "key\n").unwrap();
-        let kept = w.join(crate::etcmerge::PRISTINE);
+        let kept = w.join(crate::world::PRISTINE);
         // A crash left a half-built side copy of root's: the run replaces it.
         std::fs::create_dir_all(super::super::partial_path(&kept.join("root")).join("x")).unwrap();
         let skel = d.path().join("skel");
@@ -456,7 +451,7 @@ mod tests {
         // A world without usr/local/etc keeps none (nothing to keep).
         let bare = world(&d.path().join("b"));
         shape(&bare, None, &[]).unwrap();
-        let kept = bare.join(crate::etcmerge::PRISTINE);
+        let kept = bare.join(crate::world::PRISTINE);
         assert_eq!(names(&kept), ["etc", "root"]);
         assert!(names(&kept.join("root")).is_empty());
     }

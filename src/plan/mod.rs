@@ -1,5 +1,20 @@
-//! A transaction's plan as data: named steps, each an [`Action`], and the
-//! commit point that splits the reversible part from the forward-only part.
+//! The bottom layer: a transaction's plan as pure data (named steps, each an
+//! [`Action`], and the commit point that splits the reversible part from the
+//! forward-only part), with the values every layer shares and no I/O.
+//!
+//! Nothing here imports another module of the crate: the journal records
+//! plans, hosts carry out jail specs, the engine runs plans, planners make
+//! them (see the stack in `lib.rs` and `scripts/check-layers`).
+
+mod blob;
+mod jail;
+mod names;
+mod source;
+
+pub use blob::Blob;
+pub use jail::JailSpec;
+pub use names::{ArchiveName, Backend, JailName, NameError, check_jail_name};
+pub use source::Source;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -7,9 +22,11 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::etcmerge::Blob;
-use crate::host::JailSpec;
-use crate::world::Source;
+/// Largest payload one journal frame may carry (the journal's frame format
+/// declares it; see `journal-format/README.md`). Defined here because a plan
+/// must fit in one `Begin` record, which [`Plan::validate`] checks before
+/// any lock is taken.
+pub const MAX_PAYLOAD: u32 = 16 << 20;
 
 /// One unit of work. Every action is idempotent (running it again after it
 /// ran, or after it was cut short, ends in the same state) and, unless it is
@@ -439,7 +456,7 @@ impl Plan {
         // have) would only fail there, after the lock, as if the journal
         // were broken. Refused here instead, as bad input. Sizing needs no
         // buffer; only a failure is looked into, action by action.
-        let max = crate::journal::frame::MAX_PAYLOAD;
+        let max = MAX_PAYLOAD;
         match postcard::experimental::serialized_size(self) {
             // The Begin adds a few bytes of its own (tx, start time).
             Ok(bytes) if bytes > max as usize - 64 => Err(PlanError::TooBig { op, bytes, max }),
@@ -526,7 +543,7 @@ mod tests {
         assert!(e.contains("bystander 0"), "{e}");
 
         let mut p = Plan::new("t", "test");
-        let contents = "x".repeat(crate::journal::frame::MAX_PAYLOAD as usize);
+        let contents = "x".repeat(MAX_PAYLOAD as usize);
         p.push(
             "big",
             Action::WriteFile {

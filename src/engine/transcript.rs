@@ -3,7 +3,8 @@
 //! command) the work jailtx does itself. `--backend freebsd --dry-run`
 //! prints it; the golden transcripts under `tests/golden/` are it.
 //!
-//! Commands come from the same `*_argv` functions [`super::freebsd`] runs.
+//! Commands come from the same `*_argv` functions [`crate::host::freebsd`]
+//! runs. It lives above the host layer: it reads plans and worlds.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -11,10 +12,9 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::config::FreeBsd;
-use crate::engine::{Action, Plan};
+use crate::host::{freebsd, freebsd_conf};
+use crate::plan::{Action, Plan};
 use crate::world::{self, Source};
-
-use super::{freebsd, freebsd_conf};
 
 /// What a transcript line is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -162,7 +162,7 @@ impl Builder<'_> {
                 self.own(format!("rm -rf {}", p(path)));
             }
             Action::CopyTree { from, to } => {
-                let partial = crate::engine::action::partial_path(to);
+                let partial = super::action::partial_path(to);
                 self.own(format!("cpdup {} {}", p(from), p(&partial))).note =
                     Some("modes, owners, times, symlinks, hard links, special files".into());
                 self.publish(&partial, to);
