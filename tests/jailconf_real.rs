@@ -385,6 +385,17 @@ fn longest_hostname() -> String {
     h
 }
 
+/// One extreme: its name, BASE's last component, the config's changes,
+/// then the jail's name, hostname and address.
+type Case<'a> = (
+    &'a str,
+    &'a str,
+    Box<dyn Fn(&mut Config) + 'a>,
+    &'a str,
+    &'a str,
+    &'a str,
+);
+
 /// The extremes `jail create` and the config accept, rendered by jailtx
 /// itself, load as intended and run as the goldens say.
 #[test]
@@ -393,7 +404,7 @@ fn generated_confs_at_the_extremes_load_as_intended() {
     let name = longest_name();
     let hostname = longest_hostname();
     let hostile_exec = "/bin/sh -c 'echo \"$HOME ${HOME}\" \\\\; exit 0' #\ttab";
-    let cases: Vec<(&str, &str, Box<dyn Fn(&mut Config)>, &str, &str, &str)> = vec![
+    let cases: Vec<Case> = vec![
         (
             "longest",
             "base",
