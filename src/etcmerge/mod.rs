@@ -7,6 +7,7 @@
 //! recorded in the state dir (see [`record`]). See `docs/etc-merge.md`.
 
 mod blob;
+pub mod derived;
 pub mod diff3;
 mod planner;
 pub mod record;

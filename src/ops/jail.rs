@@ -246,7 +246,8 @@ pub fn plan_create(
             mode: 0o755,
         },
     );
-    if exists(&data) {
+    let reused = exists(&data);
+    if reused {
         // Kept by an earlier `jail destroy` without --purge: the jail gets it back.
         plan.notes
             .insert("data".into(), format!("reusing {}", data.display()));
@@ -283,6 +284,11 @@ pub fn plan_create(
             mode: 0o600,
         },
     );
+    // The skel's /etc may have been merged since its derived databases were
+    // made (the skel never runs): a copy of it gets the steps due there.
+    if !reused && let Some(due) = crate::etcmerge::derived::load_due(l, "skel")? {
+        crate::etcmerge::derived::push_due(l, &mut plan, name, &due.steps)?;
+    }
     if w.host.name() == "freebsd" {
         // jail.conf.d/NAME.conf (which `jail -c` reads) and fstab.NAME.
         let files = crate::host::freebsd_conf::create_steps(l, &w.cfg.freebsd, &spec)?;
