@@ -174,8 +174,10 @@ fn freebsd_merge_runs_etcupdates_steps_inside_the_jails() {
         )
         .unwrap(),
     );
-    // ns keeps a copy of its zone file (tzsetup's way), mail a link.
+    // ns keeps a copy of its zone file (tzsetup's way, which names the zone
+    // in var/db/zoneinfo), mail a link.
     std::fs::write(s.layout.js.join("ns/etc/localtime"), "TZif\n").unwrap();
+    std::fs::write(s.layout.js.join("ns/var/db/zoneinfo"), "Europe/Berlin\n").unwrap();
     std::os::unix::fs::symlink(
         "/usr/share/zoneinfo/UTC",
         s.layout.js.join("mail/etc/localtime"),
@@ -282,9 +284,14 @@ fn a_failed_step_is_kept_for_later() {
     std::fs::remove_file(w2.join("usr/bin/cap_mkdb")).unwrap();
     s.apply(&template::plan_build(&s.layout, Source::Dir(w1), &s.cfg.carry_over).unwrap());
     s.apply(&jails::plan_create(&s.world(), "ns", "ns.example.org", "192.168.3.17", true).unwrap());
+    // A copied localtime without var/db/zoneinfo: tzsetup -r could not know
+    // the zone, so (as etcupdate) it is not run.
+    std::fs::write(s.layout.js.join("ns/etc/localtime"), "TZif\n").unwrap();
     let (plan, _) = upgrade::plan_upgrade_on(&s.world(), Source::Dir(w2), DATE).unwrap();
     s.apply(&plan);
     s.apply(&jailtx::etcmerge::plan(&s.world(), &[]).unwrap().0);
+    let due = std::fs::read_to_string(s.due("ns")).unwrap();
+    assert!(!due.contains("tzsetup"), "{due}");
     s.ran();
     let ran = jailtx::etcmerge::derived::run_due(&s.world()).unwrap();
     let line = jailtx::etcmerge::derived::describe(&ran[0]).unwrap();

@@ -118,9 +118,11 @@ pub fn load_due(layout: &Layout, name: &str) -> Result<Option<Due>, String> {
 
 /// The steps a merge of one jail makes due: one per derived-from file it
 /// writes (updated, added or merged), and `tzsetup -r` when the jail moves
-/// to another world and its `etc/localtime` is a copied file (a symlink
-/// follows the new zoneinfo by itself). Read through `fs::beneath`: the
-/// jail's root may have put anything at that name.
+/// to another world, its `etc/localtime` is a copied file (a symlink
+/// follows the new zoneinfo by itself) and `var/db/zoneinfo` names the zone
+/// (etcupdate's own conditions: without it `tzsetup -r` cannot know the
+/// zone, and etcupdate only warns). Read through `fs::beneath`: the jail's
+/// root may have put anything at those names; nothing is followed.
 pub fn due_after(tr: &TargetReport, jail_root: &std::path::Path) -> BTreeSet<Derived> {
     let mut due: BTreeSet<Derived> = tr
         .updated
@@ -130,20 +132,30 @@ pub fn due_after(tr: &TargetReport, jail_root: &std::path::Path) -> BTreeSet<Der
         .filter_map(|p| Derived::for_file(p))
         .collect();
     let new_world = tr.from.as_ref().is_some_and(|from| *from != tr.to);
-    if new_world && localtime_is_a_copy(jail_root) {
+    if new_world
+        && is_file(jail_root, &["etc", "localtime"])
+        && is_file(jail_root, &["var", "db", "zoneinfo"])
+    {
         due.insert(Derived::Tzsetup);
     }
     due
 }
 
-fn localtime_is_a_copy(jail_root: &std::path::Path) -> bool {
-    let Ok(top) = beneath::open_root(jail_root) else {
+/// Whether `root/PATH…` is a regular file, reached without following a link.
+fn is_file(root: &std::path::Path, path: &[&str]) -> bool {
+    let Some((name, dirs)) = path.split_last() else {
         return false;
     };
-    let Ok(Some(etc)) = top.subdir(OsStr::new("etc")) else {
+    let Ok(mut dir) = beneath::open_root(root) else {
         return false;
     };
-    matches!(etc.stat(OsStr::new("localtime")), Ok(Some(s)) if s.kind == beneath::Kind::File)
+    for d in dirs {
+        match dir.subdir(OsStr::new(d)) {
+            Ok(Some(sub)) => dir = sub,
+            _ => return false,
+        }
+    }
+    matches!(dir.stat(OsStr::new(name)), Ok(Some(s)) if s.kind == beneath::Kind::File)
 }
 
 /// The plan note that names the steps due per jail after a merge
@@ -336,5 +348,42 @@ pub fn describe(r: &Ran) -> Option<String> {
             "jail {}: etcupdate's step failed: {e}; it runs again after the next command that finds the jail running (or run it by hand inside the jail)",
             r.jail
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn files_map_to_etcupdates_steps() {
+        assert_eq!(
+            Derived::for_file("etc/master.passwd"),
+            Some(Derived::PwdMkdb)
+        );
+        assert_eq!(
+            Derived::for_file("etc/mail/aliases"),
+            Some(Derived::Newaliases)
+        );
+        assert_eq!(Derived::for_file("etc/passwd"), None);
+        assert_eq!(Derived::for_file("etc/localtime"), None);
+        assert_eq!(Derived::PwdMkdb.argv("linux"), None);
+        assert_eq!(
+            Derived::ServicesMkdb.argv("freebsd").unwrap().join(" "),
+            "/usr/sbin/services_mkdb -q -o /var/db/services.db /etc/services"
+        );
+    }
+
+    #[test]
+    fn the_plan_note_reads_back() {
+        let steps: BTreeSet<Derived> = [Derived::Tzsetup, Derived::PwdMkdb].into();
+        let note = format!("ns: {}; mail: {}", names(&steps), names(&steps));
+        assert_eq!(note, "ns: pwd_mkdb tzsetup; mail: pwd_mkdb tzsetup");
+        let back = parse_note(&note);
+        assert_eq!(back[1].0, "mail");
+        assert_eq!(back[1].1, [Derived::PwdMkdb, Derived::Tzsetup]);
+        let due = Due { steps };
+        let text = toml::to_string(&due).unwrap();
+        assert_eq!(toml::from_str::<Due>(&text).unwrap(), due);
     }
 }
