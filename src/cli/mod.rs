@@ -365,7 +365,28 @@ fn execute(ctx: &Ctx, state: Option<&mut State>, plan: Plan) -> Result<(), Error
     }
     let report = state.engine.run(plan)?;
     output::report(ctx.global.json, &report);
+    run_derived(ctx, ctx.host().as_ref());
     Ok(())
+}
+
+/// etcupdate's post-merge steps due in the jails that run now
+/// (`etcmerge::derived`), after a transaction committed: a jail the merge
+/// found stopped gets them after the command that starts it. A failure is
+/// said and retried later, never the command's failure (what it did is
+/// committed).
+fn run_derived(ctx: &Ctx, host: &dyn Host) {
+    use crate::etcmerge::derived;
+    match derived::run_due(&ctx.site(host)) {
+        Ok(ran) => {
+            for line in ran.iter().filter_map(derived::describe) {
+                output::note(ctx.global.json, &line);
+            }
+        }
+        Err(e) => output::note(
+            ctx.global.json,
+            &format!("etcupdate's steps inside the jails: {e}"),
+        ),
+    }
 }
 
 /// Under `--backend freebsd --dry-run`: the exact commands and files of
@@ -411,6 +432,9 @@ fn recover(ctx: &Ctx, rollback: bool) -> Result<(), Error> {
     let merged = report
         .as_ref()
         .and_then(|r| after_recovered_upgrade(ctx, &mut state, r));
+    if report.is_some() {
+        run_derived(ctx, ctx.host().as_ref());
+    }
     output::recovered(ctx.global.json, report.as_ref(), merged.as_ref());
     merged.map_or(Ok(()), |m| m.outcome())
 }
@@ -577,6 +601,7 @@ fn plan_window_and_run(
     let report = state.engine.run_noted(plan, &notes)?;
     if !merge_etc {
         output::report(ctx.global.json, &report);
+        run_derived(ctx, host.as_ref());
         return Ok(());
     }
     // A clash or a failure here never undoes the committed upgrade.
@@ -627,7 +652,10 @@ fn merge_etc_after_commit(ctx: &Ctx, state: &mut State, host: &dyn Host) -> outp
         return out;
     }
     match state.engine.run(plan) {
-        Ok(tx) => out.tx = Some(tx),
+        Ok(tx) => {
+            out.tx = Some(tx);
+            run_derived(ctx, host);
+        }
         Err(e) => out.error = Some(format!("the /etc merge: {e}")),
     }
     out
@@ -659,6 +687,7 @@ fn etc_merge(ctx: &Ctx, names: &[String]) -> Result<(), Error> {
         Some(state) => {
             if !plan.is_empty() {
                 merged.tx = Some(state.engine.run(plan)?);
+                run_derived(ctx, host.as_ref());
             }
             output::etc_merge(ctx.global.json, &merged);
         }

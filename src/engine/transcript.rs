@@ -13,6 +13,7 @@ use serde::Serialize;
 
 use crate::config::FreeBsd;
 use crate::host::{freebsd, freebsd_conf};
+use crate::plan::derived;
 use crate::plan::{Action, Plan};
 use crate::world::{self, Source};
 
@@ -70,6 +71,10 @@ pub struct Transcript {
     /// `(name, kind)` of every step, in order.
     pub steps: Vec<(String, String)>,
     pub entries: Vec<Entry>,
+    /// Commands run after the transaction commits, outside it: etcupdate's
+    /// post-merge steps inside each jail that runs (a stopped jail: after
+    /// the command that next starts it). Their `step` is the step count.
+    pub after: Vec<Entry>,
 }
 
 /// `arg` as sh(1) reads it back: bare when it is plain, else single-quoted.
@@ -342,6 +347,16 @@ pub fn of_plan(plan: &Plan, cfg: &FreeBsd) -> Transcript {
         b.name = step.name.clone();
         b.action(&step.action);
     }
+    let entries = std::mem::take(&mut b.out);
+    b.step = plan.steps.len();
+    let due = plan.notes.get(derived::NOTE).map(String::as_str);
+    for (jail, steps) in derived::parse_note(due.unwrap_or_default()) {
+        b.name = format!("in-jail-{jail}");
+        for step in steps {
+            b.run(freebsd::jexec_argv(&jail, &step.freebsd_argv())).note =
+                Some(format!("if {jail} runs; else after it next starts"));
+        }
+    }
     Transcript {
         op: plan.op.clone(),
         summary: plan.summary.clone(),
@@ -351,7 +366,8 @@ pub fn of_plan(plan: &Plan, cfg: &FreeBsd) -> Transcript {
             .iter()
             .map(|s| (s.name.clone(), s.action.kind().to_owned()))
             .collect(),
-        entries: b.out,
+        entries,
+        after: b.out,
     }
 }
 
@@ -363,7 +379,7 @@ impl Transcript {
 
     /// The `--json` form: one document.
     pub fn to_json(&self) -> serde_json::Value {
-        serde_json::json!({
+        let mut v = serde_json::json!({
             "dry_run": true,
             "backend": "freebsd",
             "op": self.op,
@@ -371,7 +387,11 @@ impl Transcript {
             "commit": self.commit,
             "steps": self.steps.iter().map(|(n, k)| serde_json::json!({"name": n, "kind": k})).collect::<Vec<_>>(),
             "commands": self.entries,
-        })
+        });
+        if !self.after.is_empty() {
+            v["after_commit"] = serde_json::json!(self.after);
+        }
+        v
     }
 }
 
@@ -411,6 +431,18 @@ impl fmt::Display for Transcript {
         }
         if self.commit >= self.steps.len() {
             writeln!(f, "\n-- commit: a failure above is undone in reverse")?;
+        }
+        if !self.after.is_empty() {
+            writeln!(
+                f,
+                "\n-- after the commit, inside the jails (etcupdate's steps; a failure is reported and retried)"
+            )?;
+            for e in &self.after {
+                match &e.note {
+                    Some(n) => writeln!(f, "  {}  {}  # {n}", e.kind.label(), e.line)?,
+                    None => writeln!(f, "  {}  {}", e.kind.label(), e.line)?,
+                }
+            }
         }
         Ok(())
     }

@@ -6,6 +6,7 @@
 //! jail's root can write it. Which world a target was last merged to is
 //! recorded in the state dir (see [`record`]). See `docs/etc-merge.md`.
 
+pub mod derived;
 pub mod diff3;
 mod planner;
 pub mod record;
@@ -22,4 +23,4 @@ pub use report::{Conflict, MergeReport, Refusal, TargetReport};
 pub const PROPOSAL: &str = ".jailtx-merge";
 
 /// The suffix a replaced or removed file is moved aside under until the commit.
-pub const ASIDE: &str = ".jailtx-old";
+pub use crate::ops::due::ASIDE;

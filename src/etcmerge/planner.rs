@@ -38,6 +38,7 @@ use crate::ops::jail::Site;
 use crate::ops::{records, upgrade, validate};
 use crate::plan::{Action, Plan};
 
+use super::derived;
 use super::diff3::{self, Labels, Merged};
 use super::record::{self, MergeRecord};
 use super::report::{Conflict, MergeReport, Refusal, TargetReport};
@@ -148,6 +149,7 @@ pub fn plan(w: &Site, names: &[String]) -> Result<(Plan, MergeReport), OpsError>
     );
     let mut report = MergeReport::default();
     let mut new_records = Vec::new();
+    let mut due = Vec::new();
     for t in &targets {
         let own = record::load(l, &t.name)?;
         let inherited = (t.name != "skel").then_some(skel_record.as_ref()).flatten();
@@ -159,6 +161,7 @@ pub fn plan(w: &Site, names: &[String]) -> Result<(Plan, MergeReport), OpsError>
             inherited,
         };
         let (tr, rec) = plan_target(&mut plan, t, &choice)?;
+        due.push((t.name.clone(), derived::due_after(&tr, &t.root)));
         report.targets.push(tr);
         if let Some(rec) = rec
             && own.as_ref() != Some(&rec)
@@ -167,6 +170,19 @@ pub fn plan(w: &Site, names: &[String]) -> Result<(Plan, MergeReport), OpsError>
         }
     }
     write_records(l, &mut plan, &new_records)?;
+    let mut in_jails = Vec::new();
+    for (name, steps) in &due {
+        // The skel never runs: its record goes to each jail created from it.
+        if let Some(all) = crate::ops::due::push_due(l, &mut plan, name, steps)?
+            && name != "skel"
+        {
+            in_jails.push(format!("{name}: {}", crate::plan::derived::names(&all)));
+        }
+    }
+    if !in_jails.is_empty() {
+        plan.notes
+            .insert(crate::plan::derived::NOTE.into(), in_jails.join("; "));
+    }
     let bytes: usize = plan
         .steps
         .iter()

@@ -30,7 +30,7 @@ impl MergeRecord {
 }
 
 pub fn dir(layout: &Layout) -> PathBuf {
-    layout.state.join("etc-merge")
+    crate::ops::due::records_dir(layout)
 }
 
 /// The record of `target` (a jail name, or `skel`).

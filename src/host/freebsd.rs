@@ -91,6 +91,13 @@ pub fn jail_remove_argv(conf: &Path, name: &str) -> Vec<String> {
     argv(&["jail", "-f", &s(conf), "-r", name])
 }
 
+/// `jexec NAME ARGV…`: `argv` inside the running jail `name`, as its root.
+pub fn jexec_argv(name: &str, inner: &[String]) -> Vec<String> {
+    let mut out = argv(&["jexec", name]);
+    out.extend(inner.iter().cloned());
+    out
+}
+
 /// `jls --libxo=json -v`. Plain `jls` leaves out the jail's name, which is
 /// how jailtx knows its jails; `-v` adds it (and the state).
 pub fn jls_argv() -> Vec<String> {
@@ -413,6 +420,15 @@ impl Host for FreeBsdHost {
             .map(|_| ())
             .map_err(|why| HostError::Command {
                 command: command.to_owned(),
+                why,
+            })
+    }
+    fn exec_in_jail(&self, jail: &JailSpec, inner: &[String]) -> Result<(), HostError> {
+        let argv = jexec_argv(&jail.name, inner);
+        self.run(argv.clone())
+            .map(|_| ())
+            .map_err(|why| HostError::Command {
+                command: argv.join(" "),
                 why,
             })
     }

@@ -28,7 +28,10 @@ pub fn fstab_path(cfg: &FreeBsd, name: &str) -> PathBuf {
 }
 
 /// A jail.conf(5) string: double-quoted, with `\`, `"` and `$` (which would
-/// start a variable) escaped, and control characters as C escapes.
+/// start a variable) escaped, and control characters as C escapes. jail(8)'s
+/// lexer turns `\ooo` into one byte, so a control character beyond ASCII
+/// (U+0080 to U+009F) is written as the octal escapes of each of its UTF-8
+/// bytes, never of its code point.
 pub fn quote(v: &str) -> String {
     let mut out = String::with_capacity(v.len() + 2);
     out.push('"');
@@ -40,7 +43,11 @@ pub fn quote(v: &str) -> String {
             }
             '\n' => out.push_str("\\n"),
             '\t' => out.push_str("\\t"),
-            c if c.is_control() => out.push_str(&format!("\\{:03o}", u32::from(c) & 0o377)),
+            c if c.is_control() => {
+                for b in c.encode_utf8(&mut [0; 4]).bytes() {
+                    out.push_str(&format!("\\{b:03o}"));
+                }
+            }
             c => out.push(c),
         }
     }
@@ -235,25 +242,44 @@ pub fn parse_conf(text: &str, name: &str) -> Option<BTreeMap<String, String>> {
     None
 }
 
+/// The value of a string [`quote`] wrote, decoded as jail(8)'s lexer does
+/// (`\ooo` is one byte; a character's bytes are joined back).
 fn unquote(v: &str) -> String {
     let Some(inner) = v.strip_prefix('"').and_then(|v| v.strip_suffix('"')) else {
         return v.to_owned();
     };
-    let mut out = String::new();
-    let mut chars = inner.chars();
-    while let Some(c) = chars.next() {
-        if c != '\\' {
-            out.push(c);
+    let bytes = inner.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        i += 1;
+        if b != b'\\' {
+            out.push(b);
             continue;
         }
-        match chars.next() {
-            Some('n') => out.push('\n'),
-            Some('t') => out.push('\t'),
-            Some(other) => out.push(other),
+        let digits = bytes[i..]
+            .iter()
+            .take(3)
+            .take_while(|d| (b'0'..=b'7').contains(d))
+            .count();
+        if digits > 0 {
+            let oct = bytes[i..i + digits]
+                .iter()
+                .fold(0u32, |n, d| n * 8 + u32::from(d - b'0'));
+            out.push((oct & 0o377) as u8);
+            i += digits;
+            continue;
+        }
+        match bytes.get(i) {
+            Some(b'n') => out.push(b'\n'),
+            Some(b't') => out.push(b'\t'),
+            Some(other) => out.push(*other),
             None => {}
         }
+        i += 1;
     }
-    out
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]
@@ -272,6 +298,11 @@ mod tests {
         assert_eq!(p["exec.start"], "a \"$b\"");
         assert_eq!(p["mount.devfs"], "");
         assert!(parse_conf(&text, "y").is_none());
+        // C1 controls: the octal escapes of their UTF-8 bytes, read back whole.
+        let v = "/a\tb\u{85}c\u{7f}é";
+        assert_eq!(quote(v), "\"/a\\tb\\302\\205c\\177é\"");
+        let text = format!("x {{\n\tpath = {};\n}}\n", quote(v));
+        assert_eq!(parse_conf(&text, "x").unwrap()["path"], v);
     }
 
     #[test]

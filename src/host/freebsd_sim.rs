@@ -378,6 +378,21 @@ impl SimFreeBsd {
     }
 }
 
+impl SimFreeBsd {
+    /// `jexec NAME PROG …`: the jail must run and PROG must resolve to a
+    /// file inside it (through its mounts and links); what PROG does to the
+    /// jail's databases is not modelled.
+    fn jexec(st: &State, name: &str, prog: &str) -> Result<String, String> {
+        let Some(j) = st.jails.iter().find(|j| j.name == name) else {
+            return Err(format!("jexec: jail \"{name}\" not found"));
+        };
+        match jail_lookup(&st.mounts, &j.path, prog) {
+            Some(p) if p.is_file() => Ok(String::new()),
+            _ => Err(format!("jexec: execvp: {prog}: No such file or directory")),
+        }
+    }
+}
+
 impl Runner for SimFreeBsd {
     fn run(&self, argv: &[String]) -> Result<String, String> {
         let mut st = self.lock();
@@ -408,6 +423,7 @@ impl Runner for SimFreeBsd {
                 self.jail(&mut st, Path::new(conf), op, name)
             }
             ["jls", "--libxo=json", "-v"] => Ok(Self::jls(&st)),
+            ["jexec", name, prog, ..] => Self::jexec(&st, name, prog),
             ["chflags", "-R", "0", p] => {
                 if std::fs::symlink_metadata(resolve(&st.mounts, Path::new(p))).is_ok() {
                     Ok(String::new())

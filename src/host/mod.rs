@@ -106,6 +106,20 @@ pub trait Host: Send + Sync {
         env: &[(String, String)],
         timeout: Option<std::time::Duration>,
     ) -> Result<(), HostError>;
+    /// Runs `argv` inside the running jail (FreeBSD: `jexec NAME ARGV…`),
+    /// as its root, with the jail's own programs: etcupdate's post-merge
+    /// steps (`etcmerge::derived`). A backend whose worlds have nothing to
+    /// run there (Linux) is never asked, and refuses.
+    fn exec_in_jail(&self, jail: &JailSpec, argv: &[String]) -> Result<(), HostError> {
+        Err(HostError::Command {
+            command: argv.join(" "),
+            why: format!(
+                "the {} backend runs nothing inside jail {}",
+                self.name(),
+                jail.name
+            ),
+        })
+    }
 }
 
 /// The JID of the running jail `jail`, checked by name and path (a reused

@@ -251,7 +251,8 @@ pub fn plan_create(
             mode: 0o755,
         },
     );
-    if exists(&data) {
+    let reused = exists(&data);
+    if reused {
         // Kept by an earlier `jail destroy` without --purge: the jail gets it back.
         plan.notes
             .insert("data".into(), format!("reusing {}", data.display()));
@@ -288,6 +289,11 @@ pub fn plan_create(
             mode: 0o600,
         },
     );
+    // The skel's /etc may have been merged since its derived databases were
+    // made (the skel never runs): a copy of it gets the steps due there.
+    if !reused && let Some(due) = super::due::load_due(l, "skel")? {
+        super::due::push_due(l, &mut plan, name.as_str(), &due.steps)?;
+    }
     if w.backend == Backend::FreeBsd {
         // jail.conf.d/NAME.conf (which `jail -c` reads) and fstab.NAME.
         let files = crate::host::freebsd_conf::create_steps(l, &w.cfg.freebsd, &spec)?;

@@ -7,6 +7,7 @@
 //! them (see the stack in `lib.rs` and `scripts/check-layers`).
 
 mod blob;
+pub mod derived;
 mod jail;
 mod names;
 mod source;
