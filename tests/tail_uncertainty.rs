@@ -34,7 +34,7 @@ use jailtx::journal::{End, Outcome, Record};
 use serde_json::Value;
 use support::plans::{check_representative_after, make_fixture, representative_plan};
 use support::{
-    Baseline, Expect, JailDef, Root, RunState, Snapshot, Worlds, assert_no_failures,
+    Baseline, Expect, JailDef, Root, RunState, Snapshot, Worlds, assert_no_failures, assert_same,
     check_invariants, check_second_recover, diff, fleet, in_private_ns, report_failure,
     run_isolated, snapshot_live, step_names, world_version,
 };
@@ -577,4 +577,59 @@ fn bit_flip_in_the_last_frame_of_a_plan_of_every_filesystem_action() {
             if bad.is_empty() { Ok(()) } else { Err(bad) }
         },
     );
+}
+
+/// The trim is durable as soon as any command opens the journal for
+/// writing, so the lost intent must be written again then, not only by
+/// `recover`: a command that finds the transaction pending and stops
+/// (exit 4) must not leave a later `recover --rollback` blind to the step.
+#[test]
+fn a_command_refused_for_the_pending_transaction_keeps_the_uncertainty() {
+    let (before, _) = {
+        let (r, _) = fixture_root();
+        (r.tree(), ())
+    };
+    let (r, file) = fixture_root();
+    let args = ["run-plan", file.to_str().unwrap()];
+    let plan = r.dry_run_plan(&args);
+    let names = step_names(&plan);
+    let op = plan["op"].as_str().unwrap().to_owned();
+    let last = format!("{op}/after-done:{}", names.len() - 1);
+    r.run_env(&args, &[("JAILTX_FAULT", &last)])
+        .assert_killed("the reference run");
+    let commit = plan["commit"].as_u64().unwrap();
+    let frames = frames_of(&r.journal(), &op, commit, &last);
+    drop(r);
+    // The last intent before the commit point: a rename that moved the old
+    // tree aside, whose rollback must move it back.
+    let frame = frames
+        .iter()
+        .rev()
+        .find(|f| matches!(&f.record, Record::StepIntent(m) if (m.step as u64) < commit))
+        .expect("an intent before the commit point")
+        .clone();
+    let c = Case {
+        frame,
+        flip: Flip::Spread,
+        rollback: true,
+        reboot: false,
+    };
+    let (r, file) = fixture_root();
+    let args = ["run-plan", file.to_str().unwrap()];
+    kill_and_flip(&r, &args, &frames, &c).unwrap();
+    let refused = r.run(&args);
+    assert_eq!(refused.code(), Some(4), "{refused}");
+    let bytes = std::fs::read(r.journal()).unwrap();
+    let scan = frame::scan(&bytes, JOURNAL_MAGIC).unwrap();
+    // The refused command trimmed the tail (durably) and wrote the intent
+    // that the damaged frame held again in its place.
+    assert_eq!(scan.torn_bytes, 0, "the refused command trims the tail");
+    assert_eq!(
+        scan.records.last().map(|(_, r)| r),
+        Some(&c.frame.record),
+        "the lost intent is written again"
+    );
+    let out = r.run(c.recover());
+    assert_eq!(out.code(), Some(0), "{out}");
+    assert_same(&c.label(&names), &r.tree(), &before);
 }
