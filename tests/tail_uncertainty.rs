@@ -30,7 +30,7 @@ use std::path::Path;
 use std::time::Instant as Clock;
 
 use jailtx::journal::frame::{self, JOURNAL_MAGIC};
-use jailtx::journal::{End, Outcome, Record};
+use jailtx::journal::{Commit, End, Outcome, Record};
 use serde_json::Value;
 use support::plans::{check_representative_after, make_fixture, representative_plan};
 use support::{
@@ -137,17 +137,18 @@ fn records(path: &Path) -> Vec<(u64, Record)> {
     scan.records
 }
 
-/// One frame of the upgrade's journal to make the last and damage: the
+/// One frame of a transaction's journal to make the last and damage: the
 /// record it holds and the fault that kills the run right after it is
 /// written (the latest such instant: for an intent, after the step, or the
-/// last step of its batch, has acted). `None` for the End, which no fault
-/// can stop after (the journal is reset right after it): the case appends
-/// it to the journal of the last step's `after-done`.
+/// last step of its batch, has acted), or, for the frames no kill can end
+/// a journal with, the records to append by hand (see [`frames_of`]).
 #[derive(Debug, Clone)]
 struct Frame {
     index: usize,
     record: Record,
     fault: String,
+    /// Records appended by hand after the kill, this frame's last.
+    append: Vec<Record>,
 }
 
 fn kind(r: &Record) -> String {
@@ -183,20 +184,34 @@ fn frames_of(journal: &Path, op: &str, commit: u64, last: &str) -> Vec<Frame> {
             index,
             record,
             fault,
+            append: Vec::new(),
         });
     }
-    let index = out.len();
-    out.push(Frame {
-        index,
-        record: Record::End(End {
-            tx: out[0].record.tx(),
-            ended_ms: 0,
-            outcome: Outcome::Committed,
-            reason: None,
-            notes: BTreeMap::new(),
-        }),
-        fault: last.to_owned(),
-    });
+    // No kill can stop a run right after its End (the journal is reset next)
+    // or, when the commit point is the plan's end, right after its Commit
+    // (appended after the last step's done, with no instant between it and
+    // the End): they are appended by hand to the journal of the last step's
+    // `after-done`. The tree is the same, as neither record acts.
+    let tx = out[0].record.tx();
+    let mut extra = Vec::new();
+    if !out.iter().any(|f| matches!(f.record, Record::Commit(_))) {
+        extra.push(Record::Commit(Commit { tx }));
+    }
+    extra.push(Record::End(End {
+        tx,
+        ended_ms: 0,
+        outcome: Outcome::Committed,
+        reason: None,
+        notes: BTreeMap::new(),
+    }));
+    for k in 0..extra.len() {
+        out.push(Frame {
+            index: out.len(),
+            record: extra[k].clone(),
+            fault: last.to_owned(),
+            append: extra[..=k].to_vec(),
+        });
+    }
     out
 }
 
@@ -224,13 +239,14 @@ fn kill_and_flip(r: &Root, args: &[&str], frames: &[Frame], c: &Case) -> Result<
         .assert_killed(&c.frame.fault);
     let journal = r.journal();
     let mut recs = records(&journal);
-    if let Record::End(_) = c.frame.record {
-        let bytes = frame::encode(&c.frame.record).unwrap();
+    if !c.frame.append.is_empty() {
         let mut f = std::fs::OpenOptions::new()
             .append(true)
             .open(&journal)
             .unwrap();
-        std::io::Write::write_all(&mut f, &bytes).unwrap();
+        for r in &c.frame.append {
+            std::io::Write::write_all(&mut f, &frame::encode(r).unwrap()).unwrap();
+        }
         recs = records(&journal);
     }
     let got: Vec<String> = recs.iter().map(|(_, r)| kind(r)).collect();
