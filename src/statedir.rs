@@ -230,7 +230,11 @@ pub fn read_history(layout: &Layout) -> Result<(Vec<Summary>, Option<TxState>), 
                     out.push(crate::engine::summary_of(&tx));
                 }
             } else {
-                pending = Some(tx);
+                // As Engine::open marks it (a read-only look trims nothing).
+                pending = Some(TxState {
+                    tail_trimmed: scan.torn_bytes > 0,
+                    ..tx
+                });
             }
         }
     }

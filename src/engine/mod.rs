@@ -247,6 +247,13 @@ impl<S: Storage> Engine<S> {
         if pending.is_none() && !journal.is_empty() {
             journal.reset()?;
         }
+        if let Some(st) = pending.as_mut() {
+            // The trimmed tail belonged to the pending transaction (the last
+            // one in the journal; a tail after an End could only have been
+            // the next Begin, before which nothing acts).
+            st.tail_trimmed = jscan.torn_bytes > 0;
+            reassert_lost_intent(&mut journal, st)?;
+        }
         Ok(Engine {
             journal,
             history,
@@ -513,13 +520,7 @@ impl<S: Storage> Engine<S> {
             // last: every such step (and its undo) is correct whether or not it
             // ran, so "intent without done" for the whole run is recoverable,
             // and a window over N jails costs a constant number of syncs.
-            let limit = if i < commit { commit } else { n };
-            let mut last = i;
-            if plan.steps[i].action.batchable() {
-                while last + 1 < limit && plan.steps[last + 1].action.batchable() {
-                    last += 1;
-                }
-            }
+            let last = batch_end(&plan, i);
             let batch = last > i;
             let range = StepRange {
                 tx,
@@ -707,6 +708,65 @@ impl<S: Storage> Engine<S> {
             notes,
         })
     }
+}
+
+/// The last step of the batch that starts at step `i` (`i` itself when it
+/// is no batch): consecutive batchable steps, never across the commit point.
+/// A function of the plan and `i` alone, so a resume, and the re-assertion of
+/// a lost intent, find the batch the interrupted run journaled.
+fn batch_end(plan: &Plan, i: usize) -> usize {
+    let commit = plan.commit as usize;
+    let limit = if i < commit { commit } else { plan.steps.len() };
+    let mut last = i;
+    if plan.steps[i].action.batchable() {
+        while last + 1 < limit && plan.steps[last + 1].action.batchable() {
+            last += 1;
+        }
+    }
+    last
+}
+
+/// Writes again the intent a trimmed tail may have taken away, before
+/// anything else is done: the lost last frame may have been the StepIntent
+/// (or StepIntents) of the next step, whose effect then ran with nothing
+/// durable saying so. An intent only ever claims that a step *may* have
+/// acted, which is now true, so the journal becomes one the protocol writes
+/// itself (a crash after that intent), and both directions handle it as
+/// they do that crash: a resume re-runs the step (idempotent), a rollback
+/// undoes it (every undo is correct whether or not its step ran). Written
+/// here, on open, and not only by `recover`: the trim is durable from now
+/// on, so any command that opens the journal and stops (exit 4) would
+/// otherwise leave a later rollback with nothing to say the step may have
+/// run. journal-format section 10, "The last frame trimmed".
+fn reassert_lost_intent<S: Storage>(
+    journal: &mut Log<S>,
+    st: &mut TxState,
+) -> Result<(), EngineError> {
+    let Some(i) = st.intent_maybe_lost() else {
+        return Ok(());
+    };
+    let plan = &st.begin.plan;
+    let last = batch_end(plan, i);
+    warn!(
+        tx = st.tx(),
+        first = i,
+        last,
+        step = %plan.steps[i].name,
+        "the journal's last record was lost; the steps after it may have run: recording their intent again"
+    );
+    let tx = st.tx();
+    let record = if last > i {
+        Record::StepIntents(StepRange {
+            tx,
+            first: i as u32,
+            last: last as u32,
+        })
+    } else {
+        Record::StepIntent(StepMark { tx, step: i as u32 })
+    };
+    journal.append(&record)?;
+    st.intent[i..=last].fill(true);
+    Ok(())
 }
 
 /// The fatal error for a step (or undo) whose fsync or syncfs failed, or

@@ -17,6 +17,11 @@ pub struct TxState {
     pub abort: Option<Abort>,
     pub committed: bool,
     pub end: Option<End>,
+    /// The journal's last frame was trimmed when it was read: torn, or
+    /// failing its checksum, which a flipped bit in the last *durable* frame
+    /// does too. The record after the last one read may then be lost, and
+    /// with it the news that a step acted (see [`TxState::intent_maybe_lost`]).
+    pub tail_trimmed: bool,
 }
 
 /// Where a transaction stands; every command asks before acting.
@@ -53,6 +58,7 @@ impl TxState {
             abort: None,
             committed: false,
             end: None,
+            tail_trimmed: false,
         }
     }
 
@@ -75,6 +81,26 @@ impl TxState {
     /// The first step without a done record (where a resume starts).
     pub fn first_not_done(&self) -> usize {
         self.done.iter().position(|d| !d).unwrap_or(self.done.len())
+    }
+
+    /// The step whose StepIntent (or the StepIntents of whose batch) may be
+    /// the record a trimmed tail took away, so that the step may have acted
+    /// with nothing durable saying so: the first step without a done, when
+    /// it has no intent either and stands before the commit point, and no
+    /// rollback is decided. In every other state the lost record can only
+    /// be one that changes nothing on disk (a StepDone, an Abort, a Commit,
+    /// a compensation record, an End: journal-format section 10), or the
+    /// step it covers is re-run or undone anyway. `None` when the tail was
+    /// not trimmed.
+    pub fn intent_maybe_lost(&self) -> Option<usize> {
+        if !self.tail_trimmed || self.status() != TxStatus::InFlight {
+            return None;
+        }
+        let next = self.first_not_done();
+        // At the commit point the next record is the Commit, and no step
+        // from there on acts before it: nothing can have run unrecorded.
+        let before_commit = next < self.begin.plan.commit as usize;
+        (before_commit && !self.intent[next]).then_some(next)
     }
 }
 
