@@ -991,3 +991,27 @@ fn status_names_the_interrupted_transaction() {
     assert!(r.json(&["status"])["pending"].is_null());
     assert!(!r.ok(&["status"]).contains("interrupted"));
 }
+
+/// A bit flip in the journal's last frame may have taken a step's intent
+/// with it: `recover --dry-run` says that step may have run (and changes
+/// nothing, the damaged frame included).
+#[test]
+fn recover_dry_run_names_a_step_whose_intent_may_be_lost() {
+    let r = Root::fresh();
+    let p = r.plan_file("a", &small_plan(&r, "a"));
+    r.run_env(&["run-plan", s(&p)], &[("JAILTX_FAULT", "after-intent:1")])
+        .assert_killed("after-intent:1");
+    let mut j = std::fs::read(r.journal()).unwrap();
+    let last = j.len() - 1;
+    j[last] ^= 0x10;
+    std::fs::write(r.journal(), &j).unwrap();
+    let before = r.everything();
+    let d = r.json(&["recover", "--dry-run"]);
+    assert_eq!(d["pending"]["maybe_ran"], "write", "{d}");
+    let text = r.ok(&["recover", "--rollback", "--dry-run"]);
+    assert!(text.contains("step write may have run"), "{text}");
+    assert_same("recover --dry-run", &r.everything(), &before);
+    // Undamaged: nothing may have run unrecorded.
+    let r = pending_root();
+    assert!(r.json(&["recover", "--dry-run"])["pending"]["maybe_ran"].is_null());
+}

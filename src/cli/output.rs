@@ -104,6 +104,13 @@ pub fn pending(json: bool, p: Option<&TxState>, mode: RecoverMode) {
             "steps": p.begin.plan.steps.len(),
             "steps_done": p.done.iter().filter(|d| **d).count(),
             "will": will,
+            // A damaged last frame may have been this step's intent: the
+            // step may have run with nothing durable saying so, and recover
+            // re-runs it (or --rollback undoes it) whether or not it did.
+            "maybe_ran": p
+                .intent_maybe_lost()
+                .and_then(|i| p.begin.plan.steps.get(i))
+                .map(|s| s.name.clone()),
         })
     });
     if json {
@@ -118,6 +125,11 @@ pub fn pending(json: bool, p: Option<&TxState>, mode: RecoverMode) {
             d["steps"],
             d["will"].as_str().unwrap_or("")
         );
+        if let Some(step) = d["maybe_ran"].as_str() {
+            outln!(
+                "the journal's last record was damaged and trimmed: step {step} may have run; recover re-runs it, recover --rollback undoes it"
+            );
+        }
     } else {
         outln!("nothing to recover");
     }
