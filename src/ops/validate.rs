@@ -6,7 +6,11 @@ use std::path::Path;
 
 use crate::world::{ArchiveKind, Source};
 
-/// Jail names: `[A-Za-z0-9_-]{1,63}`, and never a name the layout uses in `j/`.
+/// Jail names: `[A-Za-z0-9_][A-Za-z0-9_-]{0,62}`, not all digits, and never
+/// a name the layout uses in `j/` (SPEC section 4). jail(8) reads a name
+/// that starts with `-` as an option (getopt), and its config.c takes an
+/// all-digit name for the JID as well, which the kernel refuses unless the
+/// two agree: neither can be a jailtx jail.
 pub fn jail_name(name: &str) -> Result<(), String> {
     let ok_chars = name
         .bytes()
@@ -14,6 +18,16 @@ pub fn jail_name(name: &str) -> Result<(), String> {
     if name.is_empty() || name.len() > 63 || !ok_chars {
         return Err(format!(
             "jail name {name:?} is invalid: use 1 to 63 of A-Z a-z 0-9 _ -"
+        ));
+    }
+    if name.starts_with('-') {
+        return Err(format!(
+            "jail name {name:?} is invalid: it must start with a letter, a digit or _ (jail(8) reads a leading - as an option)"
+        ));
+    }
+    if name.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!(
+            "jail name {name:?} is invalid: an all-digit name is a JID to jail(8); add a letter or _"
         ));
     }
     if name.starts_with("mroot") || name == "skel" {
@@ -98,15 +112,18 @@ pub fn source(src: &Source) -> Result<(), String> {
     Ok(())
 }
 
-/// A path handed to a jail (its root) must not pass through a symlink:
-/// FreeBSD's jail(8) refuses such a root, so jailtx refuses it first.
+/// A path handed to a jail (its root) must not pass through a symlink. The
+/// kernel would take one (jail(2) resolves `path` itself), but `jls`
+/// reports the resolved path and jailtx knows its running jails by name and
+/// path (`host::running_jid`): a jail started on a symlinked path would look
+/// stopped, and be started again. So jailtx stores and uses physical paths.
 pub fn physical_path(p: &Path) -> Result<(), String> {
     let mut cur = std::path::PathBuf::new();
     for c in p.components() {
         cur.push(c);
         if std::fs::symlink_metadata(&cur).is_ok_and(|m| m.file_type().is_symlink()) {
             return Err(format!(
-                "{} passes through the symlink {}; use the physical path",
+                "{} passes through the symlink {}; use the physical path (jls reports jails by their resolved path)",
                 p.display(),
                 cur.display()
             ));
@@ -121,7 +138,17 @@ mod tests {
 
     #[test]
     fn names() {
-        for ok in ["ns", "mail", "www", "a_b-9", &"x".repeat(63)] {
+        for ok in [
+            "ns",
+            "mail",
+            "www",
+            "a_b-9",
+            "_1",
+            "1a",
+            "9-",
+            "a-",
+            &"x".repeat(63),
+        ] {
             assert!(jail_name(ok).is_ok(), "{ok}");
         }
         for bad in [
@@ -134,6 +161,15 @@ mod tests {
             "skel",
             &"x".repeat(64),
             "ü",
+            // jail(8)'s getopt: options, not names.
+            "-x",
+            "-1",
+            "-c",
+            "--",
+            // config.c: a JID as well as a name.
+            "0",
+            "0123",
+            "123",
         ] {
             assert!(jail_name(bad).is_err(), "{bad}");
         }
@@ -183,7 +219,10 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         std::fs::create_dir(d.path().join("real")).unwrap();
         std::os::unix::fs::symlink("real", d.path().join("home")).unwrap();
-        assert!(physical_path(&d.path().join("home/j")).is_err());
+        let e = physical_path(&d.path().join("home/j")).unwrap_err();
+        // The reason is jls and the match by name and path, not jail(8): the
+        // kernel resolves a symlinked path itself.
+        assert!(e.contains("jls") && !e.contains("refuses"), "{e}");
         assert!(physical_path(&d.path().join("real/j")).is_ok());
     }
 }
