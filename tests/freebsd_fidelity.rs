@@ -330,3 +330,33 @@ fn freebsd_config_values_are_checked_at_load() {
         assert!(line.contains(key), "{line}");
     }
 }
+
+/// Mismatch 5: `stop_timeout_secs = 0` is jail(8)'s `stop.timeout = 0`: no
+/// SIGTERM, the jail's processes are killed at once. On the Linux backend a
+/// process that would answer SIGTERM (writing a marker) never gets one.
+#[test]
+fn a_stop_timeout_of_0_sends_no_sigterm_on_linux() {
+    if !support::in_private_ns("a_stop_timeout_of_0_sends_no_sigterm_on_linux") {
+        return;
+    }
+    let worlds = support::Worlds::new();
+    let r = Root::new(Some("[jail]\nstop_timeout_secs = 0\n"));
+    r.template(&worlds.get(1));
+    let ns = support::JailDef::new("ns", support::RunState::Stopped);
+    r.ok(&ns.create_args());
+    r.write(
+        "js/ns/etc/rc",
+        "#!/bin/sh\n\
+         sh -c \"trap 'echo term > /s/tmp/term; exit 0' TERM; \
+         sleep 1000 & wait\" </dev/null >/dev/null 2>&1 &\n\
+         exit 0\n",
+    );
+    r.ok(&["start", "ns"]);
+    assert!(support::processes_under(r.dir()).len() >= 2);
+    r.ok(&["stop", "ns"]);
+    assert_eq!(support::processes_under(r.dir()), Vec::new());
+    assert!(
+        !r.path("js/ns/tmp/term").exists(),
+        "the jail's process got a SIGTERM"
+    );
+}
