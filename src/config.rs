@@ -264,27 +264,7 @@ impl Config {
                 )));
             }
         }
-        // These paths go into generated files (the `#` comment lines of
-        // NAME.conf and fstab.NAME, where a newline would end the comment and
-        // hand the rest to jail(8)'s parser) and are read back from text
-        // (`mount -p`, one mount per line): no control character has a way in.
-        for (key, p) in [
-            ("base", &self.base),
-            ("state_dir", &self.state_dir),
-            ("freebsd.jail_conf_dir", &self.freebsd.jail_conf_dir),
-            ("freebsd.fstab_dir", &self.freebsd.fstab_dir),
-        ] {
-            if p.as_os_str()
-                .as_encoded_bytes()
-                .iter()
-                .any(u8::is_ascii_control)
-            {
-                return Err(ConfigError::Invalid(format!(
-                    "{key} {:?} holds a control character (a newline, a tab…); use a path without one",
-                    p
-                )));
-            }
-        }
+        self.no_control_characters()?;
         freebsd_interface(&self.freebsd.interface).map_err(ConfigError::Invalid)?;
         let ranges = [
             in_range(
@@ -319,6 +299,30 @@ impl Config {
         Ok(())
     }
 
+    /// These paths go into generated files (the `#` comment lines of
+    /// NAME.conf and fstab.NAME, where a newline would end the comment and
+    /// hand the rest to jail(8)'s parser) and are read back from text
+    /// (`mount -p`, one mount per line): no control character has a way in.
+    fn no_control_characters(&self) -> Result<(), ConfigError> {
+        for (key, p) in [
+            ("base", &self.base),
+            ("state_dir", &self.state_dir),
+            ("freebsd.jail_conf_dir", &self.freebsd.jail_conf_dir),
+            ("freebsd.fstab_dir", &self.freebsd.fstab_dir),
+        ] {
+            if p.as_os_str()
+                .as_encoded_bytes()
+                .iter()
+                .any(u8::is_ascii_control)
+            {
+                return Err(ConfigError::Invalid(format!(
+                    "{key} {p:?} holds a control character (a newline, a tab…); use a path without one"
+                )));
+            }
+        }
+        Ok(())
+    }
+
     /// Loads the config the global options point at, then applies `--root`.
     pub fn load(src: &Sources) -> Result<Config, ConfigError> {
         // --config must exist; the file beside --root and the default one may not.
@@ -344,6 +348,7 @@ impl Config {
             cfg.state_dir = root.join(".jailtx");
             cfg.freebsd.jail_conf_dir = root.join("etc/jail.conf.d");
             cfg.freebsd.fstab_dir = root.join("etc");
+            cfg.no_control_characters()?;
         }
         Ok(cfg)
     }
@@ -357,8 +362,9 @@ fn absolute(p: &Path) -> Result<PathBuf, ConfigError> {
 }
 
 /// The physical path of `p`: symlinks in its existing part resolved, the
-/// missing rest appended. FreeBSD refuses a jail root that passes through a
-/// symlink (`/home` -> `/usr/home`), so BASE is stored this way.
+/// missing rest appended. BASE is stored this way (`/home` -> `/usr/home`):
+/// the kernel keeps a jail's resolved path, `jls` reports that one, and
+/// jailtx knows a running jail by its name and path.
 pub fn physical(p: &Path) -> Result<PathBuf, ConfigError> {
     let p = absolute(p)?;
     let mut existing = p.as_path();
@@ -508,6 +514,12 @@ mod tests {
                 assert!(msg.contains(key) && !msg.contains('\n'), "{msg}");
             }
         }
+        let root = Sources {
+            root: Some("/nonexistent-jailtx/a\nb".into()),
+            config: None,
+        };
+        let msg = Config::load(&root).unwrap_err().to_string();
+        assert!(msg.contains("control character"), "{msg}");
         let ok = "[freebsd]\njail_conf_dir = \"/etc/jail conf.d\"\n";
         assert!(Config::parse(ok, Path::new("/c.toml")).is_ok());
     }

@@ -5,7 +5,8 @@
 //! Every argv is built by one of the `*_argv` functions below, which the
 //! transcript ([`super::transcript`]) calls too: what a dry run prints is what
 //! this backend runs. Each mutating command is preceded by a check of the
-//! current state (`mount -p`, `jls`), which is what makes it idempotent:
+//! current state (the mount table: getfsstat(2) on FreeBSD, `mount -p`
+//! through the runner elsewhere; `jls`), which is what makes it idempotent:
 //! FreeBSD stacks a second nullfs mount on the first, `umount` of what is not
 //! mounted fails, and so do `jail -c` of a running jail and `jail -r` of a
 //! stopped one.
