@@ -10,9 +10,10 @@ use crate::fs::statefile::{self, Kind};
 /// Where the config file is looked for when neither `--config` nor `--root` says.
 pub const DEFAULT_CONFIG: &str = "/usr/local/etc/jailtx.toml";
 
-/// `[jail] stop_timeout_secs`, in seconds: 0 (a second, the least grace
-/// a jail gets) to an hour. Also the range `__jail-init --stop-timeout`
-/// takes, and what a plan read back from the journal is clamped to.
+/// `[jail] stop_timeout_secs`, in seconds: 0 (no grace: the jail's
+/// processes are killed at once, as jail(8) does with `stop.timeout = 0`)
+/// to an hour. Also the range `__jail-init --stop-timeout` takes, and what a
+/// plan read back from the journal is clamped to.
 pub const STOP_TIMEOUT_SECS: std::ops::RangeInclusive<u64> = 0..=3600;
 /// `[health] timeout_secs`, in seconds: 0 (a second) to an hour. It runs
 /// inside the downtime window; a plan from the journal is clamped to it.
@@ -21,17 +22,37 @@ pub const HEALTH_TIMEOUT_SECS: std::ops::RangeInclusive<u64> = 0..=3600;
 pub const KEEP_ARCHIVES: std::ops::RangeInclusive<u32> = 0..=1000;
 
 /// How long a jail's processes get between SIGTERM and SIGKILL for a stop
-/// timeout of `secs`: at least a second, at most [`STOP_TIMEOUT_SECS`]'s
-/// end. Clamped rather than trusted, because a plan read back from the
-/// journal may carry any value and recovery must finish on it.
+/// timeout of `secs`, at most [`STOP_TIMEOUT_SECS`]'s end. Zero means what
+/// it means to jail(8) (command.c `term_procs`): no SIGTERM, the jail's
+/// processes are killed at once. Clamped rather than trusted, because a
+/// plan read back from the journal may carry any value and recovery must
+/// finish on it; the FreeBSD backend writes the clamped value too.
 pub fn stop_grace(secs: u64) -> std::time::Duration {
-    std::time::Duration::from_secs(secs.clamp(1, *STOP_TIMEOUT_SECS.end()))
+    std::time::Duration::from_secs(secs.min(*STOP_TIMEOUT_SECS.end()))
 }
 
-/// The health check's time limit for `secs`, clamped like [`stop_grace`]
-/// to [`HEALTH_TIMEOUT_SECS`] (0 means a second).
+/// The health check's time limit for `secs`, clamped to
+/// [`HEALTH_TIMEOUT_SECS`] (0 means a second).
 pub fn health_timeout(secs: u64) -> std::time::Duration {
     std::time::Duration::from_secs(secs.clamp(1, *HEALTH_TIMEOUT_SECS.end()))
+}
+
+/// `[freebsd] interface`: empty (no `interface` line), or a name jail(8)
+/// can hand to ifconfig(8): 1 to 15 bytes (the kernel's IFNAMSIZ is 16 with
+/// the NUL), a letter first, then letters, digits, `_`, `.` and `-` (`em0`,
+/// `vtnet0`, `lagg0.100`, `bridge0`). Renamed interfaces may use more than
+/// that; jailtx takes only names that need no quoting anywhere.
+pub fn freebsd_interface(name: &str) -> Result<(), String> {
+    let first_letter = name.bytes().next().is_some_and(|b| b.is_ascii_alphabetic());
+    let chars = name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
+    if name.is_empty() || (first_letter && chars && name.len() <= 15) {
+        return Ok(());
+    }
+    Err(format!(
+        "freebsd.interface {name:?} is not an interface name: use 1 to 15 of A-Z a-z 0-9 _ . -, starting with a letter (e.g. \"em0\")"
+    ))
 }
 
 /// `value` if `range` holds it, else the error naming `key` and the range.
@@ -243,6 +264,8 @@ impl Config {
                 )));
             }
         }
+        self.no_control_characters()?;
+        freebsd_interface(&self.freebsd.interface).map_err(ConfigError::Invalid)?;
         let ranges = [
             in_range(
                 "jail.stop_timeout_secs",
@@ -276,6 +299,30 @@ impl Config {
         Ok(())
     }
 
+    /// These paths go into generated files (the `#` comment lines of
+    /// NAME.conf and fstab.NAME, where a newline would end the comment and
+    /// hand the rest to jail(8)'s parser) and are read back from text
+    /// (`mount -p`, one mount per line): no control character has a way in.
+    fn no_control_characters(&self) -> Result<(), ConfigError> {
+        for (key, p) in [
+            ("base", &self.base),
+            ("state_dir", &self.state_dir),
+            ("freebsd.jail_conf_dir", &self.freebsd.jail_conf_dir),
+            ("freebsd.fstab_dir", &self.freebsd.fstab_dir),
+        ] {
+            if p.as_os_str()
+                .as_encoded_bytes()
+                .iter()
+                .any(u8::is_ascii_control)
+            {
+                return Err(ConfigError::Invalid(format!(
+                    "{key} {p:?} holds a control character (a newline, a tab…); use a path without one"
+                )));
+            }
+        }
+        Ok(())
+    }
+
     /// Loads the config the global options point at, then applies `--root`.
     pub fn load(src: &Sources) -> Result<Config, ConfigError> {
         // --config must exist; the file beside --root and the default one may not.
@@ -301,6 +348,7 @@ impl Config {
             cfg.state_dir = root.join(".jailtx");
             cfg.freebsd.jail_conf_dir = root.join("etc/jail.conf.d");
             cfg.freebsd.fstab_dir = root.join("etc");
+            cfg.no_control_characters()?;
         }
         Ok(cfg)
     }
@@ -314,8 +362,9 @@ fn absolute(p: &Path) -> Result<PathBuf, ConfigError> {
 }
 
 /// The physical path of `p`: symlinks in its existing part resolved, the
-/// missing rest appended. FreeBSD refuses a jail root that passes through a
-/// symlink (`/home` -> `/usr/home`), so BASE is stored this way.
+/// missing rest appended. BASE is stored this way (`/home` -> `/usr/home`):
+/// the kernel keeps a jail's resolved path, `jls` reports that one, and
+/// jailtx knows a running jail by its name and path.
 pub fn physical(p: &Path) -> Result<PathBuf, ConfigError> {
     let p = absolute(p)?;
     let mut existing = p.as_path();
@@ -405,6 +454,75 @@ impl Layout {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_stop_timeout_of_0_is_no_grace() {
+        // jail(8) (command.c term_procs): stop.timeout = 0 sends no SIGTERM
+        // and removes the jail at once.
+        assert_eq!(stop_grace(0), std::time::Duration::ZERO);
+        assert_eq!(stop_grace(10), std::time::Duration::from_secs(10));
+        assert_eq!(stop_grace(u64::MAX), std::time::Duration::from_secs(3600));
+    }
+
+    #[test]
+    fn freebsd_interface_is_checked() {
+        for ok in [
+            "",
+            "em0",
+            "vtnet0",
+            "lagg0.100",
+            "bridge0",
+            "epair0a",
+            "wg_home",
+        ] {
+            let text = format!("[freebsd]\ninterface = {ok:?}\n");
+            assert!(Config::parse(&text, Path::new("/c.toml")).is_ok(), "{ok}");
+        }
+        for bad in [
+            "em0 up",
+            "em0;reboot",
+            "-em0",
+            "0em",
+            "em0\n",
+            "a_name_of_16_byt",
+            "em0\"",
+            "em$0",
+        ] {
+            let text = format!("[freebsd]\ninterface = {bad:?}\n");
+            let e = Config::parse(&text, Path::new("/c.toml")).unwrap_err();
+            let msg = e.to_string();
+            assert!(msg.contains("freebsd.interface"), "{bad}: {msg}");
+            assert!(!msg.contains('\n'), "{msg}");
+        }
+    }
+
+    #[test]
+    fn control_characters_in_paths_are_refused() {
+        for key in ["base", "state_dir"] {
+            let text = format!("{key} = \"/a\\nb\"\n");
+            let msg = Config::parse(&text, Path::new("/c.toml"))
+                .unwrap_err()
+                .to_string();
+            assert!(msg.contains(key) && !msg.contains('\n'), "{msg}");
+        }
+        for key in ["jail_conf_dir", "fstab_dir"] {
+            for bad in ["/etc/a\\nb", "/etc/a\\rb", "/etc/\\u0000", "/etc/\\u007f"] {
+                let text = format!("[freebsd]\n{key} = \"{bad}\"\n");
+                let msg = Config::parse(&text, Path::new("/c.toml"))
+                    .unwrap_err()
+                    .to_string();
+                assert!(msg.contains(key) && !msg.contains('\n'), "{msg}");
+            }
+        }
+        let root = Sources {
+            root: Some("/nonexistent-jailtx/a\nb".into()),
+            config: None,
+        };
+        let msg = Config::load(&root).unwrap_err().to_string();
+        assert!(msg.contains("control character"), "{msg}");
+        let ok = "[freebsd]\njail_conf_dir = \"/etc/jail conf.d\"\n";
+        assert!(Config::parse(ok, Path::new("/c.toml")).is_ok());
+    }
 
     #[test]
     fn unknown_key_is_refused_in_one_line() {

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use jailtx::config::{Config, Layout};
 use jailtx::engine::transcript::{self, Transcript};
 use jailtx::engine::{Action, Plan, action};
-use jailtx::host::freebsd::{FreeBsdHost, parse_jls, parse_mount_p};
+use jailtx::host::freebsd::{FreeBsdHost, parse_fstab, parse_jls, parse_mount_p};
 use jailtx::host::freebsd_sim::{SimFreeBsd, is_query};
 use jailtx::ops::jail::{self as jails, Site};
 use jailtx::ops::{init, template, upgrade};
@@ -278,7 +278,7 @@ fn assert_window_order(t: &Transcript, renames: &[String]) {
     for (name, ..) in JAILS {
         let conf = format!("/etc/jail.conf.d/{name}.conf");
         let root = format!("/usr/home/j/{name}");
-        let stop = at(&lines, &format!("jail -f {conf} -r {name}"));
+        let stop = at(&lines, &format!("jail -f {conf} -r -- {name}"));
         let umount_s = at(&lines, &format!("umount {root}/s"));
         let umount_root = at(&lines, &format!("umount {root}"));
         let mount_ro = at(
@@ -289,7 +289,7 @@ fn assert_window_order(t: &Transcript, renames: &[String]) {
             &lines,
             &format!("mount -t nullfs -o rw /usr/home/js/{name} {root}/s"),
         );
-        let start = at(&lines, &format!("jail -f {conf} -c {name}"));
+        let start = at(&lines, &format!("jail -f {conf} -c -- {name}"));
         let order = [stop, umount_s, umount_root, first_rename];
         assert!(
             order.is_sorted(),
@@ -470,7 +470,7 @@ fn generated_files_follow_jail_conf_and_fstab() {
         "jailtx mounts them itself"
     );
     let fstab = std::fs::read_to_string(s.root.join("etc/fstab.v6")).unwrap();
-    let lines = parse_mount_p(&fstab);
+    let lines = parse_fstab(&fstab);
     assert_eq!(lines.len(), 2);
     assert_eq!(
         (lines[0].dst.clone(), lines[0].options.as_str()),
@@ -537,7 +537,7 @@ fn rc_script_runs_recover_before_jail() {
         "# PROVIDE: jailtx",
         "# REQUIRE: LOGIN FILESYSTEMS",
         "# BEFORE: jail",
-        "# KEYWORD: nojail shutdown",
+        "# KEYWORD: nojail",
         "recover --auto-recover",
     ] {
         assert!(text.contains(want), "{want:?} missing from {}", p.display());
@@ -623,7 +623,7 @@ fn cli_dry_run_prints_the_freebsd_commands() {
         format!("run   mount -t nullfs -o rw {r}/js/ns {r}/j/ns/s"),
         format!("file  {r}/etc/jail.conf.d/ns.conf"),
         format!("file  {r}/etc/fstab.ns"),
-        format!("run   jail -f {r}/etc/jail.conf.d/ns.conf -c ns"),
+        format!("run   jail -f {r}/etc/jail.conf.d/ns.conf -c -- ns"),
         "| \tip4.addr = \"192.168.3.17\";".to_owned(),
     ] {
         assert!(out.contains(&want), "{want:?} not in\n{out}");
@@ -644,7 +644,7 @@ fn cli_dry_run_prints_the_freebsd_commands() {
         .collect();
     assert_eq!(
         runs.last(),
-        Some(&format!("jail -f {r}/etc/jail.conf.d/ns.conf -c ns").as_str())
+        Some(&format!("jail -f {r}/etc/jail.conf.d/ns.conf -c -- ns").as_str())
     );
     assert!(commands.iter().any(
         |c| c["kind"] == "file" && c["contents"].as_str().unwrap().contains("nullfs\tro\t0\t0")

@@ -39,6 +39,7 @@ fn install_into_destdir_lays_out_every_file_with_its_mode() {
     let want: &[(&str, u32)] = &[
         ("bin/jailtx", 0o555),
         ("etc/rc.d/jailtx", 0o555),
+        ("etc/rc.d/jailtx_jails", 0o555),
         ("etc/jailtx.toml.sample", 0o644),
         ("etc/jailtx.toml", 0o644),
         ("share/doc/jailtx/README.md", 0o444),
@@ -70,13 +71,11 @@ fn install_into_destdir_lays_out_every_file_with_its_mode() {
         .output()
         .unwrap();
     assert!(v.status.success() && String::from_utf8_lossy(&v.stdout).contains("jailtx"));
-    // The rc.d script is valid sh.
-    let n = Command::new("sh")
-        .arg("-n")
-        .arg(p("etc/rc.d/jailtx"))
-        .status()
-        .unwrap();
-    assert!(n.success(), "sh -n rc.d/jailtx");
+    // The rc.d scripts are valid sh.
+    for rc in ["etc/rc.d/jailtx", "etc/rc.d/jailtx_jails"] {
+        let n = Command::new("sh").arg("-n").arg(p(rc)).status().unwrap();
+        assert!(n.success(), "sh -n {rc}");
+    }
 }
 
 #[test]

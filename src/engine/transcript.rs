@@ -183,15 +183,22 @@ impl Builder<'_> {
                 self.run(freebsd::umount_argv(dst));
             }
             Action::StartJail { jail } => {
+                let dev = jail.path.join("dev");
                 self.run(freebsd::jail_create_argv(
                     &self.conf(&jail.name),
                     &jail.name,
-                ));
+                ))
+                .note = Some(format!("first `umount {}` if a dead jail left it", p(&dev)));
             }
             Action::StopJail { jail } => {
+                let dev = jail.path.join("dev");
                 self.run(freebsd::jail_remove_argv(
                     &self.conf(&jail.name),
                     &jail.name,
+                ))
+                .note = Some(format!(
+                    "`umount {}` instead if the jail died, leaving it",
+                    p(&dev)
                 ));
             }
             Action::Populate { source, to } => self.populate(source, to),
@@ -396,8 +403,8 @@ impl Transcript {
 }
 
 const LEGEND: &str = "\
-# run   the exact command jailtx runs (a `mount -p` or `jls --libxo=json -v`
-#       check before it makes a repeated step a no-op)
+# run   the exact command jailtx runs (a look at the mount table, getfsstat(2),
+#       or `jls --libxo=json -v` before it makes a repeated step a no-op)
 # self  done by jailtx itself with system calls, made durable; the same
 #       work as the command shown
 # file  written whole by jailtx (temp file, fsync, rename), contents below

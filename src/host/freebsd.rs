@@ -5,7 +5,8 @@
 //! Every argv is built by one of the `*_argv` functions below, which the
 //! transcript (`engine::transcript`) calls too: what a dry run prints is what
 //! this backend runs. Each mutating command is preceded by a check of the
-//! current state (`mount -p`, `jls`), which is what makes it idempotent:
+//! current state (the mount table: getfsstat(2) on FreeBSD, `mount -p`
+//! through the runner elsewhere; `jls`), which is what makes it idempotent:
 //! FreeBSD stacks a second nullfs mount on the first, `umount` of what is not
 //! mounted fails, and so do `jail -c` of a running jail and `jail -r` of a
 //! stopped one.
@@ -16,12 +17,19 @@ use std::sync::Mutex;
 use crate::config::FreeBsd as FreeBsdConfig;
 use crate::plan::Backend;
 
+pub use super::freebsd_mnt::{MountEntry, parse_fstab, parse_mount_p, unvis};
 use super::{Host, HostError, JailSpec, Running, freebsd_conf};
 
 /// Runs one command (argv) and returns its stdout; non-zero exit is an error
 /// carrying the exit status and stderr.
 pub trait Runner: Send + Sync {
     fn run(&self, argv: &[String]) -> Result<String, String>;
+
+    /// The mount table read natively, where the runner can (getfsstat(2) on
+    /// FreeBSD); `None` sends the backend to `mount -p`.
+    fn mount_table(&self) -> Option<Result<Vec<MountEntry>, String>> {
+        None
+    }
 }
 
 /// Runs commands for real.
@@ -42,6 +50,11 @@ impl Runner for SystemRunner {
             let err = String::from_utf8_lossy(&out.stderr);
             Err(format!("{} ({})", out.status, err.trim()))
         }
+    }
+
+    #[cfg(target_os = "freebsd")]
+    fn mount_table(&self) -> Option<Result<Vec<MountEntry>, String>> {
+        Some(super::freebsd_mnt::native().map_err(|e| format!("getfsstat: {e}")))
     }
 }
 
@@ -81,14 +94,17 @@ pub fn umount_argv(dst: &Path) -> Vec<String> {
     argv(&["umount", &s(dst)])
 }
 
-/// `jail -f CONF -c NAME`.
+/// `jail -f CONF -c -- NAME`. jail(8) parses its arguments with getopt(3):
+/// the `--` keeps a name from ever being read as an option (validation
+/// refuses a leading `-` as well).
 pub fn jail_create_argv(conf: &Path, name: &str) -> Vec<String> {
-    argv(&["jail", "-f", &s(conf), "-c", name])
+    argv(&["jail", "-f", &s(conf), "-c", "--", name])
 }
 
-/// `jail -f CONF -r NAME`: runs `exec.stop`, then ends the jail's processes.
+/// `jail -f CONF -r -- NAME`: runs `exec.stop`, then ends the jail's
+/// processes, then unmounts the devfs on `PATH/dev`.
 pub fn jail_remove_argv(conf: &Path, name: &str) -> Vec<String> {
-    argv(&["jail", "-f", &s(conf), "-r", name])
+    argv(&["jail", "-f", &s(conf), "-r", "--", name])
 }
 
 /// `jexec NAME ARGV…`: `argv` inside the running jail `name`, as its root.
@@ -184,8 +200,43 @@ impl FreeBsdHost {
         freebsd_conf::conf_path(&self.files, name)
     }
 
-    /// The mount table (`mount -p`).
+    /// Unmounts the devfs on `ROOT/dev` when no running jail has its root
+    /// at `ROOT`. jail(8) mounts it at `jail -c` (`mount.devfs`) and
+    /// unmounts it only at `jail -r`: a jail that died on its own (its last
+    /// process exited, or it was killed from inside) leaves it mounted, which
+    /// makes `umount ROOT` fail "Device busy" and the next `jail -c` stack a
+    /// second devfs on it. Stacked ones (left by older versions) all go.
+    fn release_devfs(&self, root: &Path) -> Result<(), HostError> {
+        let dev = root.join("dev");
+        let left = |h: &Self| -> Result<bool, HostError> {
+            Ok(h.mounts()?
+                .iter()
+                .any(|m| m.dst == dev && m.fstype == "devfs"))
+        };
+        if !left(self)? || self.running()?.iter().any(|r| r.path == root) {
+            return Ok(());
+        }
+        for _ in 0..8 {
+            self.run(umount_argv(&dev))
+                .map_err(|e| HostError::Unmount {
+                    dst: dev.clone(),
+                    source: std::io::Error::other(e),
+                })?;
+            if !left(self)? {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// The mount table: the kernel's own on FreeBSD, else `mount -p`.
     pub fn mounts(&self) -> Result<Vec<MountEntry>, HostError> {
+        if let Some(table) = self.runner.mount_table() {
+            return table.map_err(|e| HostError::MountTable {
+                path: "getfsstat".into(),
+                source: std::io::Error::other(e),
+            });
+        }
         let out = self
             .run(mount_table_argv())
             .map_err(|e| HostError::MountTable {
@@ -194,60 +245,6 @@ impl FreeBsdHost {
             })?;
         Ok(parse_mount_p(&out))
     }
-}
-
-/// One line of `mount -p`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MountEntry {
-    pub src: PathBuf,
-    pub dst: PathBuf,
-    pub fstype: String,
-    pub options: String,
-}
-
-/// Decodes fstab(5)'s octal escapes (`\040` for a space), as getfsent(3)
-/// and jail(8) do with strunvis(3).
-pub fn unvis(field: &str) -> String {
-    let b = field.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let octal = b
-            .get(i + 1..i + 4)
-            .filter(|d| d.iter().all(|c| (b'0'..=b'7').contains(c)));
-        match (b[i], octal) {
-            (b'\\', Some(d)) => {
-                let v = d.iter().fold(0u32, |a, c| a * 8 + u32::from(c - b'0'));
-                out.push(u8::try_from(v).unwrap_or(b'?'));
-                i += 4;
-            }
-            (c, _) => {
-                out.push(c);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-/// The mounts in `mount -p` output (fstab(5) format: device, mount point,
-/// type, options, dump, pass). Lines with fewer than three fields are skipped.
-pub fn parse_mount_p(text: &str) -> Vec<MountEntry> {
-    text.lines()
-        .filter(|l| !l.trim_start().starts_with('#'))
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            if f.len() < 3 {
-                return None;
-            }
-            Some(MountEntry {
-                src: unvis(f[0]).into(),
-                dst: unvis(f[1]).into(),
-                fstype: f[2].to_owned(),
-                options: f.get(3).copied().unwrap_or_default().to_owned(),
-            })
-        })
-        .collect()
 }
 
 /// The running jails in `jls --libxo=json [-v]` output:
@@ -350,6 +347,8 @@ impl Host for FreeBsdHost {
         if !self.is_mounted(dst)? {
             return Ok(());
         }
+        // A jail root whose jail died on its own still has its devfs on it.
+        self.release_devfs(dst)?;
         self.run(umount_argv(dst))
             .map(|_| ())
             .map_err(|e| HostError::Unmount {
@@ -364,6 +363,8 @@ impl Host for FreeBsdHost {
         if let Some(jid) = super::running_jid(self, jail)? {
             return Ok(jid);
         }
+        // jail(8) mounts devfs without looking: never on a leftover one.
+        self.release_devfs(&jail.path)?;
         self.run(jail_create_argv(&self.conf(&jail.name), &jail.name))
             .map_err(|why| HostError::Start {
                 name: jail.name.clone(),
@@ -375,7 +376,9 @@ impl Host for FreeBsdHost {
     }
     fn stop_jail(&self, jail: &JailSpec) -> Result<(), HostError> {
         if super::running_jid(self, jail)?.is_none() {
-            return Ok(());
+            // Gone on its own: `jail -r` would fail "not found", and what it
+            // would have unmounted is still there.
+            return self.release_devfs(&jail.path);
         }
         self.run(jail_remove_argv(&self.conf(&jail.name), &jail.name))
             .map(|_| ())
@@ -452,21 +455,6 @@ mod tests {
         assert!(parse_jls("not json").is_err());
         let empty = r#"{"__version": "2", "jail-information": {}}"#;
         assert!(parse_jls(empty).unwrap().is_empty());
-    }
-
-    #[test]
-    fn parses_mount_p_with_escapes() {
-        let t = "/dev/ada0p2\t\t/\t\tufs\trw\t\t1 1\n\
-                 /usr/home/j/mroot\t/usr/home/j/ns\tnullfs\tro\t\t0 0\n\
-                 /tmp/a\\040b\t/mnt/x\\134y\tnullfs\trw\t0 0\n";
-        let m = parse_mount_p(t);
-        assert_eq!(m[1].dst, PathBuf::from("/usr/home/j/ns"));
-        assert_eq!(
-            (m[1].fstype.as_str(), m[1].options.as_str()),
-            ("nullfs", "ro")
-        );
-        assert_eq!(m[2].src, PathBuf::from("/tmp/a b"));
-        assert_eq!(m[2].dst, PathBuf::from("/mnt/x\\y"));
     }
 
     #[test]

@@ -68,6 +68,18 @@ pub fn fstab_field(p: &Path) -> String {
     out
 }
 
+/// An `/etc/jail.NAME.conf` that exists (the directory above
+/// `jail_conf_dir`): rc.d/jail's `parse_options` reads it before
+/// `/etc/jail.conf.d/NAME.conf`, so `service jail start NAME` would run
+/// that file's jail instead of jailtx's.
+pub fn shadowing_conf(cfg: &FreeBsd, name: &str) -> Option<PathBuf> {
+    let p = cfg
+        .jail_conf_dir
+        .parent()?
+        .join(format!("jail.{name}.conf"));
+    exists(&p).then_some(p)
+}
+
 /// `ip4.addr` or `ip6.addr`, by the address's family.
 fn ip_param(ip: &str) -> &'static str {
     match ip.parse::<IpAddr>() {
@@ -108,7 +120,10 @@ pub fn jail_conf(spec: &JailSpec, cfg: &FreeBsd) -> String {
     if !spec.exec_stop.trim().is_empty() {
         param("exec.stop", Some(quote(&spec.exec_stop)));
     }
-    param("stop.timeout", Some(spec.stop_timeout_secs.to_string()));
+    // Clamped as the Linux backend clamps it: a plan from the journal may
+    // carry any number, and 0 keeps its jail(8) meaning (no SIGTERM).
+    let grace = crate::config::stop_grace(spec.stop_timeout_secs);
+    param("stop.timeout", Some(grace.as_secs().to_string()));
     t.push_str("}\n");
     t
 }
@@ -153,6 +168,13 @@ pub fn create_steps(
     spec: &JailSpec,
 ) -> Result<Vec<(String, Action)>, String> {
     let name = &spec.name;
+    if let Some(old) = shadowing_conf(cfg, name) {
+        tracing::warn!(
+            "{} exists: `service jail start {name}` (rc.d/jail) reads it instead of {}; jailtx itself runs jail -f with its own file. Remove or rename it",
+            old.display(),
+            conf_path(cfg, name).display()
+        );
+    }
     let files = [
         (
             format!("conf-{name}"),
@@ -303,6 +325,26 @@ mod tests {
         assert_eq!(quote(v), "\"/a\\tb\\302\\205c\\177é\"");
         let text = format!("x {{\n\tpath = {};\n}}\n", quote(v));
         assert_eq!(parse_conf(&text, "x").unwrap()["path"], v);
+    }
+
+    #[test]
+    fn stop_timeout_is_written_clamped() {
+        let mut spec = JailSpec {
+            name: "ns".into(),
+            path: "/usr/home/j/ns".into(),
+            hostname: "ns.example.org".into(),
+            ip: "192.168.3.17".into(),
+            exec_start: String::new(),
+            exec_stop: String::new(),
+            stop_timeout_secs: u64::MAX,
+        };
+        let cfg = FreeBsd::default();
+        let timeout = |spec: &JailSpec| {
+            parse_conf(&jail_conf(spec, &cfg), "ns").unwrap()["stop.timeout"].clone()
+        };
+        assert_eq!(timeout(&spec), "3600");
+        spec.stop_timeout_secs = 0;
+        assert_eq!(timeout(&spec), "0");
     }
 
     #[test]

@@ -17,6 +17,7 @@ use serde_json::json;
 
 use super::freebsd::{MountEntry, Runner};
 use super::freebsd_conf;
+use super::freebsd_mnt::putfsent_pad;
 
 /// What `/bin/sh -c` commands do in the simulation (`--from-cmd`, health
 /// checks): given the command line and its environment.
@@ -91,6 +92,23 @@ impl SimFreeBsd {
     /// The names of the running jails, by JID.
     pub fn jail_names(&self) -> Vec<String> {
         self.lock().jails.iter().map(|j| j.name.clone()).collect()
+    }
+
+    /// Jail `name` ends on its own (its last process exited, or it was
+    /// killed from inside): the kernel removes it, and with no `jail -r` run
+    /// nothing unmounts the devfs jail(8) mounted on its `dev`.
+    pub fn jail_dies(&self, name: &str) {
+        self.lock().jails.retain(|j| j.name != name);
+    }
+
+    /// The mounts on `dst`, bottom first, by type (`nullfs`, `devfs`).
+    pub fn mounts_on(&self, dst: &Path) -> Vec<String> {
+        self.lock()
+            .mounts
+            .iter()
+            .filter(|m| m.dst == dst)
+            .map(|m| m.fstype.clone())
+            .collect()
     }
 
     /// Marks `name` as running at `path` (a host that was up before the plan).
@@ -184,8 +202,8 @@ fn jail_lookup(mounts: &[MountEntry], root: &Path, inner: &str) -> Option<PathBu
     Some(resolve(mounts, &root.join(at)))
 }
 
-fn vis(p: &Path) -> String {
-    freebsd_conf::fstab_field(p)
+fn raw(p: &Path) -> String {
+    p.display().to_string()
 }
 
 impl SimFreeBsd {
@@ -270,6 +288,8 @@ impl SimFreeBsd {
                             dev.display()
                         ));
                     }
+                    // Mounted without a look, as jail(8) does: a devfs left
+                    // by a jail that died on its own gets a second on top.
                     st.mounts.push(MountEntry {
                         src: "devfs".into(),
                         dst: dev,
@@ -296,13 +316,21 @@ impl SimFreeBsd {
             ("-r", Some(i)) => {
                 let j = st.jails.remove(i);
                 let dev = j.path.join("dev");
-                st.mounts.retain(|m| !(m.fstype == "devfs" && m.dst == dev));
+                if let Some(top) = st
+                    .mounts
+                    .iter()
+                    .rposition(|m| m.fstype == "devfs" && m.dst == dev)
+                {
+                    st.mounts.remove(top);
+                }
                 Ok(format!("{name}: removed\n"))
             }
             _ => Err(format!("sim: jail {op} is not modelled")),
         }
     }
 
+    /// `mount -p` as `putfsent()` prints it: names raw (a space in a path is
+    /// a space), padded by their length, so a parser cannot split on blanks.
     fn mount_p(st: &State) -> String {
         st.mounts
             .iter()
@@ -312,10 +340,11 @@ impl SimFreeBsd {
                 } else {
                     "0 0"
                 };
+                let (src, dst) = (raw(&m.src), raw(&m.dst));
                 format!(
-                    "{}\t{}\t{}\t{}\t{pass}\n",
-                    vis(&m.src),
-                    vis(&m.dst),
+                    "{src}{}{dst}{}{}\t{}\t\t{pass}\n",
+                    putfsent_pad(src.len()),
+                    putfsent_pad(dst.len()),
                     m.fstype,
                     m.options
                 )
@@ -419,9 +448,16 @@ impl Runner for SimFreeBsd {
                 dst,
             ] => self.mount(&mut st, mode, Path::new(src), Path::new(dst)),
             ["umount", dst] => self.umount(&mut st, Path::new(dst)),
-            ["jail", "-f", conf, op @ ("-c" | "-r"), name] => {
+            ["jail", "-f", conf, op @ ("-c" | "-r"), "--", name] => {
                 self.jail(&mut st, Path::new(conf), op, name)
             }
+            ["jail", "-f", conf, op @ ("-c" | "-r"), name] if !name.starts_with('-') => {
+                self.jail(&mut st, Path::new(conf), op, name)
+            }
+            ["jail", "-f", _, "-c" | "-r", name] => Err(format!(
+                "jail: illegal option -- {}\nusage: jail [-dhilqv] [-J jid_file] [-u username] [-U username] -[cmr] param=value ... [command=command ...]",
+                name.trim_start_matches('-')
+            )),
             ["jls", "--libxo=json", "-v"] => Ok(Self::jls(&st)),
             ["jexec", name, prog, ..] => Self::jexec(&st, name, prog),
             ["chflags", "-R", "0", p] => {

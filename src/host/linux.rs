@@ -171,10 +171,10 @@ impl LinuxHost {
 }
 
 /// How long a jail's processes get between SIGTERM and SIGKILL: the
-/// config's stop timeout, at least a second (0 would SIGKILL at once and
-/// give exec.stop's survivors no chance to exit cleanly). The init enforces
-/// it; it learns the value when it starts, so a changed config takes effect
-/// at the jail's next start.
+/// config's stop timeout. 0 is jail(8)'s `stop.timeout = 0`: no SIGTERM,
+/// every process of the jail is killed at once. The init enforces it; it
+/// learns the value when it starts, so a changed config takes effect at the
+/// jail's next start (the stopper's own SIGKILL for 0 takes effect at once).
 ///
 /// Clamped to the config's range: a plan read back from the journal may
 /// carry any value, and recovery must not overflow on it.
@@ -504,8 +504,12 @@ impl Host for LinuxHost {
         // The init answers SIGTERM by passing it on and exiting once its
         // children are gone, or at the end of the grace; SIGKILL to a PID
         // namespace's init ends them all.
-        let _ = kill(pid, Signal::SIGTERM);
-        let mut gone = self.wait_gone(jail, jid, stop_grace(jail) + INIT_EXIT_SLACK)?;
+        let grace = stop_grace(jail);
+        let mut gone = false;
+        if !grace.is_zero() {
+            let _ = kill(pid, Signal::SIGTERM);
+            gone = self.wait_gone(jail, jid, grace + INIT_EXIT_SLACK)?;
+        }
         if !gone {
             let _ = kill(pid, Signal::SIGKILL);
             gone = self.wait_gone(jail, jid, Duration::from_secs(5))?;

@@ -339,7 +339,11 @@ fn reap_until_stopped(waited: &SigSet, grace: Duration) {
         }
     }
     // Stop: SIGTERM to every process of the namespace, a grace period, then
-    // exit; the kernel kills whatever is left when a PID namespace's init exits.
+    // exit; the kernel kills whatever is left when a PID namespace's init
+    // exits. No grace is jail(8)'s `stop.timeout = 0`: no SIGTERM at all.
+    if grace.is_zero() {
+        return;
+    }
     let _ = kill(Pid::from_raw(-1), Signal::SIGTERM);
     let until = Instant::now() + grace;
     while Instant::now() < until && reap_all() {

@@ -3,6 +3,7 @@
 
 pub mod freebsd;
 pub mod freebsd_conf;
+pub mod freebsd_mnt;
 pub mod freebsd_sim;
 #[cfg(target_os = "linux")]
 pub mod jail_log;

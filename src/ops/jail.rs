@@ -425,7 +425,9 @@ pub fn plan_stop(w: &Site, names: &[JailName]) -> Result<Plan, OpsError> {
     let mut plan = Plan::new("stop", describe("stop", names));
     for rec in w.select(names)? {
         let spec = rec.spec(w.layout, w.cfg);
-        if w.is_running(&spec)? {
+        // A FreeBSD jail that died on its own left its devfs mounted: the
+        // stop step unmounts it (no Linux jail mounts on the host's PATH/dev).
+        if w.is_running(&spec)? || w.mounted(&spec.path.join("dev"))? {
             plan.push(
                 format!("stop-{}", rec.name),
                 Action::StopJail { jail: spec },

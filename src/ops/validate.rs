@@ -92,15 +92,18 @@ pub fn source(src: &Source) -> Result<(), OpsError> {
     Ok(())
 }
 
-/// A path handed to a jail (its root) must not pass through a symlink:
-/// FreeBSD's jail(8) refuses such a root, so jailtx refuses it first.
+/// A path handed to a jail (its root) must not pass through a symlink. The
+/// kernel would take one (jail(2) resolves `path` itself), but `jls`
+/// reports the resolved path and jailtx knows its running jails by name and
+/// path (`host::running_jid`): a jail started on a symlinked path would look
+/// stopped, and be started again. So jailtx stores and uses physical paths.
 pub fn physical_path(p: &Path) -> Result<(), OpsError> {
     let mut cur = std::path::PathBuf::new();
     for c in p.components() {
         cur.push(c);
         if std::fs::symlink_metadata(&cur).is_ok_and(|m| m.file_type().is_symlink()) {
             return Err(format!(
-                "{} passes through the symlink {}; use the physical path",
+                "{} passes through the symlink {}; use the physical path (jls reports jails by their resolved path)",
                 p.display(),
                 cur.display()
             )
@@ -116,7 +119,17 @@ mod tests {
 
     #[test]
     fn names() {
-        for ok in ["ns", "mail", "www", "a_b-9", &"x".repeat(63)] {
+        for ok in [
+            "ns",
+            "mail",
+            "www",
+            "a_b-9",
+            "_1",
+            "1a",
+            "9-",
+            "a-",
+            &"x".repeat(63),
+        ] {
             assert!(jail_name(ok).is_ok(), "{ok}");
         }
         for bad in [
@@ -129,6 +142,15 @@ mod tests {
             "skel",
             &"x".repeat(64),
             "ü",
+            // jail(8)'s getopt: options, not names.
+            "-x",
+            "-1",
+            "-c",
+            "--",
+            // config.c: a JID as well as a name.
+            "0",
+            "0123",
+            "123",
         ] {
             assert!(jail_name(bad).is_err(), "{bad}");
         }
@@ -178,7 +200,12 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         std::fs::create_dir(d.path().join("real")).unwrap();
         std::os::unix::fs::symlink("real", d.path().join("home")).unwrap();
-        assert!(physical_path(&d.path().join("home/j")).is_err());
+        let e = physical_path(&d.path().join("home/j"))
+            .unwrap_err()
+            .to_string();
+        // The reason is jls and the match by name and path, not jail(8): the
+        // kernel resolves a symlinked path itself.
+        assert!(e.contains("jls") && !e.contains("refuses"), "{e}");
         assert!(physical_path(&d.path().join("real/j")).is_ok());
     }
 }

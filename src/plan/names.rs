@@ -15,6 +15,12 @@ use serde::Serialize;
 pub enum NameError {
     #[error("jail name {0:?} is invalid: use 1 to 63 of A-Z a-z 0-9 _ -")]
     JailInvalid(String),
+    #[error(
+        "jail name {0:?} is invalid: it must start with a letter, a digit or _ (jail(8) reads a leading - as an option)"
+    )]
+    JailDash(String),
+    #[error("jail name {0:?} is invalid: an all-digit name is a JID to jail(8); add a letter or _")]
+    JailDigits(String),
     #[error("jail name {0:?} is reserved: j/{0} belongs to the template layout")]
     JailReserved(String),
     #[error("--to {0:?}: expected an archive name, mroot.YYYYMMDD[.N] or YYYYMMDD[.N]")]
@@ -23,14 +29,24 @@ pub enum NameError {
     Backend(String),
 }
 
-/// The rules for a jail name, in this one function: `[A-Za-z0-9_-]{1,63}`,
-/// and never a name the layout uses in `j/`.
+/// The rules for a jail name, in this one function:
+/// `[A-Za-z0-9_][A-Za-z0-9_-]{0,62}`, not all digits, and never a name the
+/// layout uses in `j/` (SPEC section 4). jail(8) reads a name that starts
+/// with `-` as an option (getopt), and its config.c takes an all-digit name
+/// for the JID as well, which the kernel refuses unless the two agree:
+/// neither can be a jailtx jail.
 pub fn check_jail_name(name: &str) -> Result<(), NameError> {
     let ok_chars = name
         .bytes()
         .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
     if name.is_empty() || name.len() > 63 || !ok_chars {
         return Err(NameError::JailInvalid(name.to_owned()));
+    }
+    if name.starts_with('-') {
+        return Err(NameError::JailDash(name.to_owned()));
+    }
+    if name.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(NameError::JailDigits(name.to_owned()));
     }
     if name.starts_with("mroot") || name == "skel" {
         return Err(NameError::JailReserved(name.to_owned()));
