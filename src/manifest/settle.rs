@@ -323,4 +323,39 @@ mod tests {
         assert!(is_racy(&nodes[0], t));
         assert!(clock.slept <= MAX_WAIT + MAX_POLL, "{:?}", clock.slept);
     }
+
+    /// The contract every threshold rests on, on the real filesystem: a
+    /// change made after `floor` returned is stamped at or after it.
+    #[test]
+    fn a_change_after_the_floor_is_stamped_at_or_after_it() {
+        let d = tempfile::tempdir().unwrap();
+        let mut clock = RootClock::open(d.path());
+        for i in 0..2_000 {
+            let floor = clock.floor();
+            assert!(clock.fd.is_some(), "the probe works on a writable root");
+            // A new file each time: stamped by the coarse clock, not the
+            // fine one a file whose times were just read may get (Linux's
+            // multigrain timestamps), which would make any floor look right.
+            let f = d.path().join(format!("f{i}"));
+            std::fs::write(&f, i.to_string()).unwrap();
+            let c = Meta::from(&nix::sys::stat::stat(&f).unwrap()).ctime_ns;
+            assert!(c >= floor, "round {i}: ctime {c} < floor {floor}");
+        }
+    }
+
+    #[test]
+    fn a_root_that_cannot_be_touched_falls_back_to_the_clock_less_a_second() {
+        let d = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(d.path(), d.path().join("link")).unwrap();
+        for root in [d.path().join("absent"), d.path().join("link")] {
+            let mut clock = RootClock::open(&root);
+            let before = now_ns();
+            let f = clock.floor();
+            let after = now_ns();
+            assert!(
+                (before - FALLBACK_SLACK_NS..=after - FALLBACK_SLACK_NS).contains(&f),
+                "{root:?}"
+            );
+        }
+    }
 }
