@@ -83,7 +83,12 @@ impl RootClock {
         let fd = self.fd.as_ref()?;
         futimens(fd, &TimeSpec::UTIME_NOW, &TimeSpec::UTIME_OMIT).ok()?;
         let st = fstat(fd).ok()?;
-        Some(Meta::from(&st).ctime_ns)
+        let ctime = Meta::from(&st).ctime_ns;
+        // A ctime just stamped lies at or before the system clock read
+        // after it. One beyond it was not stamped now (a filesystem that
+        // ignores the touch, keeping a ctime from before the clock was set
+        // back): as a floor it would vouch for files it must not.
+        (ctime <= now_ns()).then_some(ctime)
     }
 }
 
