@@ -3,24 +3,12 @@
 use std::collections::HashMap;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use nix::sys::stat::SFlag;
 
+use super::settle::{FsClock, RootClock, settle};
 use super::walk::{self, Node, Options};
 use super::{Entry, Kind, Manifest, ManifestError, Stat, StatCache, exclude_keys};
-
-/// How far before the instant a file is read its ctime must lie for
-/// `--quick` to trust the cached stat: at least one tick of the coarsest
-/// timestamp clock in use (Linux's coarse clock ticks every 1-10 ms; some
-/// filesystems keep whole seconds). See [`StatCache::racy_ns`].
-const RACY_SLACK_NS: i64 = 1_000_000_000;
-
-fn now_ns() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
-}
 
 /// The manifest of the template at `dir`, leaving out `exclude` (paths
 /// relative to `dir`, such as the carry-over `usr/ports`) and everything
@@ -37,7 +25,9 @@ pub fn build_with(
     progress: &dyn walk::Progress,
 ) -> Result<Manifest, ManifestError> {
     let excluded = exclude_keys(exclude)?;
-    let start = now_ns();
+    // Taken before any file is read: see `settle` for why that order.
+    let mut clock = RootClock::open(dir);
+    let floor = clock.floor();
     let mut nodes = walk::walk(
         dir,
         &Options {
@@ -50,50 +40,9 @@ pub fn build_with(
     )?
     .nodes;
     nodes.sort_unstable_by(|a, b| a.path.cmp(&b.path));
-    let racy_ns = settle(dir, &mut nodes, start.saturating_sub(RACY_SLACK_NS))?;
+    let racy_ns = settle(&mut nodes, floor, &mut clock, &mut |n| walk::rehash(dir, n))?;
     let dev = nodes.first().map_or(0, |n| n.meta.dev);
     from_nodes(dir, excluded, nodes, dev, racy_ns)
-}
-
-/// Rounds of waiting out racily clean files, at most. A file still racy
-/// after them (someone keeps writing it) simply stays racy: `--quick`
-/// hashes it every time, which is slower, never wrong.
-const SETTLE_ROUNDS: usize = 3;
-
-/// Makes racily clean files clean, so that `--quick` does not re-hash them
-/// forever (a template's manifest is written once, right after the files
-/// were made). A file's cached stat vouches for its hash only if its ctime
-/// lies before the instant it was read, less one timestamp tick (see
-/// [`StatCache::racy_ns`]). For the few files changed within a tick of the
-/// walk (the last ones `populate` copied, typically), this waits until the
-/// clock is a tick past their ctime and reads them again: any later change
-/// then gives them a new ctime. Returns the threshold to store.
-fn settle(dir: &Path, nodes: &mut [Node], mut racy_ns: i64) -> Result<i64, ManifestError> {
-    // Only regular files: everything else is compared in full by every audit.
-    let is_racy = |n: &Node, t: i64| n.meta.is(SFlag::S_IFREG) && n.meta.ctime_ns >= t;
-    for _ in 0..SETTLE_ROUNDS {
-        let racy: Vec<usize> = (0..nodes.len())
-            .filter(|&i| is_racy(&nodes[i], racy_ns))
-            .collect();
-        let Some(newest) = racy.iter().map(|&i| nodes[i].meta.ctime_ns).max() else {
-            break;
-        };
-        // A ctime in the future (the clock was set back) is not waited for
-        // beyond one tick: those files stay racy.
-        let until = newest
-            .saturating_add(RACY_SLACK_NS + 1)
-            .min(now_ns().saturating_add(RACY_SLACK_NS + 1));
-        let wait = until.saturating_sub(now_ns());
-        if wait > 0 {
-            std::thread::sleep(std::time::Duration::from_nanos(wait as u64));
-        }
-        let reread = now_ns();
-        for &i in &racy {
-            walk::rehash(dir, &mut nodes[i])?;
-        }
-        racy_ns = reread.saturating_sub(RACY_SLACK_NS);
-    }
-    Ok(racy_ns)
 }
 
 fn from_nodes(
@@ -233,6 +182,103 @@ mod tests {
         assert_eq!(k(b"fifo").kind, Kind::Fifo);
         // Deterministic: a second build of the same tree has the same id.
         assert_eq!(build(&t, &["usr/ports".into()]).unwrap().id(), m.id());
+    }
+
+    /// Issue 15: the build waited a fixed second for racy files on every
+    /// filesystem. Files written right before the build are settled in one
+    /// tick of the filesystem's clock, and a same-size rewrite with its
+    /// mtime put back right after the build is still caught by `--quick`.
+    #[test]
+    fn a_tree_written_just_before_is_settled_without_a_fixed_second() {
+        use crate::manifest::audit;
+        let d = tempfile::tempdir().unwrap();
+        let t = d.path().join("t");
+        std::fs::create_dir_all(t.join("etc")).unwrap();
+        for i in 0..50 {
+            std::fs::write(t.join(format!("etc/f{i}")), format!("file {i:03}")).unwrap();
+        }
+        let started = std::time::Instant::now();
+        let m = build(&t, &[]).unwrap();
+        let took = started.elapsed();
+        // The old sleep alone was a second; a tick is 1-10 ms (none with
+        // multigrain timestamps). Generous for a loaded machine.
+        assert!(took < std::time::Duration::from_millis(600), "{took:?}");
+        let q = audit::quick(&t, &m).unwrap();
+        assert_eq!(
+            (q.hashed_files, q.is_clean()),
+            (0, true),
+            "nothing left racy"
+        );
+
+        let f = t.join("etc/f7");
+        let before = nix::sys::stat::stat(&f).unwrap();
+        std::fs::write(&f, b"FILE 007").unwrap();
+        let mtime = nix::sys::time::TimeSpec::new(before.st_mtime, before.st_mtime_nsec);
+        nix::sys::stat::utimensat(
+            nix::fcntl::AT_FDCWD,
+            &f,
+            &mtime,
+            &mtime,
+            nix::sys::stat::UtimensatFlags::NoFollowSymlink,
+        )
+        .unwrap();
+        let after = nix::sys::stat::stat(&f).unwrap();
+        assert_eq!(
+            (after.st_size, after.st_mtime_nsec),
+            (before.st_size, before.st_mtime_nsec)
+        );
+        let q = audit::quick(&t, &m).unwrap();
+        assert_eq!(q.hashed_files, 1, "only the rewritten file is read");
+        assert_eq!(
+            q.differences
+                .iter()
+                .map(|d| (d.path.as_str(), d.kind))
+                .collect::<Vec<_>>(),
+            [("/etc/f7", super::super::DiffKind::Content)]
+        );
+    }
+
+    /// The racy rule as `--quick` applies it: a file whose cached ctime is
+    /// at or after the stored threshold is hashed even though its stat
+    /// matches, so a change its stat cannot show is still found.
+    #[test]
+    fn quick_hashes_a_file_marked_racy_whatever_its_stat() {
+        use crate::manifest::audit;
+        let d = tempfile::tempdir().unwrap();
+        let t = d.path().join("t");
+        std::fs::create_dir_all(&t).unwrap();
+        std::fs::write(t.join("a"), b"aaa").unwrap();
+        std::fs::write(t.join("b"), b"bbb").unwrap();
+        let mut m = build(&t, &[]).unwrap();
+        // As if `b` had been rewritten (same size) within the tick its
+        // hash was taken in: the manifest's hash is not the data's, and
+        // the stat says nothing changed.
+        let i = m.find(b"b").unwrap();
+        m.entries[i].kind = Kind::File {
+            size: 3,
+            blake3: *blake3::hash(b"xxx").as_bytes(),
+        };
+        assert!(
+            audit::quick(&t, &m).unwrap().is_clean(),
+            "trusted while clean"
+        );
+        m.stats.racy_ns = m.stats.stats[i].ctime_ns;
+        let q = audit::quick(&t, &m).unwrap();
+        // `a` too when it was stamped in the same tick as `b`.
+        let racy = m
+            .stats
+            .stats
+            .iter()
+            .skip(1)
+            .filter(|s| s.ctime_ns >= m.stats.racy_ns);
+        assert_eq!(q.hashed_files, racy.count() as u64, "only the racy files");
+        assert_eq!(
+            q.differences
+                .iter()
+                .map(|d| d.path.as_str())
+                .collect::<Vec<_>>(),
+            ["/b"]
+        );
     }
 
     #[test]

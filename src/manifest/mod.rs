@@ -14,6 +14,7 @@ pub mod format;
 mod hash;
 pub mod mtree;
 mod report;
+mod settle;
 mod walk;
 
 use std::path::{Component, Path, PathBuf};
@@ -166,8 +167,9 @@ pub struct StatCache {
     /// Files whose ctime is at or after this instant (ns since the epoch)
     /// are "racily clean" (git's term): they may have changed again within
     /// one timestamp tick of being read, so `--quick` always hashes them.
-    /// Set to the instant the files were read less one second (the
-    /// coarsest timestamp granularity a template's filesystem may have).
+    /// Set to a ctime the template's filesystem stamped before the files
+    /// were read (see `settle`); where it cannot be measured, the instant
+    /// they were read less one second.
     pub racy_ns: i64,
     pub stats: Vec<Stat>,
 }

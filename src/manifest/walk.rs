@@ -220,7 +220,7 @@ fn share_hashes(nodes: &mut [Node], opts: &Options<'_>) {
 }
 
 /// Stats and hashes again the regular file `node` names under `root`
-/// (after the build waited out a timestamp tick, see `build`). The final
+/// (after the build waited out a timestamp tick, see `settle`). The final
 /// component is never followed, and the inode must be the one walked.
 pub fn rehash(root: &Path, node: &mut Node) -> Result<(), ManifestError> {
     let path = root.join(OsStr::from_bytes(&node.path));
