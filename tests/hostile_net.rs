@@ -257,9 +257,11 @@ fn log_files(dir: &Path, name: &str) -> Vec<(String, u64)> {
                 .to_string_lossy()
                 .starts_with(&format!("{name}.log"))
         })
-        .map(|e| {
-            let m = std::fs::symlink_metadata(e.path()).unwrap();
-            (e.file_name().to_string_lossy().into_owned(), m.len())
+        // While the jail writes, a rotation may rename an entry away
+        // between the listing and its stat: it is then not there.
+        .filter_map(|e| {
+            let m = std::fs::symlink_metadata(e.path()).ok()?;
+            Some((e.file_name().to_string_lossy().into_owned(), m.len()))
         })
         .collect();
     v.sort();
