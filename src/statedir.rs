@@ -187,15 +187,26 @@ impl State {
     }
 }
 
-/// The interrupted transaction, if any, read without opening anything for
-/// writing (a torn tail stays as it is): for `status`.
-pub fn read_pending(layout: &Layout) -> Result<Option<TxState>, StateError> {
-    require(layout)?;
+/// The journal's transactions, oldest first, read without opening anything
+/// for writing (a torn tail stays as it is). The unfinished one, if any, is
+/// marked as `Engine::open` marks it when the tail was trimmed.
+fn read_journal(layout: &Layout) -> Result<Vec<TxState>, StateError> {
     let Some(s) = FileStorage::open_read_only(&layout.journal)? else {
-        return Ok(None);
+        return Ok(Vec::new());
     };
     let scan = read_log(&s, &layout.journal, JOURNAL_MAGIC)?;
-    Ok(fold(&layout.journal, &scan.records)?
+    let mut txs = fold(&layout.journal, &scan.records)?;
+    for tx in txs.iter_mut().filter(|tx| tx.end.is_none()) {
+        tx.tail_trimmed = scan.torn_bytes > 0;
+    }
+    Ok(txs)
+}
+
+/// The interrupted transaction, if any, read without changing a byte: for
+/// `status`.
+pub fn read_pending(layout: &Layout) -> Result<Option<TxState>, StateError> {
+    require(layout)?;
+    Ok(read_journal(layout)?
         .into_iter()
         .find(|tx| tx.end.is_none()))
 }
@@ -214,28 +225,17 @@ pub fn read_history(layout: &Layout) -> Result<(Vec<Summary>, Option<TxState>), 
         let Some(s) = FileStorage::open_read_only(path)? else {
             continue;
         };
-        out.extend(summaries(
-            path,
-            &read_log(&s, path, HISTORY_MAGIC)?.records,
-        )?);
+        let scan = read_log(&s, path, HISTORY_MAGIC)?;
+        out.extend(summaries(path, &scan.records)?.into_iter().cloned());
     }
     let mut pending = None;
-    if let Some(s) = FileStorage::open_read_only(&layout.journal)? {
-        let scan = read_log(&s, &layout.journal, JOURNAL_MAGIC)?;
-        let last = out.last().map(|s| s.tx).unwrap_or(0);
-        for tx in fold(&layout.journal, &scan.records)? {
-            if tx.end.is_some() {
-                // Ended but not yet filed (crash before the summary landed).
-                if tx.tx() > last {
-                    out.push(crate::engine::summary_of(&tx));
-                }
-            } else {
-                // As Engine::open marks it (a read-only look trims nothing).
-                pending = Some(TxState {
-                    tail_trimmed: scan.torn_bytes > 0,
-                    ..tx
-                });
-            }
+    let last = out.last().map(|s| s.tx).unwrap_or(0);
+    for tx in read_journal(layout)? {
+        if tx.end.is_none() {
+            pending = Some(tx);
+        } else if tx.tx() > last {
+            // Ended but not yet filed (crash before the summary landed).
+            out.push(crate::engine::summary_of(&tx));
         }
     }
     Ok((out, pending))

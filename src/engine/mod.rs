@@ -312,34 +312,7 @@ impl<S: Storage> Engine<S> {
     /// Refuses a fault that applies to `plan` but names none of its steps,
     /// unless an earlier transaction of this process had that step.
     fn check_fault(&mut self, plan: &Plan) -> Result<(), EngineError> {
-        let Some(f) = self.fault.as_ref().filter(|f| f.applies_to(&plan.op)) else {
-            return Ok(());
-        };
-        let names: Vec<String> = plan.steps.iter().map(|s| s.name.clone()).collect();
-        if f.names_a_step(&names) {
-            self.fault_found = true;
-            return Ok(());
-        }
-        if self.fault_found {
-            return Ok(());
-        }
-        let mut shown: Vec<&str> = Vec::new();
-        for n in &names {
-            if !shown.contains(&n.as_str()) {
-                shown.push(n);
-            }
-        }
-        let more = shown.len().saturating_sub(12);
-        shown.truncate(12);
-        let mut steps = shown.join(", ");
-        if more > 0 {
-            steps.push_str(&format!(" and {more} more"));
-        }
-        Err(EngineError::FaultNamesNoStep {
-            fault: f.to_string(),
-            op: plan.op.clone(),
-            steps,
-        })
+        check_fault(self.fault.as_ref(), &mut self.fault_found, plan)
     }
 
     /// Finishes the interrupted transaction: forwards by default, backwards
@@ -349,7 +322,11 @@ impl<S: Storage> Engine<S> {
         let Some(pending) = &self.pending else {
             return Ok(None);
         };
-        self.check_fault(&pending.begin.plan.clone())?;
+        check_fault(
+            self.fault.as_ref(),
+            &mut self.fault_found,
+            &pending.begin.plan,
+        )?;
         let Some(mut st) = self.pending.take() else {
             return Ok(None);
         };
@@ -708,6 +685,39 @@ impl<S: Storage> Engine<S> {
             notes,
         })
     }
+}
+
+/// [`Engine::check_fault`], apart from the engine so that the pending
+/// transaction's plan can be checked where it lies.
+fn check_fault(fault: Option<&Fault>, found: &mut bool, plan: &Plan) -> Result<(), EngineError> {
+    let Some(f) = fault.filter(|f| f.applies_to(&plan.op)) else {
+        return Ok(());
+    };
+    let names: Vec<String> = plan.steps.iter().map(|s| s.name.clone()).collect();
+    if f.names_a_step(&names) {
+        *found = true;
+        return Ok(());
+    }
+    if *found {
+        return Ok(());
+    }
+    let mut shown: Vec<&str> = Vec::new();
+    for n in &names {
+        if !shown.contains(&n.as_str()) {
+            shown.push(n);
+        }
+    }
+    let more = shown.len().saturating_sub(12);
+    shown.truncate(12);
+    let mut steps = shown.join(", ");
+    if more > 0 {
+        steps.push_str(&format!(" and {more} more"));
+    }
+    Err(EngineError::FaultNamesNoStep {
+        fault: f.to_string(),
+        op: plan.op.clone(),
+        steps,
+    })
 }
 
 /// The last step of the batch that starts at step `i` (`i` itself when it

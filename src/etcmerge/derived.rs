@@ -91,6 +91,9 @@ pub struct Ran {
 /// record for a later run. Called after every committed transaction.
 pub fn run_due(w: &Site) -> Result<Vec<Ran>, OpsError> {
     let mut out = Vec::new();
+    if !crate::ops::due::any_due(w.layout) {
+        return Ok(out);
+    }
     let jails = records::load_all(w.layout)?;
     let mut running = None;
     for rec in jails {

@@ -206,14 +206,13 @@ impl FreeBsdHost {
     /// process exited, or it was killed from inside) leaves it mounted, which
     /// makes `umount ROOT` fail "Device busy" and the next `jail -c` stack a
     /// second devfs on it. Stacked ones (left by older versions) all go.
-    fn release_devfs(&self, root: &Path) -> Result<(), HostError> {
+    /// `table` is the mount table as the caller just read it: the devfs is
+    /// looked for there first, so the common case (none left) costs no
+    /// second read of the table and no `jls`.
+    fn release_devfs(&self, root: &Path, table: &[MountEntry]) -> Result<(), HostError> {
         let dev = root.join("dev");
-        let left = |h: &Self| -> Result<bool, HostError> {
-            Ok(h.mounts()?
-                .iter()
-                .any(|m| m.dst == dev && m.fstype == "devfs"))
-        };
-        if !left(self)? || self.running()?.iter().any(|r| r.path == root) {
+        let left = |t: &[MountEntry]| t.iter().any(|m| m.dst == dev && m.fstype == "devfs");
+        if !left(table) || self.running()?.iter().any(|r| r.path == root) {
             return Ok(());
         }
         for _ in 0..8 {
@@ -222,7 +221,7 @@ impl FreeBsdHost {
                     dst: dev.clone(),
                     source: std::io::Error::other(e),
                 })?;
-            if !left(self)? {
+            if !left(&self.mounts()?) {
                 break;
             }
         }
@@ -344,11 +343,12 @@ impl Host for FreeBsdHost {
             })
     }
     fn unmount(&self, dst: &Path) -> Result<(), HostError> {
-        if !self.is_mounted(dst)? {
+        let table = self.mounts()?;
+        if !table.iter().any(|m| m.dst == dst) {
             return Ok(());
         }
         // A jail root whose jail died on its own still has its devfs on it.
-        self.release_devfs(dst)?;
+        self.release_devfs(dst, &table)?;
         self.run(umount_argv(dst))
             .map(|_| ())
             .map_err(|e| HostError::Unmount {
@@ -364,7 +364,7 @@ impl Host for FreeBsdHost {
             return Ok(jid);
         }
         // jail(8) mounts devfs without looking: never on a leftover one.
-        self.release_devfs(&jail.path)?;
+        self.release_devfs(&jail.path, &self.mounts()?)?;
         self.run(jail_create_argv(&self.conf(&jail.name), &jail.name))
             .map_err(|why| HostError::Start {
                 name: jail.name.clone(),
@@ -378,7 +378,7 @@ impl Host for FreeBsdHost {
         if super::running_jid(self, jail)?.is_none() {
             // Gone on its own: `jail -r` would fail "not found", and what it
             // would have unmounted is still there.
-            return self.release_devfs(&jail.path);
+            return self.release_devfs(&jail.path, &self.mounts()?);
         }
         self.run(jail_remove_argv(&self.conf(&jail.name), &jail.name))
             .map(|_| ())

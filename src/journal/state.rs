@@ -215,15 +215,19 @@ pub fn fold(path: &Path, records: &[(u64, Record)]) -> Result<Vec<TxState>, Jour
     Ok(txs)
 }
 
-/// The summaries of a history file, oldest first. A history holds nothing
-/// else: a journal record in it (a foreign writer, or a journal copied over
-/// it) is refused like a summary in the journal, not skipped, so the last
-/// filed transaction is never read from a record that is not a summary.
-pub fn summaries(path: &Path, records: &[(u64, Record)]) -> Result<Vec<Summary>, JournalError> {
+/// The summaries of a history file, oldest first, borrowed from its
+/// records. A history holds nothing else: a journal record in it (a foreign
+/// writer, or a journal copied over it) is refused like a summary in the
+/// journal, not skipped, so the last filed transaction is never read from a
+/// record that is not a summary.
+pub fn summaries<'a>(
+    path: &Path,
+    records: &'a [(u64, Record)],
+) -> Result<Vec<&'a Summary>, JournalError> {
     records
         .iter()
         .map(|(offset, record)| match record {
-            Record::Summary(s) => Ok(s.clone()),
+            Record::Summary(s) => Ok(s),
             _ => Err(JournalError::Sequence {
                 path: path.to_owned(),
                 what: format!("record at offset {offset}: a journal record inside the history"),

@@ -37,6 +37,21 @@ pub fn due_path(layout: &Layout, name: &str) -> PathBuf {
     records_dir(layout).join(format!("{name}.due.toml"))
 }
 
+/// Whether any jail may have steps due: one listing of the records
+/// directory, so that the check made after every committed transaction
+/// reads no jail record when nothing is due (the common case). A directory
+/// that cannot be listed answers yes: the records then say.
+pub fn any_due(layout: &Layout) -> bool {
+    let Ok(entries) = std::fs::read_dir(records_dir(layout)) else {
+        return records_dir(layout).exists();
+    };
+    entries.flatten().any(|e| {
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        name.ends_with(".due.toml") && name != "skel.due.toml"
+    })
+}
+
 /// The record of jail `name`, if any; one that does not parse is an error
 /// naming it.
 pub fn load_due(layout: &Layout, name: &str) -> Result<Option<Due>, OpsError> {
@@ -129,6 +144,27 @@ pub fn push_due(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn any_due_looks_for_a_jails_record_only() {
+        let d = tempfile::tempdir().unwrap();
+        let layout = Layout::new(&crate::config::Config {
+            base: d.path().join("base"),
+            state_dir: d.path().join("state"),
+            ..Default::default()
+        })
+        .unwrap();
+        assert!(!any_due(&layout), "no records directory");
+        std::fs::create_dir_all(records_dir(&layout)).unwrap();
+        std::fs::write(records_dir(&layout).join("ns.toml"), "").unwrap();
+        std::fs::write(due_path(&layout, "skel"), "").unwrap();
+        assert!(
+            !any_due(&layout),
+            "a merge record and the skel's are no jail's due"
+        );
+        std::fs::write(due_path(&layout, "ns"), "").unwrap();
+        assert!(any_due(&layout));
+    }
 
     #[test]
     fn the_due_record_reads_back() {
