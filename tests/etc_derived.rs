@@ -11,15 +11,13 @@ mod support;
 
 use std::path::{Path, PathBuf};
 
-use jailtx::config::{Config, Layout};
 use jailtx::engine::transcript;
-use jailtx::engine::{Plan, action};
-use jailtx::host::freebsd::FreeBsdHost;
 use jailtx::host::freebsd_sim::{SimFreeBsd, is_query};
-use jailtx::ops::jail::{self as jails, Site};
+use jailtx::ops::jail::{self as jails};
 use jailtx::ops::{init, template, upgrade};
-use jailtx::plan::{Backend, JailName};
+use jailtx::plan::JailName;
 use jailtx::world::Source;
+use support::freebsd::SimHost as Scene;
 use support::{JailDef, Root, RunState, in_private_ns, mkworld};
 
 const DATE: &str = "20060601";
@@ -62,59 +60,11 @@ fn make_world(dir: &Path, version: u32) {
     }
 }
 
-struct Scene {
-    _tmp: tempfile::TempDir,
-    root: PathBuf,
-    cfg: Config,
-    layout: Layout,
-    sim: SimFreeBsd,
-    host: FreeBsdHost,
-}
-
 impl Scene {
     fn new() -> Scene {
-        let tmp = tempfile::tempdir().unwrap();
-        let root = tmp.path().canonicalize().unwrap();
-        let mut cfg = Config {
-            base: root.join("usr/home"),
-            state_dir: root.join("var/db/jailtx"),
-            ..Config::default()
-        };
-        cfg.freebsd.jail_conf_dir = root.join("etc/jail.conf.d");
-        cfg.freebsd.fstab_dir = root.join("etc");
-        for d in ["usr", "etc", "var/db/jailtx"] {
-            std::fs::create_dir_all(root.join(d)).unwrap();
-        }
-        let layout = Layout::new(&cfg).unwrap();
-        let sim = SimFreeBsd::new();
-        let host = FreeBsdHost::with_config(Box::new(sim.clone()), &cfg.freebsd);
-        let s = Scene {
-            _tmp: tmp,
-            root,
-            cfg,
-            layout,
-            sim,
-            host,
-        };
-        s.apply(&init::plan(&s.layout));
+        let s = Scene::on("usr/home", SimFreeBsd::new());
+        s.apply_steps(&init::plan(&s.layout));
         s
-    }
-
-    fn world(&self) -> Site<'_> {
-        Site {
-            layout: &self.layout,
-            cfg: &self.cfg,
-            host: &self.host,
-            backend: Backend::FreeBsd,
-        }
-    }
-
-    fn apply(&self, plan: &Plan) {
-        plan.validate().unwrap();
-        for step in &plan.steps {
-            action::apply(&step.action, &self.host)
-                .unwrap_or_else(|e| panic!("{} {}: {e}", plan.op, step.name));
-        }
     }
 
     /// The commands the simulated host ran since the last call (queries left out).
@@ -164,10 +114,10 @@ fn freebsd_merge_runs_etcupdates_steps_inside_the_jails() {
     let w2 = s.root.join("world2");
     make_world(&w1, 1);
     make_world(&w2, 2);
-    s.apply(&template::plan_build(&s.layout, Source::Dir(w1), &s.cfg.carry_over).unwrap());
-    s.apply(
+    s.apply_steps(&template::plan_build(&s.layout, Source::Dir(w1), &s.cfg.carry_over).unwrap());
+    s.apply_steps(
         &jails::plan_create(
-            &s.world(),
+            &s.site(),
             &name("ns"),
             "ns.example.org",
             "192.168.3.17",
@@ -175,9 +125,9 @@ fn freebsd_merge_runs_etcupdates_steps_inside_the_jails() {
         )
         .unwrap(),
     );
-    s.apply(
+    s.apply_steps(
         &jails::plan_create(
-            &s.world(),
+            &s.site(),
             &name("mail"),
             "mail.example.org",
             "192.168.3.18",
@@ -194,12 +144,12 @@ fn freebsd_merge_runs_etcupdates_steps_inside_the_jails() {
         s.layout.js.join("mail/etc/localtime"),
     )
     .unwrap();
-    let (plan, _) = upgrade::plan_upgrade_on(&s.world(), Source::Dir(w2), DATE).unwrap();
-    s.apply(&plan);
+    let (plan, _) = upgrade::plan_upgrade_on(&s.site(), Source::Dir(w2), DATE).unwrap();
+    s.apply_steps(&plan);
     assert_eq!(s.sim.jail_names(), ["ns"]);
     s.ran();
 
-    let (merge, report) = jailtx::etcmerge::plan(&s.world(), &[]).unwrap();
+    let (merge, report) = jailtx::etcmerge::plan(&s.site(), &[]).unwrap();
     let ns = report.targets.iter().find(|t| t.target == "ns").unwrap();
     assert_eq!(
         ns.updated,
@@ -221,12 +171,12 @@ fn freebsd_merge_runs_etcupdates_steps_inside_the_jails() {
             "jexec ns /usr/sbin/tzsetup -r",
         ]
     );
-    s.apply(&merge);
+    s.apply_steps(&merge);
     assert!(s.ran().is_empty(), "the merge itself runs no command");
     assert!(s.due("ns").is_file() && s.due("mail").is_file());
 
     // After the commit: the running jail, inside it; the stopped one waits.
-    let ran = jailtx::etcmerge::derived::run_due(&s.world()).unwrap();
+    let ran = jailtx::etcmerge::derived::run_due(&s.site()).unwrap();
     assert_eq!(ran.len(), 1, "{ran:?}");
     assert_eq!(
         s.ran(),
@@ -242,16 +192,16 @@ fn freebsd_merge_runs_etcupdates_steps_inside_the_jails() {
         "mail is stopped: kept for its start"
     );
     assert!(
-        jailtx::etcmerge::derived::run_due(&s.world())
+        jailtx::etcmerge::derived::run_due(&s.site())
             .unwrap()
             .is_empty()
     );
     assert!(s.ran().is_empty(), "nothing twice");
 
     // mail's next start.
-    s.apply(&jails::plan_start(&s.world(), &[name("mail")]).unwrap());
+    s.apply_steps(&jails::plan_start(&s.site(), &[name("mail")]).unwrap());
     s.ran();
-    jailtx::etcmerge::derived::run_due(&s.world()).unwrap();
+    jailtx::etcmerge::derived::run_due(&s.site()).unwrap();
     assert_eq!(
         s.ran(),
         [
@@ -263,7 +213,7 @@ fn freebsd_merge_runs_etcupdates_steps_inside_the_jails() {
     // The skel never runs: a jail created from its merged copy gets its steps.
     assert!(s.due("skel").is_file());
     let create = jails::plan_create(
-        &s.world(),
+        &s.site(),
         &name("www"),
         "www.example.org",
         "62.123.43.14",
@@ -271,9 +221,9 @@ fn freebsd_merge_runs_etcupdates_steps_inside_the_jails() {
     )
     .unwrap();
     assert!(create.steps.iter().any(|st| st.name == "due-www"));
-    s.apply(&create);
+    s.apply_steps(&create);
     s.ran();
-    jailtx::etcmerge::derived::run_due(&s.world()).unwrap();
+    jailtx::etcmerge::derived::run_due(&s.site()).unwrap();
     assert_eq!(
         s.ran(),
         [
@@ -282,7 +232,7 @@ fn freebsd_merge_runs_etcupdates_steps_inside_the_jails() {
         ]
     );
     // Another merge with nothing new makes nothing due.
-    let (again, _) = jailtx::etcmerge::plan(&s.world(), &[]).unwrap();
+    let (again, _) = jailtx::etcmerge::plan(&s.site(), &[]).unwrap();
     assert!(
         !again.steps.iter().any(|st| st.name.starts_with("due-")),
         "{again:?}"
@@ -299,10 +249,10 @@ fn a_failed_step_is_kept_for_later() {
     make_world(&w1, 1);
     make_world(&w2, 2);
     std::fs::remove_file(w2.join("usr/bin/cap_mkdb")).unwrap();
-    s.apply(&template::plan_build(&s.layout, Source::Dir(w1), &s.cfg.carry_over).unwrap());
-    s.apply(
+    s.apply_steps(&template::plan_build(&s.layout, Source::Dir(w1), &s.cfg.carry_over).unwrap());
+    s.apply_steps(
         &jails::plan_create(
-            &s.world(),
+            &s.site(),
             &name("ns"),
             "ns.example.org",
             "192.168.3.17",
@@ -313,13 +263,13 @@ fn a_failed_step_is_kept_for_later() {
     // A copied localtime without var/db/zoneinfo: tzsetup -r could not know
     // the zone, so (as etcupdate) it is not run.
     std::fs::write(s.layout.js.join("ns/etc/localtime"), "TZif\n").unwrap();
-    let (plan, _) = upgrade::plan_upgrade_on(&s.world(), Source::Dir(w2), DATE).unwrap();
-    s.apply(&plan);
-    s.apply(&jailtx::etcmerge::plan(&s.world(), &[]).unwrap().0);
+    let (plan, _) = upgrade::plan_upgrade_on(&s.site(), Source::Dir(w2), DATE).unwrap();
+    s.apply_steps(&plan);
+    s.apply_steps(&jailtx::etcmerge::plan(&s.site(), &[]).unwrap().0);
     let due = std::fs::read_to_string(s.due("ns")).unwrap();
     assert!(!due.contains("tzsetup"), "{due}");
     s.ran();
-    let ran = jailtx::etcmerge::derived::run_due(&s.world()).unwrap();
+    let ran = jailtx::etcmerge::derived::run_due(&s.site()).unwrap();
     let line = jailtx::etcmerge::derived::describe(&ran[0]).unwrap();
     assert!(
         line.contains("cap_mkdb") && line.contains("runs again"),

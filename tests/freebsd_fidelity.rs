@@ -8,27 +8,16 @@ mod support;
 
 use std::path::{Path, PathBuf};
 
-use jailtx::config::{Config, Layout};
-use jailtx::engine::{Plan, action};
 use jailtx::host::Host;
-use jailtx::host::freebsd::FreeBsdHost;
 use jailtx::host::freebsd_sim::SimFreeBsd;
-use jailtx::ops::jail::{self as jails, Site};
+use jailtx::ops::jail::{self as jails};
 use jailtx::ops::{init, template};
-use jailtx::plan::{Backend, JailName};
+use jailtx::plan::JailName;
 use jailtx::world::Source;
+use support::freebsd::SimHost as Scene;
 use support::{Root, run_bin};
 
 /// A scratch FreeBSD host whose BASE has a space in it (`ROOT/usr/my jails`).
-struct Scene {
-    _tmp: tempfile::TempDir,
-    root: PathBuf,
-    cfg: Config,
-    layout: Layout,
-    sim: SimFreeBsd,
-    host: FreeBsdHost,
-}
-
 fn make_world(dir: &Path) {
     for d in ["bin", "dev", "etc", "root", "tmp", "var/log", "usr/bin"] {
         std::fs::create_dir_all(dir.join(d)).unwrap();
@@ -40,56 +29,19 @@ fn make_world(dir: &Path) {
 
 impl Scene {
     fn new() -> Scene {
-        let tmp = tempfile::tempdir().unwrap();
-        let root = tmp.path().canonicalize().unwrap();
-        let mut cfg = Config {
-            base: root.join("usr/my jails"),
-            state_dir: root.join("var/db/jailtx"),
-            ..Config::default()
-        };
-        cfg.freebsd.jail_conf_dir = root.join("etc/jail.conf.d");
-        cfg.freebsd.fstab_dir = root.join("etc");
-        for d in ["usr", "etc", "var/db/jailtx"] {
-            std::fs::create_dir_all(root.join(d)).unwrap();
-        }
-        let layout = Layout::new(&cfg).unwrap();
-        let sim = SimFreeBsd::new();
-        let host = FreeBsdHost::with_config(Box::new(sim.clone()), &cfg.freebsd);
-        let s = Scene {
-            _tmp: tmp,
-            root,
-            cfg,
-            layout,
-            sim,
-            host,
-        };
-        s.apply(&init::plan(&s.layout));
+        let s = Scene::on("usr/my jails", SimFreeBsd::new());
+        s.apply_steps(&init::plan(&s.layout));
         let world = s.root.join("world");
         make_world(&world);
-        s.apply(&template::plan_build(&s.layout, Source::Dir(world), &[]).unwrap());
+        s.apply_steps(&template::plan_build(&s.layout, Source::Dir(world), &[]).unwrap());
         s
-    }
-
-    fn world(&self) -> Site<'_> {
-        Site {
-            layout: &self.layout,
-            cfg: &self.cfg,
-            host: &self.host,
-            backend: Backend::FreeBsd,
-        }
-    }
-
-    fn apply(&self, plan: &Plan) {
-        plan.validate().unwrap();
-        for step in &plan.steps {
-            action::apply(&step.action, &self.host)
-                .unwrap_or_else(|e| panic!("{} step {}: {e}", plan.op, step.name));
-        }
     }
 
     fn create(&self, name: &str, ip: &str) {
         let hostname = format!("{name}.example.org");
-        self.apply(&jails::plan_create(&self.world(), &jname(name), &hostname, ip, true).unwrap());
+        self.apply_steps(
+            &jails::plan_create(&self.site(), &jname(name), &hostname, ip, true).unwrap(),
+        );
     }
 }
 
@@ -112,8 +64,8 @@ fn a_base_with_a_space_is_seen_mounted() {
     s.host.mount(&s.layout.mroot, &root, true).unwrap();
     assert_eq!(s.sim.mounts_on(&root), ["nullfs"]);
     // Stopping and unmounting leaves nothing mounted under the jail.
-    s.apply(&jails::plan_stop(&s.world(), &[]).unwrap());
-    s.apply(&jails::plan_destroy(&s.world(), &jname("ns"), false).unwrap());
+    s.apply_steps(&jails::plan_stop(&s.site(), &[]).unwrap());
+    s.apply_steps(&jails::plan_destroy(&s.site(), &jname("ns"), false).unwrap());
     let left: Vec<PathBuf> = s
         .sim
         .mount_points()
@@ -138,13 +90,13 @@ fn the_devfs_of_a_jail_that_died_is_unmounted() {
     s.sim.jail_dies("ns");
     assert_eq!(s.sim.jail_names(), ["mail"]);
     assert_eq!(s.sim.mounts_on(&dev), ["devfs"], "the sim models the leak");
-    let plan = jails::plan_stop(&s.world(), &[jname("ns")]).unwrap();
+    let plan = jails::plan_stop(&s.site(), &[jname("ns")]).unwrap();
     assert!(
         plan.steps.iter().any(|st| st.name == "stop-ns"),
         "stop must handle the devfs left behind: {:?}",
         plan.steps
     );
-    s.apply(&plan);
+    s.apply_steps(&plan);
     assert!(
         s.sim.mounts_on(&dev).is_empty(),
         "{:?}",
@@ -152,15 +104,15 @@ fn the_devfs_of_a_jail_that_died_is_unmounted() {
     );
 
     // Died again, then started without a stop in between: one devfs.
-    s.apply(&jails::plan_start(&s.world(), &[]).unwrap());
+    s.apply_steps(&jails::plan_start(&s.site(), &[]).unwrap());
     s.sim.jail_dies("ns");
-    s.apply(&jails::plan_start(&s.world(), &[]).unwrap());
+    s.apply_steps(&jails::plan_start(&s.site(), &[]).unwrap());
     assert_eq!(s.sim.jail_names(), ["mail", "ns"]);
     assert_eq!(s.sim.mounts_on(&dev), ["devfs"], "no second devfs stacked");
 
     // Died, then destroyed: the root's unmount is not "Device busy".
     s.sim.jail_dies("ns");
-    s.apply(&jails::plan_destroy(&s.world(), &jname("ns"), false).unwrap());
+    s.apply_steps(&jails::plan_destroy(&s.site(), &jname("ns"), false).unwrap());
     assert!(s.sim.mounts_on(&dev).is_empty());
     assert!(s.sim.mounts_on(&s.layout.j.join("ns")).is_empty());
     assert_eq!(s.sim.jail_names(), ["mail"], "mail is left alone");

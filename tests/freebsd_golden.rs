@@ -13,19 +13,21 @@
 //! commands the backend ran are checked against the transcript step by step,
 //! and the transcripts are printed with ROOT taken off every path.
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use jailtx::config::{Config, Layout};
 use jailtx::engine::transcript::{self, Transcript};
 use jailtx::engine::{Action, Plan, action};
-use jailtx::host::freebsd::{FreeBsdHost, parse_fstab, parse_jls, parse_mount_p};
+use jailtx::host::freebsd::{parse_fstab, parse_jls, parse_mount_p};
 use jailtx::host::freebsd_sim::{SimFreeBsd, is_query};
-use jailtx::ops::jail::{self as jails, Site};
+use jailtx::ops::jail::{self as jails};
 use jailtx::ops::{init, template, upgrade};
-use jailtx::plan::{Backend, JailName};
+use jailtx::plan::JailName;
 use jailtx::world::Source;
+use support::freebsd::SimHost as Scene;
 
 /// The archive date of the upgrade and the rollback: fixed, so the
 /// transcripts never depend on the day they are made.
@@ -90,32 +92,8 @@ fn make_base_txz(to: &Path) {
     tar.into_inner().unwrap().finish().unwrap();
 }
 
-struct Scene {
-    _tmp: tempfile::TempDir,
-    /// The scratch root: plays `/` of the FreeBSD host.
-    root: PathBuf,
-    cfg: Config,
-    layout: Layout,
-    sim: SimFreeBsd,
-    host: FreeBsdHost,
-}
-
 impl Scene {
     fn new() -> Scene {
-        let tmp = tempfile::tempdir().unwrap();
-        let root = tmp.path().canonicalize().unwrap();
-        let mut cfg = Config {
-            base: root.join("usr/home"),
-            state_dir: root.join("var/db/jailtx"),
-            ..Config::default()
-        };
-        cfg.freebsd.jail_conf_dir = root.join("etc/jail.conf.d");
-        cfg.freebsd.fstab_dir = root.join("etc");
-        for d in ["usr", "etc", "var/db/jailtx"] {
-            std::fs::create_dir_all(root.join(d)).unwrap();
-        }
-        let layout = Layout::new(&cfg).unwrap();
-        make_base_txz(&root.join("usr/freebsd-dist/base.txz"));
         // `make installworld DESTDIR=…` on the simulated host.
         let hook = Arc::new(|cmd: &str, env: &BTreeMap<String, String>| {
             let dest = env.get("DESTDIR").ok_or("no DESTDIR")?;
@@ -128,27 +106,10 @@ impl Scene {
             make_world(Path::new(dest), "14.1-RELEASE\n");
             Ok(())
         });
-        let sim = SimFreeBsd::new().with_hook(hook);
-        let host = FreeBsdHost::with_config(Box::new(sim.clone()), &cfg.freebsd);
-        let scene = Scene {
-            _tmp: tmp,
-            root,
-            cfg,
-            layout,
-            sim,
-            host,
-        };
+        let scene = Scene::on("usr/home", SimFreeBsd::new().with_hook(hook));
+        make_base_txz(&scene.root.join("usr/freebsd-dist/base.txz"));
         scene.apply(&init::plan(&scene.layout));
         scene
-    }
-
-    fn world(&self) -> Site<'_> {
-        Site {
-            layout: &self.layout,
-            cfg: &self.cfg,
-            host: &self.host,
-            backend: Backend::FreeBsd,
-        }
     }
 
     /// `text` with the scratch root taken off every path.
@@ -319,7 +280,7 @@ fn handbook_scenario_matches_the_golden_transcripts() {
     std::fs::write(s.layout.mroot.join("usr/ports/Makefile"), "# ports\n").unwrap();
 
     for (i, (name, hostname, ip)) in JAILS.iter().enumerate() {
-        let plan = jails::plan_create(&s.world(), &jail(name), hostname, ip, false).unwrap();
+        let plan = jails::plan_create(&s.site(), &jail(name), hostname, ip, false).unwrap();
         let t = s.transcript(&plan);
         g.check(&format!("0{}-create-{name}.txt", i + 2), &text(&t));
         s.apply(&plan);
@@ -333,13 +294,13 @@ fn handbook_scenario_matches_the_golden_transcripts() {
     }
     assert_eq!(s.sim.jail_names(), Vec::<String>::new());
 
-    let plan = jails::plan_start(&s.world(), &[]).unwrap();
+    let plan = jails::plan_start(&s.site(), &[]).unwrap();
     g.check("05-start.txt", &text(&s.transcript(&plan)));
     s.apply(&plan);
     assert_eq!(s.sim.jail_names(), ["mail", "ns", "www"]);
 
     let (plan, _) =
-        upgrade::plan_upgrade_on(&s.world(), Source::Cmd(INSTALLWORLD.into()), DATE).unwrap();
+        upgrade::plan_upgrade_on(&s.site(), Source::Cmd(INSTALLWORLD.into()), DATE).unwrap();
     let t = s.transcript(&plan);
     g.check("06-upgrade.txt", &text(&t));
     let json = serde_json::to_string_pretty(&t.to_json()).unwrap() + "\n";
@@ -384,7 +345,7 @@ fn handbook_scenario_matches_the_golden_transcripts() {
     );
 
     // The mirror: back to the archive the upgrade made, which is archived in turn.
-    let (plan, _) = upgrade::plan_rollback_on(&s.world(), None, DATE).unwrap();
+    let (plan, _) = upgrade::plan_rollback_on(&s.site(), None, DATE).unwrap();
     let t = s.transcript(&plan);
     g.check("07-rollback.txt", &text(&t));
     let mut unrooted = t.clone();
@@ -407,7 +368,7 @@ fn handbook_scenario_matches_the_golden_transcripts() {
     );
     assert!(s.layout.mroot.join("usr/ports/Makefile").is_file());
 
-    let plan = jails::plan_destroy(&s.world(), &jail("www"), false).unwrap();
+    let plan = jails::plan_destroy(&s.site(), &jail("www"), false).unwrap();
     g.check("08-destroy-www.txt", &text(&s.transcript(&plan)));
     s.apply(&plan);
     assert_eq!(s.sim.jail_names(), ["mail", "ns"]);
@@ -430,7 +391,7 @@ fn handbook_scenario_matches_the_golden_transcripts() {
 
     // --purge: the data goes too, its flags cleared first (skel's
     // var/empty is schg on FreeBSD).
-    let plan = jails::plan_destroy(&s.world(), &jail("mail"), true).unwrap();
+    let plan = jails::plan_destroy(&s.site(), &jail("mail"), true).unwrap();
     g.check("09-destroy-purge-mail.txt", &text(&s.transcript(&plan)));
     s.apply(&plan);
     assert_eq!(s.sim.jail_names(), ["ns"]);
@@ -447,7 +408,7 @@ fn generated_files_follow_jail_conf_and_fstab() {
     let base_txz = s.root.join("usr/freebsd-dist/base.txz");
     s.apply(&template::plan_build(&s.layout, Source::Tar(base_txz), &s.cfg.carry_over).unwrap());
     let plan = jails::plan_create(
-        &s.world(),
+        &s.site(),
         &jail("v6"),
         "v6.example.org",
         "2001:db8::17",
@@ -486,7 +447,7 @@ fn generated_files_follow_jail_conf_and_fstab() {
     // A file in the way is refused before anything changes.
     std::fs::write(s.root.join("etc/jail.conf.d/other.conf"), "# mine\n").unwrap();
     let e = jails::plan_create(
-        &s.world(),
+        &s.site(),
         &jail("other"),
         "o.example.org",
         "10.0.0.9",
@@ -664,7 +625,7 @@ fn a_failing_command_is_named() {
     let base_txz = s.root.join("usr/freebsd-dist/base.txz");
     s.apply(&template::plan_build(&s.layout, Source::Tar(base_txz), &s.cfg.carry_over).unwrap());
     let plan = jails::plan_create(
-        &s.world(),
+        &s.site(),
         &jail("ns"),
         "ns.example.org",
         "192.168.3.17",

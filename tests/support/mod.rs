@@ -10,6 +10,7 @@
 
 pub mod cli_tree;
 pub mod decoy;
+pub mod freebsd;
 pub mod plans;
 
 use std::collections::{BTreeMap, BTreeSet};
