@@ -425,56 +425,6 @@ fn record_kind(r: &Record) -> (&'static str, u8) {
     (name, r.tag())
 }
 
-/// The variant names (kebab-case, in declaration order, so a name's
-/// position is its postcard index) that serde's derive hands a deserializer
-/// for enum `T`: taken from the code, so a new variant is seen here without
-/// anyone editing this test.
-fn variants_of<T: for<'de> serde::Deserialize<'de>>() -> Vec<&'static str> {
-    use serde::de::{self, Deserializer, Visitor};
-
-    struct Catch<'a>(&'a mut Vec<&'static str>);
-
-    #[derive(Debug)]
-    struct Caught;
-    impl std::fmt::Display for Caught {
-        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.write_str("caught")
-        }
-    }
-    impl std::error::Error for Caught {}
-    impl de::Error for Caught {
-        fn custom<M: std::fmt::Display>(_: M) -> Self {
-            Caught
-        }
-    }
-
-    impl<'de> Deserializer<'de> for Catch<'_> {
-        type Error = Caught;
-        fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Caught> {
-            Err(Caught)
-        }
-        fn deserialize_enum<V: Visitor<'de>>(
-            self,
-            _: &'static str,
-            variants: &'static [&'static str],
-            _: V,
-        ) -> Result<V::Value, Caught> {
-            self.0.extend_from_slice(variants);
-            Err(Caught)
-        }
-        serde::forward_to_deserialize_any! {
-            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
-            bytes byte_buf option unit unit_struct newtype_struct seq tuple
-            tuple_struct map struct identifier ignored_any
-        }
-    }
-
-    let mut variants = Vec::new();
-    let _ = T::deserialize(Catch(&mut variants));
-    assert!(!variants.is_empty(), "not an enum");
-    variants
-}
-
 /// `make-dir` -> `MakeDir`.
 fn camel(kebab: &str) -> String {
     kebab
@@ -554,7 +504,7 @@ fn every_variant_and_record_kind_has_its_spec_row_and_a_vector() {
         }
     };
 
-    let actions = variants_of::<Action>();
+    let actions = support::variants::variants_of::<Action>();
     for (index, kebab) in actions.iter().enumerate() {
         let name = camel(kebab);
         let example = action_example(&name);
@@ -567,7 +517,7 @@ fn every_variant_and_record_kind_has_its_spec_row_and_a_vector() {
             index,
         );
     }
-    let sources = variants_of::<Source>();
+    let sources = support::variants::variants_of::<Source>();
     for (index, kebab) in sources.iter().enumerate() {
         let name = camel(kebab);
         let example = [
@@ -586,7 +536,10 @@ fn every_variant_and_record_kind_has_its_spec_row_and_a_vector() {
             index,
         );
     }
-    for (index, kebab) in variants_of::<Outcome>().iter().enumerate() {
+    for (index, kebab) in support::variants::variants_of::<Outcome>()
+        .iter()
+        .enumerate()
+    {
         let example = [Outcome::Committed, Outcome::RolledBack]
             .into_iter()
             .find(|o| o.as_str() == *kebab)
@@ -599,7 +552,7 @@ fn every_variant_and_record_kind_has_its_spec_row_and_a_vector() {
             index,
         );
     }
-    let kinds = variants_of::<Record>();
+    let kinds = support::variants::variants_of::<Record>();
     for kebab in &kinds {
         let name = camel(kebab);
         let example = record_examples()
@@ -711,7 +664,7 @@ fn write_image(path: &Path, magic: [u8; 8], records: &[Record]) {
 #[test]
 fn reference_decodes_every_variant_the_code_has() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut actions: Vec<Action> = variants_of::<Action>()
+    let mut actions: Vec<Action> = support::variants::variants_of::<Action>()
         .iter()
         .map(|k| action_example(&camel(k)))
         .collect();

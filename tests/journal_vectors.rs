@@ -1,5 +1,7 @@
 //! Checks the journal test vectors in `journal-format/vectors/` (decode, JSON, canonical re-encode); `JAILTX_BLESS=1` rewrites them.
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -844,53 +846,7 @@ fn every_vector_file_is_known_and_listed() {
 /// code, so a variant added to `Action` is seen here without anyone editing
 /// this test.
 fn action_variants() -> Vec<&'static str> {
-    use serde::de::{self, Deserializer, Visitor};
-
-    /// A deserializer that only records the variant list it is handed.
-    struct Catch<'a>(&'a mut Vec<&'static str>);
-
-    #[derive(Debug)]
-    struct Caught;
-    impl std::fmt::Display for Caught {
-        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.write_str("caught")
-        }
-    }
-    impl std::error::Error for Caught {}
-    impl de::Error for Caught {
-        fn custom<T: std::fmt::Display>(_: T) -> Self {
-            Caught
-        }
-    }
-
-    impl<'de> Deserializer<'de> for Catch<'_> {
-        type Error = Caught;
-        fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Caught> {
-            Err(Caught)
-        }
-        fn deserialize_enum<V: Visitor<'de>>(
-            self,
-            _: &'static str,
-            variants: &'static [&'static str],
-            _: V,
-        ) -> Result<V::Value, Caught> {
-            self.0.extend_from_slice(variants);
-            Err(Caught)
-        }
-        serde::forward_to_deserialize_any! {
-            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
-            bytes byte_buf option unit unit_struct newtype_struct seq tuple
-            tuple_struct map struct identifier ignored_any
-        }
-    }
-
-    let mut variants = Vec::new();
-    let _ = <Action as serde::Deserialize>::deserialize(Catch(&mut variants));
-    assert!(
-        !variants.is_empty(),
-        "Action no longer deserializes as an enum"
-    );
-    variants
+    support::variants::variants_of::<Action>()
 }
 
 /// The index each variant was released with and the name the format README

@@ -12,6 +12,7 @@ pub mod cli_tree;
 pub mod decoy;
 pub mod freebsd;
 pub mod plans;
+pub mod variants;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsStr;
