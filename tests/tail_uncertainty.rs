@@ -32,11 +32,12 @@ use std::time::Instant as Clock;
 use jailtx::journal::frame::{self, JOURNAL_MAGIC};
 use jailtx::journal::{Commit, End, Outcome, Record};
 use serde_json::Value;
+use support::matrix::{full_matrix, run_cases};
 use support::plans::{check_representative_after, make_fixture, representative_plan};
 use support::{
     Baseline, Expect, JailDef, Root, RunState, Snapshot, Worlds, assert_no_failures, assert_same,
-    boot, check_invariants, check_second_recover, diff, fleet, in_private_ns, report_failure,
-    run_isolated, snapshot_live, step_names, world_version,
+    boot, check_invariants, check_second_recover, diff, fleet, in_private_ns, snapshot_live,
+    step_names, world_version,
 };
 
 /// Jails in every run-state a recovery must restore: the fewest that still
@@ -48,18 +49,6 @@ fn jails() -> Vec<JailDef> {
         ("spare", RunState::Stopped),
         ("cold", RunState::Unmounted),
     ])
-}
-
-fn full_matrix() -> bool {
-    std::env::var("JAILTX_FULL_MATRIX").is_ok_and(|v| v == "1")
-}
-
-fn jobs() -> usize {
-    std::env::var("JAILTX_MATRIX_JOBS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(3)
-        .max(1)
 }
 
 /// `j/` as `ls -lR` sees it, minus what is below the jails' own directories
@@ -469,7 +458,7 @@ fn bit_flip_in_the_last_frame_of_an_upgrade() {
     });
 }
 
-/// Runs `cases` (filtered by `JAILTX_MATRIX_ONLY`), `jobs()` at a time, and
+/// Runs `cases` through [`run_cases`] (filtered by `JAILTX_MATRIX_ONLY`), and
 /// fails listing every case that broke something.
 fn run_all(
     what: &str,
@@ -479,43 +468,17 @@ fn run_all(
     started: Clock,
     run: impl Fn(&Case) -> Result<(), Vec<String>> + Sync,
 ) {
-    let only = std::env::var("JAILTX_MATRIX_ONLY").unwrap_or_default();
-    let todo: Vec<(String, Case)> = cases
-        .into_iter()
-        .map(|c| (c.label(names), c))
-        .filter(|(label, _)| label.contains(&only))
-        .collect();
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let failures = std::sync::Mutex::new(Vec::new());
-    std::thread::scope(|s| {
-        for _ in 0..jobs() {
-            s.spawn(|| {
-                loop {
-                    let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    let Some((label, case)) = todo.get(k) else {
-                        break;
-                    };
-                    let t = Clock::now();
-                    let result = run_isolated(|| run(case));
-                    let took = t.elapsed().as_secs_f64();
-                    match result {
-                        Ok(()) => println!("ok   {label} ({took:.2} s)"),
-                        Err(bad) => failures.lock().unwrap().push(report_failure(label, &bad)),
-                    }
-                }
-            });
-        }
-    });
-    let failures = failures.into_inner().unwrap();
+    let labelled = cases.into_iter().map(|c| (c.label(names), c)).collect();
+    let (ran, failures) = run_cases(labelled, run);
     println!(
         "{what}: {frames} frames, {} cases ({}), {} failed, {:.1} s",
-        todo.len(),
+        ran,
         if full_matrix() { "full" } else { "default" },
         failures.len(),
         started.elapsed().as_secs_f64()
     );
-    assert!(!todo.is_empty(), "no case ran");
-    assert_no_failures(&failures, todo.len(), "cases");
+    assert!(ran > 0, "no case ran");
+    assert_no_failures(&failures, ran, "cases");
 }
 
 /// A root with the fixture of the representative plan (every filesystem

@@ -18,11 +18,11 @@ use std::collections::BTreeMap;
 use std::time::Instant as Clock;
 
 use serde_json::Value;
+use support::matrix::{full_matrix, run_cases};
 use support::{
     Baseline, COMPENSATION, Expect, FORWARD, JailDef, Out, Root, RunState, Worlds,
     assert_no_failures, check_invariants, check_second_recover, fleet, http_get, in_private_ns,
-    mixed_fleet, report_failure, run_isolated, snapshot_js, snapshot_live, step_names, two_running,
-    world_version,
+    mixed_fleet, snapshot_js, snapshot_live, step_names, two_running, world_version,
 };
 
 /// `[health]` that fails for jail `www` only.
@@ -622,10 +622,6 @@ fn prepare(worlds: &Worlds, m: &Matrix) -> Prepared {
     }
 }
 
-fn full_matrix() -> bool {
-    std::env::var("JAILTX_FULL_MATRIX").is_ok_and(|v| v == "1")
-}
-
 /// A step the command under test runs, in whichever of its transactions.
 #[derive(Debug, Clone)]
 struct Target {
@@ -783,16 +779,6 @@ fn cases(m: &Matrix, plan: &Value, targets: &[Target]) -> Vec<Case> {
     out
 }
 
-/// Parallel cases per matrix (`JAILTX_MATRIX_JOBS`, default 3): each case
-/// has its own root and addresses, and mostly waits on fsync and jails.
-fn jobs() -> usize {
-    std::env::var("JAILTX_MATRIX_JOBS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(3)
-        .max(1)
-}
-
 /// Runs one crash case; the violations found, if any.
 fn run_case(
     worlds: &Worlds,
@@ -897,40 +883,17 @@ fn run_matrix(m: &Matrix) {
     } else {
         main_targets(m, &reference)
     };
-    let only = std::env::var("JAILTX_MATRIX_ONLY").unwrap_or_default();
-    let todo: Vec<(String, Case)> = cases(m, &reference, &targets)
+    let labelled = cases(m, &reference, &targets)
         .into_iter()
         .map(|c| (c.label(m), c))
-        .filter(|(label, _)| label.contains(&only))
         .collect();
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let failures = std::sync::Mutex::new(Vec::new());
-    std::thread::scope(|s| {
-        for _ in 0..jobs() {
-            s.spawn(|| {
-                loop {
-                    let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    let Some((label, case)) = todo.get(k) else {
-                        break;
-                    };
-                    let t = Clock::now();
-                    let result = run_isolated(|| run_case(&worlds, m, &names, case));
-                    let took = t.elapsed().as_secs_f64();
-                    match result {
-                        Ok(()) => println!("ok   {label} ({took:.2} s)"),
-                        Err(bad) => failures.lock().unwrap().push(report_failure(label, &bad)),
-                    }
-                }
-            });
-        }
-    });
-    let failures = failures.into_inner().unwrap();
+    let (ran, failures) = run_cases(labelled, |case| run_case(&worlds, m, &names, case));
     let secs = started.elapsed().as_secs_f64();
     println!(
         "matrix {}: {} steps, {} cases ({}), {} failed, {secs:.1} s",
         m.name,
         targets.len(),
-        todo.len(),
+        ran,
         if full_matrix() {
             "full"
         } else {
@@ -938,8 +901,8 @@ fn run_matrix(m: &Matrix) {
         },
         failures.len(),
     );
-    assert!(!todo.is_empty(), "no case ran");
-    assert_no_failures(&failures, todo.len(), "cases");
+    assert!(ran > 0, "no case ran");
+    assert_no_failures(&failures, ran, "cases");
 }
 
 #[test]

@@ -11,6 +11,7 @@
 pub mod cli_tree;
 pub mod decoy;
 pub mod freebsd;
+pub mod matrix;
 pub mod plans;
 pub mod variants;
 
