@@ -156,17 +156,7 @@ fn completions_need_no_config_or_state_dir() {
 #[test]
 fn install_puts_each_script_where_its_shell_looks() {
     let tmp = tempfile::tempdir().unwrap();
-    let out = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/install"))
-        .arg("/usr/local")
-        .env("DESTDIR", tmp.path())
-        .env("JAILTX_BIN", support::BIN)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    support::install_into(tmp.path());
     for (shell, rel) in [
         ("bash", "share/bash-completion/completions/jailtx"),
         ("zsh", "share/zsh/site-functions/_jailtx"),

@@ -227,17 +227,7 @@ fn exit_status_lists_every_code_and_see_also_the_freebsd_pages() {
 #[test]
 fn install_puts_the_page_in_share_man_man8() {
     let tmp = tempfile::tempdir().unwrap();
-    let out = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/install"))
-        .arg("/usr/local")
-        .env("DESTDIR", tmp.path())
-        .env("JAILTX_BIN", support::BIN)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    support::install_into(tmp.path());
     let gz = tmp.path().join("usr/local/share/man/man8/jailtx.8.gz");
     let mode = std::os::unix::fs::PermissionsExt::mode(&gz.metadata().unwrap().permissions());
     assert_eq!(mode & 0o7777, 0o444);

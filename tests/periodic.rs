@@ -242,17 +242,7 @@ fn a_missing_binary_is_bad_config_and_a_failed_audit_is_never_masked() {
 fn installed_scripts_find_the_installed_binary() {
     let s = Setup::new();
     let dest = s.root.scratch.join("dest");
-    let out = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/install"))
-        .arg("/usr/local")
-        .env("DESTDIR", &dest)
-        .env("JAILTX_BIN", support::BIN)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    support::install_into(&dest);
     let dir = dest.join("usr/local/etc/periodic/security");
     for name in ["480.jailtx-audit", "481.jailtx-audit-full"] {
         let mode = std::os::unix::fs::PermissionsExt::mode(

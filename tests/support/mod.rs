@@ -81,6 +81,22 @@ fn output(mut c: Command, env: &[(&str, &str)]) -> Out {
     }
 }
 
+/// `scripts/install /usr/local` into `destdir` (as `DESTDIR`) with the
+/// test binary; fails the test, with the script's stderr, unless it succeeds.
+pub fn install_into(destdir: &Path) {
+    let out = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/install"))
+        .arg("/usr/local")
+        .env("DESTDIR", destdir)
+        .env("JAILTX_BIN", BIN)
+        .output()
+        .expect("run scripts/install");
+    assert!(
+        out.status.success(),
+        "scripts/install: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Whether `status` is a death by SIGKILL (what `JAILTX_FAULT` does).
 pub fn killed(status: &ExitStatus) -> bool {
     status.signal() == Some(9)
