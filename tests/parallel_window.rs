@@ -101,9 +101,14 @@ fn jails_stop_and_start_side_by_side() {
     }
     let (stops, starts, report) = upgrade_with_markers(4);
     assert!(all_overlap(&stops), "the stops ran one by one: {stops:?}");
-    assert!(all_overlap(&starts), "the starts ran one by one: {starts:?}");
+    assert!(
+        all_overlap(&starts),
+        "the starts ran one by one: {starts:?}"
+    );
     let notes = &report["report"]["notes"];
-    let per_jail = notes["jail_downtime_ms"].as_str().expect("jail_downtime_ms");
+    let per_jail = notes["jail_downtime_ms"]
+        .as_str()
+        .expect("jail_downtime_ms");
     let names: Vec<&str> = per_jail
         .split(' ')
         .map(|p| p.split_once('=').expect("NAME=MS").0)
@@ -111,7 +116,11 @@ fn jails_stop_and_start_side_by_side() {
     assert_eq!(names, ["a", "b", "c", "d"], "{notes}");
     // Each jail is down for its own stop and start (2 s of sleeps), and
     // the window holds every jail's downtime.
-    let longest: f64 = notes["max_jail_downtime_ms"].as_str().unwrap().parse().unwrap();
+    let longest: f64 = notes["max_jail_downtime_ms"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     let window: f64 = notes["downtime_ms"].as_str().unwrap().parse().unwrap();
     assert!(longest >= 2000.0 && longest <= window, "{notes}");
 
@@ -139,11 +148,12 @@ fn per_jail_downtime_in_history_and_output() {
     let w2 = worlds.get(2);
     let out = r.ok(&["upgrade", "--from-dir", w2.to_str().unwrap()]);
     assert!(
-        out.lines()
-            .any(|l| l.starts_with("downtime per jail (its stop to its start): longest ")
+        out.lines().any(
+            |l| l.starts_with("downtime per jail (its stop to its start): longest ")
                 && l.contains("ns=")
                 && l.contains("www=")
-                && !l.contains("spare=")),
+                && !l.contains("spare=")
+        ),
         "{out}"
     );
     let h = r.history();
@@ -156,7 +166,9 @@ fn per_jail_downtime_in_history_and_output() {
         .clone();
     let notes = &tx["notes"];
     assert!(notes["downtime_ms"].is_string(), "{tx}");
-    let per_jail = notes["jail_downtime_ms"].as_str().expect("jail_downtime_ms");
+    let per_jail = notes["jail_downtime_ms"]
+        .as_str()
+        .expect("jail_downtime_ms");
     let ms: BTreeMap<&str, f64> = per_jail
         .split(' ')
         .map(|p| {
@@ -165,7 +177,11 @@ fn per_jail_downtime_in_history_and_output() {
         })
         .collect();
     assert_eq!(ms.keys().copied().collect::<Vec<_>>(), ["ns", "www"]);
-    let longest: f64 = notes["max_jail_downtime_ms"].as_str().unwrap().parse().unwrap();
+    let longest: f64 = notes["max_jail_downtime_ms"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     let window: f64 = notes["downtime_ms"].as_str().unwrap().parse().unwrap();
     assert!(ms.values().all(|v| *v > 0.0 && *v <= longest), "{notes}");
     assert!(longest <= window, "{notes}");
@@ -203,6 +219,44 @@ fn a_failing_start_beside_others_rolls_every_jail_back() {
     };
     let mut bad = check_invariants(&r, &jails, &base, &old);
     bad.extend(check_second_recover(&r));
+    assert!(bad.is_empty(), "{bad:#?}");
+    r.ok(&["stop"]);
+}
+
+/// A crash while another jail's exec.stop still runs leaves no lock behind:
+/// `recover` right after the kill finds no "another jailtx run". (exec.stop
+/// runs under a middle process that never execs; it held every descriptor
+/// of jailtx, the lock's too, until exec.stop ended.)
+#[test]
+fn a_crash_beside_a_running_exec_stop_leaves_no_lock() {
+    if !in_private_ns("a_crash_beside_a_running_exec_stop_leaves_no_lock") {
+        return;
+    }
+    let worlds = Worlds::new();
+    let config = "[jail]\nexec_stop = \"test $(hostname) = slow.example.org && sleep 4; /bin/sh /etc/rc.shutdown\"\n";
+    let jails = fleet(&[("slow", RunState::Running), ("fast", RunState::Running)]);
+    let r = Root::with_jails(Some(config), &worlds.get(1), &jails);
+    let base = Baseline::take(&r);
+    let w2 = worlds.get(2);
+    let args = ["upgrade", "--from-dir", w2.to_str().unwrap()];
+    let plan = r.dry_run_plan(&args);
+    let stop_fast = step_names(&plan)
+        .iter()
+        .position(|n| n == "stop-fast")
+        .unwrap();
+    // stop-fast ends while slow's exec.stop sleeps (they run side by side).
+    let fault = format!("upgrade/after-effect:{stop_fast}");
+    r.run_env(&args, &[("JAILTX_FAULT", &fault)])
+        .assert_killed("upgrade killed after stop-fast");
+    let out = r.run(&["recover", "--rollback"]);
+    assert_eq!(out.code(), Some(0), "{out}");
+    let old = Expect {
+        version: world_version(1),
+        archives: base.archives.clone(),
+        prunable: BTreeMap::new(),
+        mroot_ino: Some(base.mroot_ino),
+    };
+    let bad = check_invariants(&r, &jails, &base, &old);
     assert!(bad.is_empty(), "{bad:#?}");
     r.ok(&["stop"]);
 }
@@ -258,7 +312,13 @@ struct Case {
 /// The batched steps of an upgrade plan: the window's stops, unmounts,
 /// mounts, starts and health check (derived from the plan, never listed).
 fn batched(plan: &Value) -> Vec<(usize, String)> {
-    let kinds = ["stop-jail", "unmount", "mount", "start-jail", "health-check"];
+    let kinds = [
+        "stop-jail",
+        "unmount",
+        "mount",
+        "start-jail",
+        "health-check",
+    ];
     plan["steps"]
         .as_array()
         .unwrap()
