@@ -29,6 +29,9 @@ use support::{
     step_names, world_version,
 };
 
+/// When something began and ended, in nanoseconds (file mtimes).
+type Span = (i128, i128);
+
 /// A jail's marker file's mtime, in nanoseconds.
 fn mtime_ns(path: &Path) -> i128 {
     let m = std::fs::metadata(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
@@ -37,7 +40,7 @@ fn mtime_ns(path: &Path) -> i128 {
 
 /// Whether every interval began before any ended: all of them overlap at
 /// one instant (the latest beginning).
-fn all_overlap(spans: &[(i128, i128)]) -> bool {
+fn all_overlap(spans: &[Span]) -> bool {
     let latest_begin = spans.iter().map(|s| s.0).max().unwrap();
     let earliest_end = spans.iter().map(|s| s.1).min().unwrap();
     latest_begin < earliest_end
@@ -47,7 +50,7 @@ fn all_overlap(spans: &[(i128, i128)]) -> bool {
 /// two marker files in `/s` (the jail's `js/NAME`), upgraded with
 /// `parallel`. Returns the stop and start intervals (from the markers'
 /// mtimes) and the upgrade's `--json` report.
-fn upgrade_with_markers(parallel: u32) -> (Vec<(i128, i128)>, Vec<(i128, i128)>, Value) {
+fn upgrade_with_markers(parallel: u32) -> (Vec<Span>, Vec<Span>, Value) {
     let worlds = Worlds::new();
     let config = format!(
         "[jail]\n\
@@ -377,7 +380,8 @@ fn run_case(worlds: &Worlds, compensation: bool, c: &Case) -> Result<(), Vec<Str
         return Err(vec![format!("{}: {out}", c.rec.label())]);
     }
     let commit = plan["commit"].as_u64().unwrap() as usize;
-    let forwards = !compensation && !(c.rec.rollback && c.index < commit);
+    let rolled_back = c.rec.rollback && c.index < commit;
+    let forwards = !(compensation || rolled_back);
     let want = if forwards {
         let archive = plan["notes"]["archive"].as_str().unwrap().to_owned();
         Expect {
