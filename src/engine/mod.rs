@@ -558,6 +558,7 @@ impl<S: Storage> Engine<S> {
             };
             let ran = self.run_segments(&plan, &segments, i, fault, clock);
             self.executed += ran.len();
+            let started: std::collections::BTreeSet<usize> = ran.iter().map(|r| r.index).collect();
             self.note_quarantined();
             let mut failure = None;
             for r in ran {
@@ -595,10 +596,8 @@ impl<S: Storage> Engine<S> {
                 }
                 info!(error = %source, "step failed, rolling back");
                 // What of the batch never started needs no undo; what ran
-                // beside the failing step, before or after it in plan
-                // order, does.
-                let started: std::collections::BTreeSet<usize> =
-                    self.timings.iter().map(|t| t.index).chain([k]).collect();
+                // beside the failing step (failed or not), before or after
+                // it in plan order, does.
                 self.not_started = (i..=last).filter(|j| !started.contains(j)).collect();
                 self.abort(st, Some(k as u32), source.to_string())?;
                 // After a resume that followed a reboot, what no step
