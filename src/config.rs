@@ -18,6 +18,9 @@ pub const STOP_TIMEOUT_SECS: std::ops::RangeInclusive<u64> = 0..=3600;
 /// `[health] timeout_secs`, in seconds: 0 (a second) to an hour. It runs
 /// inside the downtime window; a plan from the journal is clamped to it.
 pub const HEALTH_TIMEOUT_SECS: std::ops::RangeInclusive<u64> = 0..=3600;
+/// `[upgrade] parallel`: jails stopped (and started) at once inside a
+/// batch of the downtime window; 1 stops and starts them one by one.
+pub const UPGRADE_PARALLEL: std::ops::RangeInclusive<u32> = 1..=256;
 /// `keep_archives` and `prune --keep`: archived templates kept.
 pub const KEEP_ARCHIVES: std::ops::RangeInclusive<u32> = 0..=1000;
 
@@ -86,7 +89,25 @@ pub struct Config {
     pub keep_archives: u32,
     pub jail: JailDefaults,
     pub health: Health,
+    pub upgrade: Upgrade,
     pub freebsd: FreeBsd,
+}
+
+/// `[upgrade]`: how the downtime window runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Upgrade {
+    /// Jails stopped, and started, at once ([`UPGRADE_PARALLEL`]): each
+    /// jail's own chain (stop, unmount `s`, unmount the root; mount the
+    /// root, mount `s`, start) runs on one of this many threads. Also every
+    /// other batch of mounts and jails (`start`, `stop`, `recover`).
+    pub parallel: u32,
+}
+
+impl Default for Upgrade {
+    fn default() -> Self {
+        Upgrade { parallel: 16 }
+    }
 }
 
 /// `[freebsd]`: where the FreeBSD backend writes the files that let `jail(8)`,
@@ -179,6 +200,7 @@ impl Default for Config {
             keep_archives: 2,
             jail: JailDefaults::default(),
             health: Health::default(),
+            upgrade: Upgrade::default(),
             freebsd: FreeBsd::default(),
         }
     }
@@ -280,6 +302,7 @@ impl Config {
             )
             .map(drop),
             in_range("keep_archives", self.keep_archives, &KEEP_ARCHIVES).map(drop),
+            in_range("upgrade.parallel", self.upgrade.parallel, &UPGRADE_PARALLEL).map(drop),
             in_range(
                 "jail.log_max_bytes",
                 self.jail.log_max_bytes,

@@ -68,6 +68,13 @@ pub fn report(json: bool, r: &Report) {
     if let Some(d) = r.notes.get("downtime_ms") {
         outln!("downtime window: {d} ms (first stop to last start and health check)");
     }
+    if let (Some(max), Some(jail), Some(all)) = (
+        r.notes.get("max_jail_downtime_ms"),
+        r.notes.get("max_jail_downtime_jail"),
+        r.notes.get("jail_downtime_ms"),
+    ) {
+        outln!("downtime per jail (its stop to its start): longest {max} ms ({jail}); {all}");
+    }
 }
 
 /// `recover`; `m` is the `/etc` merge that follows a recovered upgrade.

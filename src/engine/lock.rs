@@ -4,7 +4,7 @@
 //! it shared: any number of them at once, never beside a mutating run.
 
 use std::fs::{File, TryLockError};
-use std::io::{self, Read};
+use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
@@ -29,16 +29,22 @@ pub struct StateLock {
     _file: File,
 }
 
-/// The loser's error, naming the holder's pid as the lock file says it.
-fn held(path: &Path, file: &File) -> LockError {
-    // A pid is a few digits; a longer file was not written by us.
-    let mut head = Vec::new();
-    let _ = file.take(64).read_to_end(&mut head);
-    let pid = String::from_utf8_lossy(&head);
+/// The holder's pid as the lock file says it (its leading digits).
+fn holder_pid(file: &File) -> String {
+    // A pid is a few digits; a longer file was not written by us. Read at
+    // offset 0 (pread): a loser may read it more than once.
+    let mut head = [0u8; 64];
+    let n = file.read_at(&mut head, 0).unwrap_or(0);
+    let pid = String::from_utf8_lossy(&head[..n]);
     // Only the leading digits: shared holders writing at once can
     // leave a shorter pid followed by another's padding or NULs.
     let pid = pid.trim_start();
-    let pid = &pid[..pid.find(|c: char| !c.is_ascii_digit()).unwrap_or(pid.len())];
+    pid[..pid.find(|c: char| !c.is_ascii_digit()).unwrap_or(pid.len())].to_owned()
+}
+
+/// The loser's error, naming the holder's pid as the lock file says it.
+fn held(path: &Path, file: &File) -> LockError {
+    let pid = holder_pid(file);
     let holder = if pid.is_empty() {
         "pid unknown".to_owned()
     } else {
@@ -48,6 +54,23 @@ fn held(path: &Path, file: &File) -> LockError {
         path: path.to_owned(),
         holder,
     }
+}
+
+/// How long a loser waits when the run named in the lock file is gone: a
+/// run killed while one of its threads was between fork and exec leaves
+/// the child a copy of every descriptor, the lock's too, until its exec
+/// (O_CLOEXEC) closes them, a matter of milliseconds. A live holder is
+/// never waited for.
+const DEAD_HOLDER_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Whether the run named in the lock file has exited (its pid is free).
+fn holder_gone(file: &File) -> bool {
+    let Ok(pid) = holder_pid(file).parse::<i32>() else {
+        return false;
+    };
+    pid > 0
+        && nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None)
+            == Err(nix::errno::Errno::ESRCH)
 }
 
 impl StateLock {
@@ -84,11 +107,22 @@ impl StateLock {
             source,
         };
         let file = statefile::open_rw(path, Kind::Lock)?;
-        let taken = if shared {
-            file.try_lock_shared()
-        } else {
-            file.try_lock()
+        let try_take = || {
+            if shared {
+                file.try_lock_shared()
+            } else {
+                file.try_lock()
+            }
         };
+        let mut taken = try_take();
+        let until = std::time::Instant::now() + DEAD_HOLDER_GRACE;
+        while matches!(taken, Err(TryLockError::WouldBlock))
+            && std::time::Instant::now() < until
+            && holder_gone(&file)
+        {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+            taken = try_take();
+        }
         match taken {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => return Err(held(path, &file)),
@@ -141,6 +175,38 @@ mod tests {
         let err = StateLock::acquire(&p).unwrap_err().to_string();
         assert!(err.contains("(pid 9)"), "{err}");
         assert!(!err.contains('\0'), "{err:?}");
+    }
+
+    /// A lock held on behalf of a run that has exited (a child between
+    /// fork and exec) is waited for, briefly; a live holder is not.
+    #[test]
+    fn a_dead_holder_is_waited_for() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("lock");
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let dead = child.id();
+        child.wait().unwrap();
+        let held = StateLock::acquire(&p).unwrap();
+        std::fs::write(&p, dead.to_string()).unwrap();
+        let (lock, waited) = std::thread::scope(|s| {
+            s.spawn(move || {
+                std::thread::sleep(Duration::from_millis(200));
+                drop(held);
+            });
+            let t = std::time::Instant::now();
+            let lock = StateLock::acquire(&p);
+            (lock, t.elapsed())
+        });
+        let lock = lock.expect("the lock, once the dead run's copy is gone");
+        assert!(waited >= Duration::from_millis(150), "{waited:?}");
+        // Now held by this (live) process: refused at once.
+        let t = std::time::Instant::now();
+        assert!(matches!(
+            StateLock::acquire(&p),
+            Err(LockError::Held { .. })
+        ));
+        assert!(t.elapsed() < DEAD_HOLDER_GRACE, "{:?}", t.elapsed());
+        drop(lock);
     }
 
     #[test]

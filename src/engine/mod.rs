@@ -10,6 +10,7 @@
 pub mod action;
 pub mod fault;
 pub mod lock;
+pub mod parallel;
 pub mod transcript;
 
 use std::collections::BTreeMap;
@@ -210,6 +211,10 @@ pub struct Engine<S: Storage> {
     timings: Vec<StepTiming>,
     /// What steps of this run moved out of their way (fs::quarantine).
     quarantined: Vec<String>,
+    /// Threads a batch's independent chains run on (`[upgrade] parallel`).
+    parallel: usize,
+    /// Steps of the batch that just failed which never started (see `backward`).
+    not_started: std::collections::BTreeSet<usize>,
 }
 
 impl<S: Storage> Engine<S> {
@@ -265,7 +270,15 @@ impl<S: Storage> Engine<S> {
             host,
             timings: Vec::new(),
             quarantined: Vec::new(),
+            parallel: 1,
+            not_started: Default::default(),
         })
+    }
+
+    /// Runs a batch's independent per-jail chains on up to `n` threads
+    /// (1, the default: every step in plan order). See [`parallel`].
+    pub fn set_parallel(&mut self, n: usize) {
+        self.parallel = n.max(1);
     }
 
     /// The interrupted transaction, if any.
@@ -512,43 +525,45 @@ impl<S: Storage> Engine<S> {
                 self.append(Record::StepIntent(StepMark { tx, step: i as u32 }))?;
                 st.intent[i] = true;
             }
-            for k in i..=last {
-                let step = &plan.steps[k];
-                let _span = info_span!("step", i = k, name = %step.name).entered();
-                if k > i {
-                    fault::point(fault, Instant::BeforeIntent, k, &names);
-                }
-                fault::point(fault, Instant::AfterIntent, k, &names);
-                info!(action = %step.action, "run");
-                self.executed += 1;
-                let start_us = clock.elapsed().as_micros() as u64;
-                let failing = fault::FailingSyncs::arm(fault, fault::Side::Apply, k, &names);
-                let applied = action::apply(&step.action, self.host.as_ref());
-                drop(failing);
-                self.note_quarantined();
-                if let Err(source) = applied {
-                    // Not a failure to roll back from: the disk itself failed.
-                    let source = match sync_failed(tx, "running", k, &step.name, source) {
-                        Ok(fatal) => return Err(fatal),
-                        Err(other) => other,
-                    };
-                    let (name, action) = (step.name.clone(), step.action.to_string());
-                    if st.committed {
-                        return Err(EngineError::AfterCommit {
-                            tx,
-                            step: k,
-                            name,
-                            action,
-                            source: Box::new(source),
-                        });
+            let segments = if batch && self.parallel > 1 {
+                parallel::segments(&plan.steps, i, last)
+            } else {
+                // One thread: plan order, exactly.
+                vec![parallel::Segment {
+                    chains: vec![(i..=last).collect()],
+                }]
+            };
+            let ran = self.run_segments(&plan, &segments, i, fault, clock);
+            self.executed += ran.len();
+            let started: std::collections::BTreeSet<usize> = ran.iter().map(|r| r.index).collect();
+            self.note_quarantined();
+            let mut failure = None;
+            for r in ran {
+                match r.result {
+                    Ok(()) => self.timings.push(StepTiming {
+                        index: r.index,
+                        name: plan.steps[r.index].name.clone(),
+                        start_us: r.start_us,
+                        end_us: r.end_us,
+                    }),
+                    // The first failing step in plan order is the batch's
+                    // failure; the steps in flight beside it have finished.
+                    Err(source) if failure.is_none() => failure = Some((r.index, source)),
+                    Err(other) => {
+                        warn!(step = r.index, error = %other, "a step beside the failing one failed too")
                     }
-                    info!(error = %source, "step failed, rolling back");
-                    self.abort(st, Some(k as u32), source.to_string())?;
-                    // After a resume that followed a reboot, what no step
-                    // touched yet is still down.
-                    self.settle(st, Direction::Backward)?;
-                    self.backward(st)?;
-                    return Err(EngineError::RolledBack {
+                }
+            }
+            if let Some((k, source)) = failure {
+                let step = &plan.steps[k];
+                // Not a failure to roll back from: the disk itself failed.
+                let source = match sync_failed(tx, "running", k, &step.name, source) {
+                    Ok(fatal) => return Err(fatal),
+                    Err(other) => other,
+                };
+                let (name, action) = (step.name.clone(), step.action.to_string());
+                if st.committed {
+                    return Err(EngineError::AfterCommit {
                         tx,
                         step: k,
                         name,
@@ -556,13 +571,23 @@ impl<S: Storage> Engine<S> {
                         source: Box::new(source),
                     });
                 }
-                self.timings.push(StepTiming {
-                    index: k,
-                    name: step.name.clone(),
-                    start_us,
-                    end_us: clock.elapsed().as_micros() as u64,
+                info!(error = %source, "step failed, rolling back");
+                // What of the batch never started needs no undo; what ran
+                // beside the failing step (failed or not), before or after
+                // it in plan order, does.
+                self.not_started = (i..=last).filter(|j| !started.contains(j)).collect();
+                self.abort(st, Some(k as u32), source.to_string())?;
+                // After a resume that followed a reboot, what no step
+                // touched yet is still down.
+                self.settle(st, Direction::Backward)?;
+                self.backward(st)?;
+                return Err(EngineError::RolledBack {
+                    tx,
+                    step: k,
+                    name,
+                    action,
+                    source: Box::new(source),
                 });
-                fault::point(fault, Instant::AfterEffect, k, &names);
             }
             if batch {
                 self.append(Record::StepDones(range))?;
@@ -583,6 +608,50 @@ impl<S: Storage> Engine<S> {
         self.finish(st, Outcome::Committed, clock, notes)
     }
 
+    /// Runs a batch's segments one after another, each one's chains on up
+    /// to `parallel` threads, and stops after the first segment in which a
+    /// step failed. The steps that started, in index order.
+    fn run_segments(
+        &self,
+        plan: &Plan,
+        segments: &[parallel::Segment],
+        first: usize,
+        fault: Option<&Fault>,
+        clock: Clock,
+    ) -> Vec<parallel::Ran<ActionError>> {
+        let names: Vec<String> = plan.steps.iter().map(|s| s.name.clone()).collect();
+        let host = self.host.as_ref();
+        let span = tracing::Span::current();
+        let run = |k: usize| -> Result<(), ActionError> {
+            let step = &plan.steps[k];
+            span.in_scope(|| {
+                let _span = info_span!("step", i = k, name = %step.name).entered();
+                if k > first {
+                    fault::point(fault, Instant::BeforeIntent, k, &names);
+                }
+                fault::point(fault, Instant::AfterIntent, k, &names);
+                info!(action = %step.action, "run");
+                let failing = fault::FailingSyncs::arm(fault, fault::Side::Apply, k, &names);
+                let applied = action::apply(&step.action, host);
+                drop(failing);
+                if applied.is_ok() {
+                    fault::point(fault, Instant::AfterEffect, k, &names);
+                }
+                applied
+            })
+        };
+        let mut all = Vec::new();
+        for seg in segments {
+            let ran = parallel::run_segment(seg, self.parallel, clock, &run);
+            let failed = ran.iter().any(|r| r.result.is_err());
+            all.extend(ran);
+            if failed {
+                break;
+            }
+        }
+        all
+    }
+
     fn backward(&mut self, st: &mut TxState) -> Result<Report, EngineError> {
         let clock = Clock::now();
         let tx = st.tx();
@@ -590,12 +659,15 @@ impl<S: Storage> Engine<S> {
         let names: Vec<String> = plan.steps.iter().map(|s| s.name.clone()).collect();
         let fault = self.fault.clone();
         let fault = fault.as_ref().filter(|f| f.applies_to(&plan.op));
-        // Steps after the one that failed never ran: the executor stops at a
-        // failure and writes the abort before anything else. Within a batch
-        // they have an intent all the same, and need no undo.
-        let failed = st.abort.as_ref().and_then(|a| a.step).map(|k| k as usize);
+        // The steps of the failing batch that this run never started need
+        // no undo, though they have an intent. Only the run that failed
+        // knows which they are (chains run side by side, so they are not
+        // just the ones after the failing step): a recovered rollback
+        // undoes every step with an intent, each undo being correct
+        // whether or not its step ran.
+        let not_started = std::mem::take(&mut self.not_started);
         for i in (0..plan.steps.len()).rev() {
-            let never_ran = failed.is_some_and(|k| i > k && !st.done[i]);
+            let never_ran = not_started.contains(&i);
             if !st.intent[i] || st.comp_done[i] || never_ran {
                 continue;
             }

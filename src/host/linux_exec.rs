@@ -93,6 +93,14 @@ fn enter(fds: &[(OwnedFd, libc::c_int)], root: &OwnedFd) -> std::io::Result<()> 
     let child = unsafe { libc::syscall(libc::SYS_clone, libc::SIGCHLD, 0, 0, 0, 0) };
     check(child)?;
     if child > 0 {
+        // The middle process never execs, so the descriptors it got from
+        // jailtx (O_CLOEXEC or not) stay open while it waits: among them
+        // the state dir's lock. Were jailtx killed while exec.stop ran
+        // (beside other jails' steps, or a crash), the lock would stay held
+        // until exec.stop ends, and `recover` would find "another run".
+        // Best effort (close_range is Linux 5.9+); only stdio is kept.
+        // SAFETY: closes this process's own descriptors from 3 up.
+        unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
         let mut status = 0;
         loop {
             // SAFETY: waits for the process just cloned.

@@ -243,7 +243,11 @@ fn switch(
 
 /// The downtime window: from the start of its first step to the end of its
 /// last, both run in this run (a resumed transaction has no such figure).
-/// Also records `to`: the id of the template now current (its manifest).
+/// Also each jail's own downtime, from the start of its stop to the end of
+/// its start (exec.start exited 0), for the jails whose stop and start both
+/// ran in this run, as `jail_downtime_ms` (`NAME=MS` pairs, by name) and
+/// the longest as `max_jail_downtime_ms`. Also records `to`: the id of the
+/// template now current (its manifest).
 pub fn downtime_notes(
     window: (usize, usize),
     current_manifest: PathBuf,
@@ -253,17 +257,36 @@ pub fn downtime_notes(
         if let Ok(id) = crate::manifest::template_id(&current_manifest) {
             notes.insert("to".into(), short_id(&id));
         }
-        let start = timings
+        let ms = |us: u64| format!("{:.3}", us as f64 / 1000.0);
+        let inside: Vec<&StepTiming> = timings
             .iter()
-            .find(|t| t.index == window.0)
-            .map(|t| t.start_us);
-        let end = timings
-            .iter()
-            .find(|t| t.index == window.1)
-            .map(|t| t.end_us);
-        if let (Some(s), Some(e)) = (start, end) {
-            let us = e.saturating_sub(s);
-            notes.insert("downtime_ms".into(), format!("{:.3}", us as f64 / 1000.0));
+            .filter(|t| (window.0..=window.1).contains(&t.index))
+            .collect();
+        let ran = |i: usize| inside.iter().any(|t| t.index == i);
+        // Steps of one batch run side by side: the window spans them all.
+        if ran(window.0) && ran(window.1) {
+            let start = inside.iter().map(|t| t.start_us).min().unwrap_or(0);
+            let end = inside.iter().map(|t| t.end_us).max().unwrap_or(0);
+            notes.insert("downtime_ms".into(), ms(end.saturating_sub(start)));
+        }
+        let mut per_jail = BTreeMap::new();
+        for stop in &inside {
+            let Some(name) = stop.name.strip_prefix("stop-") else {
+                continue;
+            };
+            let start = format!("start-{name}");
+            if let Some(up) = inside.iter().find(|t| t.name == start) {
+                per_jail.insert(name.to_owned(), up.end_us.saturating_sub(stop.start_us));
+            }
+        }
+        if let Some((name, longest)) = per_jail.iter().max_by_key(|(_, us)| **us) {
+            notes.insert("max_jail_downtime_ms".into(), ms(*longest));
+            notes.insert("max_jail_downtime_jail".into(), name.clone());
+            let all: Vec<String> = per_jail
+                .iter()
+                .map(|(n, us)| format!("{n}={}", ms(*us)))
+                .collect();
+            notes.insert("jail_downtime_ms".into(), all.join(" "));
         }
         notes
     }
@@ -506,6 +529,39 @@ pub fn plan_prune(w: &Site, keep: usize) -> Result<Plan, OpsError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn t(index: usize, name: &str, start_us: u64, end_us: u64) -> StepTiming {
+        StepTiming {
+            index,
+            name: name.into(),
+            start_us,
+            end_us,
+        }
+    }
+
+    /// Steps that ran side by side: the window is the span of them all, and
+    /// each jail's downtime runs from its stop's start to its start's end.
+    #[test]
+    fn window_and_per_jail_downtime() {
+        let notes = downtime_notes((1, 6), PathBuf::from("/nonexistent"));
+        let got = notes(&[
+            t(0, "verify-staged", 0, 500),
+            t(1, "stop-a", 1_000, 3_000),
+            t(2, "stop-b", 900, 2_000),
+            t(3, "switch-mroot", 3_000, 3_100),
+            t(4, "start-b", 3_200, 4_000),
+            t(5, "start-a", 3_300, 9_000),
+            t(6, "health-check", 9_000, 9_500),
+        ]);
+        assert_eq!(got["downtime_ms"], "8.600");
+        assert_eq!(got["jail_downtime_ms"], "a=8.000 b=3.100");
+        assert_eq!(got["max_jail_downtime_ms"], "8.000");
+        assert_eq!(got["max_jail_downtime_jail"], "a");
+        // A resumed window, whose stops ran before the crash: no figures.
+        let resumed = notes(&[t(5, "start-a", 0, 10), t(6, "health-check", 10, 20)]);
+        assert!(!resumed.contains_key("downtime_ms"), "{resumed:?}");
+        assert!(!resumed.contains_key("jail_downtime_ms"), "{resumed:?}");
+    }
 
     #[test]
     fn archive_names() {
