@@ -82,6 +82,13 @@ pub enum Command {
     Upgrade {
         #[command(flatten)]
         source: Source,
+        /// Jails switched first, which must stay healthy before the rest switch
+        #[arg(long, value_name = "NAME[,NAME...]", value_delimiter = ',')]
+        canary: Vec<String>,
+        /// Seconds the canaries run on the new template before their health
+        /// is checked again and the rest switch (default 30)
+        #[arg(long, value_name = "SECS", requires = "canary")]
+        canary_wait: Option<u64>,
     },
     /// Switch back to an archived template
     Rollback {

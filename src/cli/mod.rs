@@ -236,10 +236,10 @@ fn run(cli: Cli) -> Result<(), Error> {
             ops::jail::plan_restart(&ctx.site(host), &checked.jails)
         }),
         Command::Status => status(&ctx),
-        Command::Upgrade { source } => {
+        Command::Upgrade { source, .. } => {
             let source = world_source(source)?;
             plan_window_and_run(&ctx, true, |ctx, host| {
-                ops::upgrade::plan_upgrade(&ctx.site(host), source)
+                ops::upgrade::plan_upgrade(&ctx.site(host), source, &checked.canary)
             })
         }
         Command::EtcMerge { names } => etc_merge(&ctx, &names),
@@ -497,7 +497,15 @@ fn check_input(command: &Command) -> Result<Checked, Error> {
             parsed.archive = Some(ArchiveName::parse(to).map_err(OpsError::from)?);
             Ok(())
         }
-        Command::Template(TemplateCmd::Build { source }) | Command::Upgrade { source } => {
+        Command::Template(TemplateCmd::Build { source }) => {
+            validate::source(&world_source(source.clone())?)
+        }
+        Command::Upgrade {
+            source,
+            canary,
+            canary_wait,
+        } => {
+            parsed.canary = canary_of(canary, *canary_wait)?;
             validate::source(&world_source(source.clone())?)
         }
         Command::Prune { keep: Some(keep) } => {
@@ -519,6 +527,29 @@ struct Checked {
     jails: Vec<JailName>,
     /// `rollback --to`.
     archive: Option<ArchiveName>,
+    /// `upgrade --canary`, `--canary-wait`.
+    canary: ops::upgrade::Canary,
+}
+
+/// `--canary` names (each once) and `--canary-wait` (default 30 s).
+fn canary_of(names: &[String], wait: Option<u64>) -> Result<ops::upgrade::Canary, Error> {
+    let jails = JailName::parse_all(names).map_err(OpsError::from)?;
+    if let Some(dup) = jails
+        .iter()
+        .enumerate()
+        .find(|(i, j)| jails[..*i].contains(j))
+        .map(|(_, j)| j)
+    {
+        return Err(Error::Usage(format!(
+            "--canary names {dup} twice; name each canary jail once"
+        )));
+    }
+    let wait_secs = match wait {
+        Some(w) => crate::config::in_range("--canary-wait", w, &crate::config::CANARY_WAIT_SECS)
+            .map_err(OpsError::from)?,
+        None => 30,
+    };
+    Ok(ops::upgrade::Canary { jails, wait_secs })
 }
 
 impl Checked {
@@ -701,8 +732,7 @@ fn status(ctx: &Ctx) -> Result<(), Error> {
     crate::statedir::require(&ctx.layout)?;
     let host = ctx.host();
     let site = ctx.site(host.as_ref());
-    let template = ops::upgrade::current_id(&site);
-    let rows = ops::jail::status(&site, template)?;
+    let rows = ops::jail::status(&site)?;
     // The jails' state alone can look like a quiet stopped host; an
     // interrupted transaction is what explains it at 3 a.m.
     let pending = statedir::read_pending(&ctx.layout)?;
