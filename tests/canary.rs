@@ -168,6 +168,18 @@ fn healthy_canaries_are_followed_by_every_jail() {
     r.ok(&["stop"]);
 }
 
+/// Mount point -> the mount's root within its filesystem (mountinfo's
+/// fourth field).
+fn mount_roots() -> BTreeMap<std::path::PathBuf, String> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    text.lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            Some((f.get(4)?.into(), (*f.get(3)?).to_owned()))
+        })
+        .collect()
+}
+
 /// Starts the upgrade in the background and waits (up to a minute) until
 /// `status` shows the canary `ns` on a template other than `old_id`.
 fn start_and_wait_for_canary(r: &Root, args: &[&str], old_id: &str) -> Child {
@@ -203,9 +215,19 @@ fn status_shows_each_jails_own_template_during_the_soak() {
     let old_id = current_id(&r);
     let w2 = worlds.get(2);
     let args = upgrade_args(&w2, &["--canary", "ns", "--canary-wait", "4"]);
+    let archive = r.dry_run_plan(&args)["notes"]["archive"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let mut child = start_and_wait_for_canary(&r, &args, &old_id);
     let during = templates(&r);
     let new_id = during["ns"].clone().unwrap();
+    // What the README says the Linux mount table shows meanwhile: a bind
+    // mount's root by its directory's current name.
+    let roots = mount_roots();
+    let root_of = |name: &str| roots.get(&r.j().join(name)).cloned().unwrap_or_default();
+    assert!(root_of("ns").ends_with("/mroot"), "{roots:?}");
+    assert!(root_of("mail").ends_with(&format!("/{archive}")), "{roots:?}");
     for name in ["mail", "www", "spare"] {
         assert_eq!(
             during[name].as_deref(),
