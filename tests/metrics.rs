@@ -451,3 +451,60 @@ fn without_a_state_dir_it_is_exit_2_like_status() {
     assert!(line.contains("jailtx init"), "{line}");
     assert_eq!(r.run(&["status"]).code(), Some(2));
 }
+
+/// A template from a tiny world (no jails): enough for audits.
+fn small_template(r: &Root) {
+    let world = r.scratch.join("world");
+    for d in ["bin", "etc", "usr/bin", "var", "tmp", "root"] {
+        std::fs::create_dir_all(world.join(d)).unwrap();
+    }
+    std::fs::write(world.join("bin/sh"), b"shell\n").unwrap();
+    std::fs::write(world.join("usr/bin/env"), b"env binary\n").unwrap();
+    r.template(&world);
+}
+
+/// The audit record is a state file like the others: one planted at its
+/// name (a fifo, a symlink to a host file) is refused by `metrics` with
+/// exit 2 naming it, never read or waited on; the next audit replaces it
+/// with its own record (a rename: never written through).
+#[test]
+fn a_planted_audit_record_is_refused_and_replaced_by_the_next_audit() {
+    let r = Root::fresh();
+    small_template(&r);
+    let rec = r.manifests_dir().join("mroot.audit");
+    let victim = r.scratch.join("victim");
+    std::fs::write(&victim, b"host file\n").unwrap();
+    for (what, plant) in [
+        (
+            "is a fifo",
+            &(|p: &std::path::Path| {
+                nix::unistd::mkfifo(p, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap()
+            }) as &dyn Fn(&std::path::Path),
+        ),
+        ("is a symlink", &|p| {
+            std::os::unix::fs::symlink(&victim, p).unwrap()
+        }),
+    ] {
+        plant(&rec);
+        let out = r.run(&["metrics"]);
+        let line = out.one_line_error(2, what);
+        assert!(
+            line.contains(what) && line.contains(&rec.display().to_string()),
+            "{line}"
+        );
+        r.ok(&["audit", "--quick"]);
+        let m = std::fs::symlink_metadata(&rec).unwrap();
+        assert!(m.file_type().is_file(), "{what}: {:?}", m.file_type());
+        assert_eq!(std::fs::read(&victim).unwrap(), b"host file\n");
+        let s = samples(&r.ok(&["metrics"]));
+        assert_eq!(
+            value(&s, "jailtx_template_drift_differences{template=\"mroot\"}"),
+            0.0
+        );
+        std::fs::remove_file(&rec).unwrap();
+    }
+    // `--json`: the same text, as one document.
+    r.ok(&["audit"]);
+    let doc = r.json(&["metrics"]);
+    assert_eq!(doc["metrics"].as_str().unwrap(), r.ok(&["metrics"]));
+}
