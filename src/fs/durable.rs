@@ -394,6 +394,29 @@ mod tests {
     }
 
     #[test]
+    fn write_atomic_shared_replaces_a_planted_name_and_leaves_others_temporaries() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let victim = tmp.path().join("victim");
+        fs::write(&victim, b"host\n").expect("write");
+        let path = tmp.path().join("x.prom");
+        symlink(&victim, &path).expect("symlink");
+        // Another writer's temporary, mid-write: never touched.
+        let other = tmp.path().join(".x.prom.1.jailtx-tmp");
+        fs::write(&other, b"half").expect("write");
+        write_atomic_shared(&path, b"new\n", 0o644).expect("write_atomic_shared");
+        assert_eq!(fs::read(&victim).expect("read"), b"host\n");
+        assert!(fs::symlink_metadata(&path).expect("lstat").is_file());
+        assert_eq!(fs::read(&path).expect("read"), b"new\n");
+        assert_eq!(mode_of(&path), 0o644);
+        assert_eq!(fs::read(&other).expect("read"), b"half");
+        assert_eq!(
+            names(tmp.path()),
+            [".x.prom.1.jailtx-tmp", "victim", "x.prom"]
+        );
+        assert!(write_atomic_shared(Path::new("/"), b"", 0o644).is_err());
+    }
+
+    #[test]
     fn write_atomic_and_create_dir_ignore_the_umask() {
         let tmp = tempfile::tempdir().expect("tempdir");
         // The umask is per process: a child changes it, never this harness.
