@@ -116,6 +116,13 @@ pub enum Command {
     Manifest(ManifestCmd),
     /// The transactions in the journal
     History,
+    /// Prometheus text format for node_exporter's textfile collector
+    Metrics {
+        /// Write to FILE atomically (mode 0644) instead of stdout, e.g.
+        /// /var/tmp/node_exporter/jailtx.prom
+        #[arg(long, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
     /// Delete archived templates beyond the newest N
     Prune {
         #[arg(long, value_name = "N")]

@@ -207,6 +207,7 @@ fn run(cli: Cli) -> Result<(), Error> {
         Command::Init => init(&ctx),
         Command::Recover { rollback } => recover(&ctx, rollback),
         Command::History => history(&ctx),
+        Command::Metrics { output } => metrics(&ctx, output.as_deref()),
         Command::RunPlan { file } => run_plan(&ctx, &file),
         Command::Template(TemplateCmd::Build { source }) => {
             let source = world_source(source)?;
@@ -281,6 +282,7 @@ fn command_name(c: &Command) -> &'static str {
         Command::EtcMerge { .. } => "etc-merge",
         Command::Manifest(_) => "manifest",
         Command::History => "history",
+        Command::Metrics { .. } => "metrics",
         Command::Prune { .. } => "prune",
         Command::RunPlan { .. } => "run-plan",
         Command::Completions { .. } => "completions",
@@ -726,6 +728,33 @@ fn etc_merge(ctx: &Ctx, names: &[String]) -> Result<(), Error> {
         }
     }
     merged.outcome()
+}
+
+/// `metrics [--output FILE]`: read only, as `status` (no lock, so it never
+/// waits for a running transaction), then stdout or the file.
+fn metrics(ctx: &Ctx, output: Option<&std::path::Path>) -> Result<(), Error> {
+    crate::statedir::require(&ctx.layout)?;
+    let target = output.map(crate::metrics::Output::check).transpose()?;
+    let host = ctx.host();
+    let facts = crate::metrics::gather(&ctx.site(host.as_ref()))?;
+    let text = crate::metrics::render(&facts);
+    match target {
+        Some(t) if !ctx.global.dry_run => {
+            t.write(&text)?;
+            if !t.collected() {
+                output::note(
+                    ctx.global.json,
+                    &format!(
+                        "{}: node_exporter's textfile collector reads only files named *.prom",
+                        t.path().display()
+                    ),
+                );
+            }
+            output::metrics_written(ctx.global.json, t.path(), text.len());
+        }
+        _ => output::metrics(ctx.global.json, &text),
+    }
+    Ok(())
 }
 
 fn status(ctx: &Ctx) -> Result<(), Error> {
