@@ -100,7 +100,7 @@ pub fn gather(site: &Site) -> Result<Facts, MetricsError> {
         });
     }
     let (done, pending) = statedir::read_history(layout)?;
-    let rows = crate::ops::jail::status(site, None)?;
+    let rows = crate::ops::jail::status(site)?;
     let jails = rows
         .into_iter()
         .map(|r| JailFacts {
