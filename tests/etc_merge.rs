@@ -325,8 +325,8 @@ fn a_clash_keeps_the_admins_file_and_writes_a_proposal() {
 }
 
 /// Every rule of the issue, on one jail, with `etc-merge` alone (the jail's
-/// record says which world its etc came from; a rollback is the way back to
-/// world 1 so that `etc-merge` has something to do).
+/// record says which world its etc came from; a rollback whose own merge is
+/// undone is the way back to world 1 so that `etc-merge` has something to do).
 #[test]
 fn each_rule_of_the_merge() {
     if !in_private_ns("each_rule_of_the_merge") {
@@ -402,9 +402,15 @@ fn each_rule_of_the_merge() {
     assert!(!r.path("js/ns/etc/rc.d/old").exists());
     let m = std::fs::metadata(r.path("js/ns/etc/rc.d/fresh")).unwrap();
     assert_eq!(m.permissions().mode() & 0o7777, 0o555, "the world's mode");
-    // Back to world 1: the rollback leaves etc alone; etc-merge merges back
-    // from world 2 (the recorded base) to world 1.
-    r.ok(&["rollback"]);
+    // Back to world 1, with the merge that follows the rollback killed
+    // before its first step and rolled back: etc-merge by hand merges back
+    // from world 2 (the recorded base) to world 1, as that merge would have.
+    r.run_env(
+        &["rollback"],
+        &[("JAILTX_FAULT", "etc-merge/before-intent:0")],
+    )
+    .assert_killed("the merge after the rollback");
+    r.ok(&["recover", "--rollback"]);
     let before = merge_state(&r);
     let doc = r.json_code(&["etc-merge", "ns", "--dry-run"], 7);
     assert_eq!(doc["dry_run"], true);

@@ -239,14 +239,12 @@ fn run(cli: Cli) -> Result<(), Error> {
         Command::Status => status(&ctx),
         Command::Upgrade { source, .. } => {
             let source = world_source(source)?;
-            plan_window_and_run(&ctx, true, |ctx, host| {
+            plan_window_and_run(&ctx, AfterSwitch::MergeAndPrune, |ctx, host| {
                 ops::upgrade::plan_upgrade(&ctx.site(host), source, &checked.canary)
             })
         }
         Command::EtcMerge { names } => etc_merge(&ctx, &names),
-        Command::Rollback { .. } => plan_window_and_run(&ctx, false, |ctx, host| {
-            ops::upgrade::plan_rollback(&ctx.site(host), checked.archive.as_ref())
-        }),
+        Command::Rollback { .. } => rollback(&ctx, checked.archive.as_ref()),
         Command::Prune { keep } => plan_and_run(&ctx, |ctx, host| {
             let keep = keep.unwrap_or(ctx.cfg.keep_archives);
             ops::upgrade::plan_prune(&ctx.site(host), keep as usize)
@@ -311,12 +309,12 @@ fn open_state(ctx: &Ctx) -> Result<State, Error> {
             );
             // The command asked for still runs; a clash or a failed merge
             // is reported here (what `recover` would exit 7 for).
-            if let Some(merged) = after_recovered_upgrade(ctx, &mut state, &report)
+            if let Some(merged) = after_recovered_switch(ctx, &mut state, &report)
                 && let Err(e) = merged.outcome()
             {
                 output::note(
                     ctx.global.json,
-                    &format!("after the recovered upgrade: {e}"),
+                    &format!("after the recovered {}: {e}", report.op),
                 );
             }
         }
@@ -324,23 +322,31 @@ fn open_state(ctx: &Ctx) -> Result<State, Error> {
     Ok(state)
 }
 
-/// What `upgrade` does after its commit, for an upgrade that a crash
-/// interrupted and recovery carried to its commit: the `/etc` merge and the
-/// prune, each its own transaction (SPEC section 3). None for any other
-/// transaction, or one that was rolled back (the jails keep their old `/etc`).
-/// An interrupted merge or prune is recovered as itself and not continued:
-/// the next `upgrade` prunes, and `jailtx etc-merge` re-plans a merge.
-fn after_recovered_upgrade(
+/// What `upgrade` or `rollback` does after its commit, for one that a crash
+/// interrupted and recovery carried to its commit: the `/etc` merge (and
+/// after an upgrade the prune), each its own transaction (SPEC section 3).
+/// None for any other transaction, or one that was rolled back (the jails
+/// keep their template and their `/etc`). An interrupted merge or prune is
+/// recovered as itself and not continued: the next `upgrade` prunes, and
+/// `jailtx etc-merge` re-plans a merge.
+fn after_recovered_switch(
     ctx: &Ctx,
     state: &mut State,
     report: &Report,
 ) -> Option<output::EtcMerged> {
-    if report.op != "upgrade" || report.outcome != Outcome::Committed {
+    let after = match report.op.as_str() {
+        "upgrade" => AfterSwitch::MergeAndPrune,
+        "rollback" => AfterSwitch::Merge,
+        _ => return None,
+    };
+    if report.outcome != Outcome::Committed {
         return None;
     }
     let host = ctx.host();
     let merged = merge_etc_after_commit(ctx, state, host.as_ref());
-    prune_after_upgrade(ctx, state, host.as_ref());
+    if after == AfterSwitch::MergeAndPrune {
+        prune_after_upgrade(ctx, state, host.as_ref());
+    }
     Some(merged)
 }
 
@@ -435,7 +441,7 @@ fn recover(ctx: &Ctx, rollback: bool) -> Result<(), Error> {
     let report = state.engine.recover(mode)?;
     let merged = report
         .as_ref()
-        .and_then(|r| after_recovered_upgrade(ctx, &mut state, r));
+        .and_then(|r| after_recovered_switch(ctx, &mut state, r));
     if report.is_some() {
         run_derived(ctx, ctx.host().as_ref());
     }
@@ -612,12 +618,66 @@ fn dry_run_refusal(ctx: &Ctx, planner_error: OpsError) -> Error {
     }
 }
 
+/// What follows the commit of a switch to another template, each its own
+/// transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AfterSwitch {
+    /// `upgrade`: the `/etc` merge to the new world, then the prune.
+    MergeAndPrune,
+    /// `rollback`: the same `/etc` merge, back to the world returned to
+    /// (its base the world the jails leave, theirs the one they return to).
+    /// No prune: a rollback never removed archives, and the template it
+    /// leaves is the one a second rollback would return to.
+    Merge,
+}
+
+/// `rollback [--to ARCHIVE]`: the window back to an archived template,
+/// then the `/etc` merge back. Its dry run shows both: the merge as it
+/// would be planned after the commit, to the archive returned to (named as
+/// it is now, before the switch renames it `mroot`).
+fn rollback(ctx: &Ctx, to: Option<&ArchiveName>) -> Result<(), Error> {
+    if !ctx.global.dry_run {
+        return plan_window_and_run(ctx, AfterSwitch::Merge, |ctx, host| {
+            ops::upgrade::plan_rollback(&ctx.site(host), to)
+        });
+    }
+    crate::statedir::require(&ctx.layout)?;
+    let host = ctx.host();
+    let site = ctx.site(host.as_ref());
+    let (plan, _) = ops::upgrade::plan_rollback(&site, to).map_err(|e| dry_run_refusal(ctx, e))?;
+    plan.validate().map_err(EngineError::from)?;
+    let target = ops::upgrade::rollback_target(&site, to)?;
+    let between = crate::etcmerge::Between::rollback_to(&target);
+    let mut merged = output::EtcMerged::default();
+    let merge = match crate::etcmerge::plan_between(&site, &[], between) {
+        Ok((merge, report)) => {
+            merge.validate().map_err(EngineError::from)?;
+            merged.report = Some(report);
+            Some(merge)
+        }
+        Err(e) => {
+            merged.error = Some(format!(
+                "{e}; fix that, then run `jailtx etc-merge` after the rollback"
+            ));
+            None
+        }
+    };
+    if let Some(t) = freebsd_dry_run(ctx, &plan) {
+        let mt = merge
+            .as_ref()
+            .map(|m| crate::engine::transcript::of_plan(m, &ctx.cfg.freebsd));
+        output::rollback_transcript(ctx.global.json, &t, &merged, mt.as_ref());
+    } else {
+        output::rollback_plan(ctx.global.json, &plan, &merged, merge.as_ref());
+    }
+    merged.outcome()
+}
+
 /// [`plan_and_run`] for plans with a downtime window, which the end record
-/// and the output report in milliseconds. With `merge_etc` (upgrade), the
-/// `/etc` merge follows a commit as its own transaction.
+/// and the output report in milliseconds; after a commit, what `after` says.
 fn plan_window_and_run(
     ctx: &Ctx,
-    merge_etc: bool,
+    after: AfterSwitch,
     planner: impl FnOnce(&Ctx, &dyn Host) -> Result<(Plan, (usize, usize)), OpsError>,
 ) -> Result<(), Error> {
     crate::statedir::require(&ctx.layout)?;
@@ -634,16 +694,20 @@ fn plan_window_and_run(
         crate::manifest::path_for(&ctx.layout.manifests, "mroot"),
     );
     let report = state.engine.run_noted(plan, &notes)?;
-    if !merge_etc {
-        output::report(ctx.global.json, &report);
-        run_derived(ctx, host.as_ref());
-        return Ok(());
-    }
-    // A clash or a failure here never undoes the committed upgrade.
+    // A clash or a failure here never undoes the committed switch. The
+    // merge plans against the state the switch left: `mroot` is the world
+    // switched to, the newest archive the one left (see `etcmerge::plan`).
     let merged = merge_etc_after_commit(ctx, &mut state, host.as_ref());
+    if merged.tx.is_none() {
+        // The steps a merge runs after its own commit are due after any
+        // committed transaction: the switch restarted the jails.
+        run_derived(ctx, host.as_ref());
+    }
     // Pruning last, as its own transaction: the merge needs the old template
     // (now the newest archive) as its base, even with keep_archives = 0.
-    prune_after_upgrade(ctx, &mut state, host.as_ref());
+    if after == AfterSwitch::MergeAndPrune {
+        prune_after_upgrade(ctx, &mut state, host.as_ref());
+    }
     output::upgrade_and_merge(ctx.global.json, &report, &merged);
     merged.outcome()
 }

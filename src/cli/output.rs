@@ -307,6 +307,19 @@ impl EtcMerged {
         }
     }
 
+    /// The per-file report of a merge not run yet; `empty`: whether its
+    /// plan has no step (none: it could not be planned).
+    fn print_planned(&self, empty: Option<bool>) {
+        if let Some(r) = &self.report {
+            out!("{r}");
+        }
+        match (&self.error, empty) {
+            (Some(e), _) => outln!("etc-merge: {e}"),
+            (None, Some(true)) => outln!("etc-merge: nothing to change"),
+            _ => {}
+        }
+    }
+
     /// Exit 7 (SPEC section 2 plus docs/etc-merge.md) when the operator has
     /// conflicts, refusals or a failed merge to look at.
     pub fn outcome(&self) -> Result<(), Error> {
@@ -323,7 +336,49 @@ impl EtcMerged {
     }
 }
 
-/// `upgrade`: the upgrade's transaction, then its `/etc` merge.
+/// `rollback --dry-run`: the rollback's plan, then the `/etc` merge back
+/// that would follow its commit (per file, and its plan; `merge` is none
+/// when it could not be planned, `m.error` says why).
+pub fn rollback_plan(json: bool, p: &Plan, m: &EtcMerged, merge: Option<&Plan>) {
+    if json {
+        let mut etc = m.json();
+        etc["plan"] = json!(merge);
+        print_json(&json!({ "dry_run": true, "plan": p, "etc_merge": etc }));
+        return;
+    }
+    out!("{p}");
+    outln!("then, as its own transaction, /etc merged back:");
+    m.print_planned(merge.map(|p| p.is_empty()));
+    if let Some(p) = merge.filter(|p| !p.is_empty()) {
+        out!("{p}");
+    }
+}
+
+/// `rollback --backend freebsd --dry-run`: [`rollback_plan`] as FreeBSD
+/// commands (the merge's under `etc_merge.transcript` in JSON).
+pub fn rollback_transcript(
+    json: bool,
+    t: &crate::engine::transcript::Transcript,
+    m: &EtcMerged,
+    merge: Option<&crate::engine::transcript::Transcript>,
+) {
+    if json {
+        let mut v = t.to_json();
+        let mut etc = m.json();
+        etc["transcript"] = merge.map_or(serde_json::Value::Null, |t| t.to_json());
+        v["etc_merge"] = etc;
+        print_json(&v);
+        return;
+    }
+    out!("{t}");
+    outln!("\n# then, as its own transaction, /etc merged back:");
+    m.print_planned(merge.map(|t| t.steps.is_empty()));
+    if let Some(t) = merge.filter(|t| !t.steps.is_empty()) {
+        out!("{t}");
+    }
+}
+
+/// `upgrade` or `rollback`: its transaction, then its `/etc` merge.
 pub fn upgrade_and_merge(json: bool, r: &Report, m: &EtcMerged) {
     if json {
         print_json(&json!({ "changed": true, "report": r, "etc_merge": m.json() }));

@@ -16,7 +16,7 @@ pub mod tree;
 pub use crate::plan::Blob;
 /// The template layout's pristine copies, which `world::shape` makes.
 pub use crate::world::{Kept, PRISTINE, PRISTINE_ETC, PRISTINE_KEPT};
-pub use planner::{WorldEtc, load_world, plan};
+pub use planner::{Between, WorldEtc, load_world, plan, plan_between};
 pub use report::{Conflict, MergeReport, Refusal, TargetReport};
 
 /// The suffix of a merge proposal with conflict markers, beside the file.

@@ -114,29 +114,78 @@ fn targets(w: &Site, names: &[String]) -> Result<Vec<Target>, OpsError> {
     Ok(out)
 }
 
+/// The two templates a merge goes between, by their directory names in
+/// `j/`. `upgrade`, `rollback` and `etc-merge` differ only in these: the
+/// merge itself has no direction (base and theirs are two worlds, whichever
+/// is older).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Between<'a> {
+    /// Theirs: the template whose pristine `etc` the targets are merged to.
+    pub to: &'a str,
+    /// The template the targets are taken to be on when no record names
+    /// their world: the one the last switch left (after an upgrade or a
+    /// rollback, the newest archive; before a rollback, `mroot`), or none
+    /// on a system never switched (then `to` itself: nothing to do).
+    pub left: Option<&'a str>,
+}
+
+impl<'a> Between<'a> {
+    /// The merge a rollback to archive `target` is followed by, as planned
+    /// before the switch (`rollback --dry-run`): to the archive returned
+    /// to, from the world each target was last merged to, or else from
+    /// `mroot`, the template the rollback leaves. Once the rollback has
+    /// committed, the same merge is [`plan`]'s: `target` is `mroot` then,
+    /// and the template left the newest archive.
+    pub fn rollback_to(target: &'a str) -> Between<'a> {
+        Between {
+            to: target,
+            left: Some("mroot"),
+        }
+    }
+}
+
 /// Plans the merge of `names` (all jails and skel when empty) to the
-/// current template. Returns the plan (empty when nothing is to change) and
-/// what it does, per target and file.
+/// current template, from the world each target was last merged to (its
+/// record), else from the newest archive: after an upgrade the old world,
+/// after a rollback the world rolled back from. Returns the plan (empty
+/// when nothing is to change) and what it does, per target and file.
 pub fn plan(w: &Site, names: &[String]) -> Result<(Plan, MergeReport), OpsError> {
+    let archives = upgrade::archives(w)?;
+    let between = Between {
+        to: "mroot",
+        left: archives.first().map(String::as_str),
+    };
+    plan_between(w, names, between)
+}
+
+/// [`plan`] to any template: `rollback --dry-run` shows the merge its
+/// commit would be followed by, to the archive it returns to, before that
+/// archive is `mroot`. Every other kept template can be a target's base.
+pub fn plan_between(
+    w: &Site,
+    names: &[String],
+    between: Between,
+) -> Result<(Plan, MergeReport), OpsError> {
     let l = w.layout;
-    if !l.mroot.is_dir() {
+    let to_dir = l.j.join(between.to);
+    if !to_dir.is_dir() {
         return Err(format!(
             "no template at {}; run `jailtx template build` first",
-            l.mroot.display()
+            to_dir.display()
         )
         .into());
     }
-    let current = load_world(l, "mroot")?.ok_or_else(|| {
+    let current = load_world(l, between.to)?.ok_or_else(|| {
         format!(
             "{} has no pristine etc ({PRISTINE_ETC}: it was built by a jailtx that kept none); \
              nothing to merge to until the next upgrade",
-            l.mroot.display()
+            to_dir.display()
         )
     })?;
-    let archives = upgrade::archives(w)?;
     let mut worlds = Vec::new();
-    for a in &archives {
-        if let Some(x) = load_world(l, a)? {
+    let others = std::iter::once("mroot".to_owned()).chain(upgrade::archives(w)?);
+    for a in others.filter(|a| a != between.to) {
+        if let Some(x) = load_world(l, &a)? {
             worlds.push(x);
         }
     }
@@ -145,7 +194,7 @@ pub fn plan(w: &Site, names: &[String]) -> Result<(Plan, MergeReport), OpsError>
     let list: Vec<&str> = targets.iter().map(|t| t.name.as_str()).collect();
     let mut plan = Plan::new(
         "etc-merge",
-        format!("merge /etc of {} to mroot", list.join(", ")),
+        format!("merge /etc of {} to {}", list.join(", "), between.to),
     );
     let mut report = MergeReport::default();
     let mut new_records = Vec::new();
@@ -156,7 +205,7 @@ pub fn plan(w: &Site, names: &[String]) -> Result<(Plan, MergeReport), OpsError>
         let choice = Choice {
             current: &current,
             worlds: &worlds,
-            newest_archive: archives.first().map(String::as_str),
+            left: between.left,
             own: own.as_ref(),
             inherited,
         };
@@ -257,10 +306,12 @@ fn write_records(
 
 /// What the base of one target is chosen from.
 struct Choice<'a> {
+    /// Theirs: the world merged to ([`Between::to`]).
     current: &'a WorldEtc,
-    /// Archived templates with a pristine `etc`.
+    /// The other kept templates with a pristine `etc`.
     worlds: &'a [WorldEtc],
-    newest_archive: Option<&'a str>,
+    /// The template a target without a usable record is on ([`Between::left`]).
+    left: Option<&'a str>,
     /// The target's own record, and (jails) the skel's, which a jail without
     /// a record of its own was copied from.
     own: Option<&'a MergeRecord>,
@@ -291,7 +342,7 @@ impl<'a> Choice<'a> {
         }
         // Never merged: the template in use before the newest switch (an
         // upgrade's archive), or the current one on a system never upgraded.
-        match self.newest_archive {
+        match self.left {
             None => (Some(self.current), note),
             Some(a) => (self.worlds.iter().find(|w| w.name == a), note),
         }
@@ -349,7 +400,7 @@ fn plan_target(
         tr.note = Some(format!(
             "{} has no pristine etc (built before jailtx kept one): nothing merged; \
              later merges start from {}",
-            choice.newest_archive.unwrap_or("the old template"),
+            choice.left.unwrap_or("the old template"),
             choice.current.name
         ));
         return Ok((tr, Some(record)));

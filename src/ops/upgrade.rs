@@ -534,6 +534,32 @@ pub fn plan_upgrade_on(
     Ok((plan, window))
 }
 
+/// The archive a rollback to `to` (default: the newest) returns to.
+pub fn rollback_target(w: &Site, to: Option<&ArchiveName>) -> Result<String, OpsError> {
+    let list = archives(w)?;
+    match to {
+        Some(t) => {
+            let name = t.to_string();
+            if !list.contains(&name) {
+                return Err(format!(
+                    "no archived template {name:?}; archives: {}",
+                    if list.is_empty() {
+                        "none".into()
+                    } else {
+                        list.join(", ")
+                    }
+                )
+                .into());
+            }
+            Ok(name)
+        }
+        None => Ok(list
+            .first()
+            .cloned()
+            .ok_or("no archived template to roll back to")?),
+    }
+}
+
 /// Plans a rollback to archive `to` (default: the newest); the template it
 /// leaves becomes an archive in turn, so a rollback can be undone the same way.
 pub fn plan_rollback(
@@ -553,28 +579,7 @@ pub fn plan_rollback_on(
     if !l.mroot.is_dir() {
         return Err(format!("no template at {}", l.mroot.display()).into());
     }
-    let list = archives(w)?;
-    let target = match to {
-        Some(t) => {
-            let name = t.to_string();
-            if !list.contains(&name) {
-                return Err(format!(
-                    "no archived template {name:?}; archives: {}",
-                    if list.is_empty() {
-                        "none".into()
-                    } else {
-                        list.join(", ")
-                    }
-                )
-                .into());
-            }
-            name
-        }
-        None => list
-            .first()
-            .cloned()
-            .ok_or("no archived template to roll back to")?,
-    };
+    let target = rollback_target(w, to)?;
     let target_dir = l.j.join(&target);
     check_carry_over_target(w, &target_dir)?;
     let archive = new_archive_name(w, today)?;
