@@ -227,7 +227,10 @@ fn status_shows_each_jails_own_template_during_the_soak() {
     let roots = mount_roots();
     let root_of = |name: &str| roots.get(&r.j().join(name)).cloned().unwrap_or_default();
     assert!(root_of("ns").ends_with("/mroot"), "{roots:?}");
-    assert!(root_of("mail").ends_with(&format!("/{archive}")), "{roots:?}");
+    assert!(
+        root_of("mail").ends_with(&format!("/{archive}")),
+        "{roots:?}"
+    );
     for name in ["mail", "www", "spare"] {
         assert_eq!(
             during[name].as_deref(),

@@ -444,7 +444,10 @@ fn run_matrix(compensation: bool, canary: bool) {
     let names = step_names(&plan);
     let full = std::env::var("JAILTX_FULL_MATRIX").is_ok_and(|v| v == "1");
     if canary {
-        let wait = names.iter().position(|n| n == "canary-wait").expect("canary-wait");
+        let wait = names
+            .iter()
+            .position(|n| n == "canary-wait")
+            .expect("canary-wait");
         // The canary's own instants, the soak and the first chain after it
         // (the other chains are the plain matrix's); all with the long form.
         if compensation {
