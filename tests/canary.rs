@@ -222,6 +222,10 @@ fn status_shows_each_jails_own_template_during_the_soak() {
     let mut child = start_and_wait_for_canary(&r, &args, &old_id);
     let during = templates(&r);
     let new_id = during["ns"].clone().unwrap();
+    // The unfinished transaction is running, not interrupted: no `recover`.
+    assert_eq!(r.status()["pending"]["running"], true, "{}", r.status());
+    let text = r.ok(&["status"]);
+    assert!(text.contains("is running") && !text.contains("recover"), "{text}");
     // What the README says the Linux mount table shows meanwhile: a bind
     // mount's root by its directory's current name.
     let roots = mount_roots();
@@ -274,6 +278,9 @@ fn a_kill_during_the_soak_recovers_to_one_template() {
         child.kill().unwrap();
         let st = child.wait().unwrap();
         assert!(!st.success(), "{label}: the upgrade was not killed: {st}");
+        let pending = &r.status()["pending"];
+        assert_eq!(pending["running"], false, "{label}: {pending}");
+        assert!(r.ok(&["status"]).contains("jailtx recover"), "{label}");
         if reboot {
             r.simulate_reboot();
         }

@@ -829,6 +829,15 @@ fn status(ctx: &Ctx) -> Result<(), Error> {
     // The jails' state alone can look like a quiet stopped host; an
     // interrupted transaction is what explains it at 3 a.m.
     let pending = statedir::read_pending(&ctx.layout)?;
-    output::status(ctx.global.json, &rows, pending.as_ref());
+    // A transaction without an end is either interrupted or running now
+    // (an upgrade's canaries soaking, a world being copied): only the lock
+    // tells. Probed only then, so a quiet host's status never touches it.
+    let running = pending.as_ref().and_then(|_| {
+        match crate::engine::lock::StateLock::probe(&ctx.layout.lock) {
+            Err(held @ crate::engine::lock::LockError::Held { .. }) => Some(held.to_string()),
+            _ => None,
+        }
+    });
+    output::status(ctx.global.json, &rows, pending.as_ref(), running.as_deref());
     Ok(())
 }

@@ -212,7 +212,14 @@ pub fn metrics_written(json: bool, path: &std::path::Path, bytes: usize) {
     }
 }
 
-pub fn status(json: bool, rows: &[crate::ops::jail::StatusRow], pending: Option<&TxState>) {
+/// `running`: the lock holder's description when the unfinished
+/// transaction is being run right now, not interrupted.
+pub fn status(
+    json: bool,
+    rows: &[crate::ops::jail::StatusRow],
+    pending: Option<&TxState>,
+    running: Option<&str>,
+) {
     let pending_desc = pending.map(|p| {
         json!({
             "tx": p.tx(),
@@ -222,6 +229,7 @@ pub fn status(json: bool, rows: &[crate::ops::jail::StatusRow], pending: Option<
             "steps_done": p.done.iter().filter(|d| **d).count(),
             "committed": p.committed,
             "rolling_back": p.abort.is_some(),
+            "running": running.is_some(),
         })
     });
     if json {
@@ -254,7 +262,16 @@ pub fn status(json: bool, rows: &[crate::ops::jail::StatusRow], pending: Option<
             r.path.display()
         );
     }
-    if let Some(p) = pending {
+    if let (Some(p), Some(_)) = (pending, running) {
+        outln!(
+            "transaction {} ({}: {}) is running: {} of {} steps done",
+            p.tx(),
+            p.begin.plan.op,
+            p.begin.plan.summary,
+            p.done.iter().filter(|d| **d).count(),
+            p.begin.plan.steps.len()
+        );
+    } else if let Some(p) = pending {
         let run = if p.status().can_roll_back() && p.abort.is_none() {
             "run `jailtx recover` (or `jailtx recover --rollback`)"
         } else {
