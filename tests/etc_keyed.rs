@@ -466,7 +466,18 @@ fn members_only(b: &str, o: &str, t: &str) -> bool {
     strip(b) == strip(o) && strip(b) == strip(t)
 }
 
-fn check(account: Account, n: usize, ours_edits: &[Edit], theirs_edits: &[Edit]) {
+/// Which cases one generated triple reached, so that a test can show the
+/// generator reaches each.
+#[derive(Debug, Default, Clone, Copy)]
+struct Seen {
+    clash: bool,
+    id_clash: bool,
+    members: bool,
+    world_added: bool,
+}
+
+fn check(account: Account, n: usize, ours_edits: &[Edit], theirs_edits: &[Edit]) -> Seen {
+    let mut seen = Seen::default();
     let base = base_file(account, n);
     let (b, o, t) = (
         text(&base),
@@ -504,6 +515,8 @@ fn check(account: Account, n: usize, ours_edits: &[Edit], theirs_edits: &[Edit])
                     .any(|(other, r)| other != name && r.split(':').nth(2) == Some(id))
             });
             assert!(clash || id_taken, "{name}: conflict without a cause\n{ctx}");
+            seen.clash |= clash;
+            seen.id_clash |= !clash;
         } else {
             assert!(
                 !both_changed || merged_members,
@@ -534,9 +547,11 @@ fn check(account: Account, n: usize, ours_edits: &[Edit], theirs_edits: &[Edit])
                     .cloned()
                     .collect();
                 assert_eq!(set(g), want, "{name}: members\n{ctx}");
+                seen.members = true;
                 continue;
             };
             assert_eq!(got, want, "{name}\n{ctx}");
+            seen.world_added |= rb.is_none() && ro.is_none() && rt.is_some();
         }
         // The admin's records (added or changed) are never lost.
         if ro.is_some() && ro != rb {
@@ -563,26 +578,54 @@ fn check(account: Account, n: usize, ours_edits: &[Edit], theirs_edits: &[Edit])
     let (again, again_conflicts) = run(&b, &m, &t, account);
     assert_eq!(again, m, "not idempotent\n{ctx}");
     assert_eq!(again_conflicts, conflicts, "{ctx}");
+    seen
+}
+
+type Case = (usize, Vec<Edit>, Vec<Edit>);
+
+fn cases() -> impl Strategy<Value = Case> {
+    (
+        1..6usize,
+        proptest::collection::vec(edit(), 0..6),
+        proptest::collection::vec(edit(), 0..6),
+    )
+}
+
+/// The generator reaches every case the property speaks of: clashing
+/// changes, ID collisions, member lists merged, records only the new
+/// world added.
+#[test]
+fn the_generated_files_reach_every_case() {
+    use proptest::strategy::ValueTree;
+    let mut runner = proptest::test_runner::TestRunner::deterministic();
+    for account in [Account::Passwd, Account::Group] {
+        let mut all = Seen::default();
+        for _ in 0..512 {
+            let (n, o, t) = cases().new_tree(&mut runner).unwrap().current();
+            let s = check(account, n, &o, &t);
+            all.clash |= s.clash;
+            all.id_clash |= s.id_clash;
+            all.members |= s.members;
+            all.world_added |= s.world_added;
+        }
+        assert!(
+            all.clash && all.id_clash && all.world_added,
+            "{account:?}: {all:?}"
+        );
+        assert_eq!(all.members, account == Account::Group, "{all:?}");
+    }
 }
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(512))]
 
     #[test]
-    fn keyed_merge_of_passwd(
-        n in 1..6usize,
-        o in proptest::collection::vec(edit(), 0..6),
-        t in proptest::collection::vec(edit(), 0..6),
-    ) {
+    fn keyed_merge_of_passwd((n, o, t) in cases()) {
         check(Account::Passwd, n, &o, &t);
     }
 
     #[test]
-    fn keyed_merge_of_group(
-        n in 1..6usize,
-        o in proptest::collection::vec(edit(), 0..6),
-        t in proptest::collection::vec(edit(), 0..6),
-    ) {
+    fn keyed_merge_of_group((n, o, t) in cases()) {
         check(Account::Group, n, &o, &t);
     }
 }
