@@ -39,11 +39,10 @@ use crate::ops::{records, upgrade, validate};
 use crate::plan::{Action, Plan};
 
 use super::derived;
-use super::diff3::{self, Labels, Merged};
-use super::keyed::{self, Keyed};
+use super::diff3::Labels;
 use super::record::{self, MergeRecord};
 use super::report::{Conflict, MergeReport, Refusal, TargetReport};
-use super::strategy::{Account, Strategy};
+use super::strategy::{self, Outcome, Strategy};
 use super::tree::{self, Node, Tree};
 use super::{ASIDE, Blob, PRISTINE_ETC, PROPOSAL};
 
@@ -830,7 +829,7 @@ impl Merger<'_> {
                     uid: *uid,
                     gid: *gid,
                 };
-                match self.outcome(k, bb, ob, tb) {
+                match strategy::merge(&Self::shown(k), bb, ob, tb, self.labels) {
                     // The new world's change is in ours already (the same
                     // edit on both sides): only the mode may follow it.
                     Outcome::Clean(m, _) if m == *ob => return self.remode(k, d, o, b, t),
@@ -849,20 +848,13 @@ impl Merger<'_> {
                         text,
                         proposal,
                         why,
+                        strategy,
                     } => {
                         // The records that merge are merged now (a user the
                         // new world adds exists at once); the clashing ones
                         // stay as the admin has them until resolved.
                         if text != *ob {
-                            self.write_merged(
-                                k,
-                                d,
-                                on,
-                                b,
-                                t,
-                                text,
-                                Strategy::Keyed(self.account(k)),
-                            )?;
+                            self.write_merged(k, d, on, b, t, text, strategy)?;
                         }
                         self.propose(k, proposal, owner, why);
                     }
@@ -875,54 +867,6 @@ impl Merger<'_> {
             _ => self.conflict(k, "changed here and by the new world: kept"),
         }
         Ok(())
-    }
-
-    fn account(&self, k: &Path) -> Account {
-        match Strategy::for_path(&Self::shown(k)) {
-            Strategy::Keyed(a) => a,
-            _ => Account::Passwd,
-        }
-    }
-
-    /// The merge of ours and theirs from base by `k`'s strategy. A keyed
-    /// file whose records cannot be told apart by name (a name twice) is
-    /// merged line-wise.
-    fn outcome(&self, k: &Path, bb: &[u8], ob: &[u8], tb: &[u8]) -> Outcome {
-        let lines = |m: Merged, s: Strategy| match m {
-            Merged::Clean(m) => Outcome::Clean(m, s),
-            Merged::Conflict { text, .. } => Outcome::Conflict(text),
-        };
-        match Strategy::for_path(&Self::shown(k)) {
-            Strategy::Lines => lines(diff3::merge(bb, ob, tb, self.labels), Strategy::Lines),
-            Strategy::Union => lines(diff3::merge_union(bb, ob, tb, self.labels), Strategy::Union),
-            s @ Strategy::Keyed(account) => match keyed::merge(bb, ob, tb, account, self.labels) {
-                Keyed::Merged {
-                    text,
-                    proposal: None,
-                    ..
-                } => Outcome::Clean(text, s),
-                Keyed::Merged {
-                    text,
-                    conflicts,
-                    proposal: Some(proposal),
-                } => {
-                    let records: Vec<String> = conflicts
-                        .iter()
-                        .map(|c| format!("{}: {}", c.name, c.why))
-                        .collect();
-                    Outcome::Records {
-                        text,
-                        proposal,
-                        why: format!(
-                            "{} of its records clash ({}); the rest is merged",
-                            records.len(),
-                            records.join("; ")
-                        ),
-                    }
-                }
-                Keyed::Unkeyed(_) => lines(diff3::merge(bb, ob, tb, self.labels), Strategy::Lines),
-            },
-        }
     }
 
     /// Ours aside, the merged `bytes` in its place (mode by the three-way
@@ -985,18 +929,4 @@ struct Owner {
     mode: u32,
     uid: u32,
     gid: u32,
-}
-
-/// What merging one file both sides changed gives.
-enum Outcome {
-    Clean(Vec<u8>, Strategy),
-    /// The whole file clashes: only a proposal.
-    Conflict(Vec<u8>),
-    /// A keyed merge with clashing records: `text` (the rest merged, those
-    /// records as ours has them) is written and `proposal` marks them.
-    Records {
-        text: Vec<u8>,
-        proposal: Vec<u8>,
-        why: String,
-    },
 }

@@ -8,6 +8,9 @@
 
 use serde::Serialize;
 
+use super::diff3::{self, Labels, Merged};
+use super::keyed::{self, Keyed};
+
 /// The account database a keyed file holds: which fields its records have.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -94,6 +97,71 @@ impl Strategy {
     }
 }
 
+/// What merging one file both sides changed gives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Merged without a clash, by that strategy.
+    Clean(Vec<u8>, Strategy),
+    /// The whole file clashes: a proposal with conflict markers only.
+    Conflict(Vec<u8>),
+    /// A keyed merge with clashing records: `text` (the rest merged, those
+    /// records as ours has them) is written and `proposal` marks them.
+    Records {
+        text: Vec<u8>,
+        proposal: Vec<u8>,
+        why: String,
+        strategy: Strategy,
+    },
+}
+
+/// Merges `path` (`etc/…`) from `base` to `ours` and `theirs` by its
+/// strategy. A keyed file whose records cannot be told apart by name (a
+/// name twice) is merged line-wise.
+pub fn merge(path: &str, base: &[u8], ours: &[u8], theirs: &[u8], labels: Labels) -> Outcome {
+    let lines = |m: Merged, s: Strategy| match m {
+        Merged::Clean(m) => Outcome::Clean(m, s),
+        Merged::Conflict { text, .. } => Outcome::Conflict(text),
+    };
+    let by_lines = || lines(diff3::merge(base, ours, theirs, labels), Strategy::Lines);
+    match Strategy::for_path(path) {
+        Strategy::Lines => by_lines(),
+        Strategy::Union => lines(
+            diff3::merge_union(base, ours, theirs, labels),
+            Strategy::Union,
+        ),
+        strategy @ Strategy::Keyed(account) => {
+            match keyed::merge(base, ours, theirs, account, labels) {
+                Keyed::Merged {
+                    text,
+                    proposal: None,
+                    ..
+                } => Outcome::Clean(text, strategy),
+                Keyed::Merged {
+                    text,
+                    conflicts,
+                    proposal: Some(proposal),
+                } => {
+                    let records: Vec<String> = conflicts
+                        .iter()
+                        .map(|c| format!("{}: {}", c.name, c.why))
+                        .collect();
+                    Outcome::Records {
+                        text,
+                        proposal,
+                        why: format!(
+                            "{} of its records clash ({}); the rest is merged",
+                            records.len(),
+                            records.join("; ")
+                        ),
+                        strategy,
+                    }
+                }
+                Keyed::Unkeyed(_) => by_lines(),
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -112,5 +180,35 @@ mod tests {
         assert_eq!(Strategy::for_path("etc/hosts"), Strategy::Union);
         assert_eq!(Strategy::for_path("etc/rc.conf"), Strategy::Lines);
         assert_eq!(Strategy::for_path("etc/hosts.allow"), Strategy::Lines);
+    }
+
+    const L: Labels = Labels {
+        ours: "ours",
+        base: "base",
+        theirs: "theirs",
+    };
+
+    #[test]
+    fn both_appending_merges_by_the_table_and_clashes_elsewhere() {
+        let (b, o, t) = (&b"a:1\n"[..], &b"a:1\nb:2\n"[..], &b"a:1\nc:3\n"[..]);
+        let want = b"a:1\nb:2\nc:3\n".to_vec();
+        assert_eq!(
+            merge("etc/group", b, o, t, L),
+            Outcome::Clean(want.clone(), Strategy::Keyed(Account::Group))
+        );
+        assert_eq!(
+            merge("etc/shells", b, o, t, L),
+            Outcome::Clean(want, Strategy::Union)
+        );
+        assert!(matches!(
+            merge("etc/rc.conf", b, o, t, L),
+            Outcome::Conflict(_)
+        ));
+        // A name twice: line-wise.
+        let twice = b"a:1\na:2\n";
+        assert!(matches!(
+            merge("etc/passwd", b, twice, t, L),
+            Outcome::Conflict(_)
+        ));
     }
 }
