@@ -719,11 +719,21 @@ fn merge_state(r: &Root) -> Snapshot {
 }
 
 /// Worlds 1 and 2 and a template of world 1 with jail ns, whose /etc has an
-/// edit that merges and one that clashes with world 2; returns world 2.
+/// edit that merges and one that clashes with world 2, and one of each
+/// other strategy (issue 20): `group` merged by key with one record
+/// clashing (written and proposed), `hosts` by union; returns world 2.
 fn clashing_setup(r: &Root) -> String {
     let (w1, w2) = worlds(r);
     std::fs::write(w1.join("etc/motd"), "hello\nworld 1\n").unwrap();
     std::fs::write(w2.join("etc/motd"), "hello\nworld 2\n").unwrap();
+    std::fs::write(w1.join("etc/group"), "root:x:0:\nstaff:x:20:\n").unwrap();
+    std::fs::write(
+        w2.join("etc/group"),
+        "root:x:0:\nstaff:x:21:\n_tss:x:601:\n",
+    )
+    .unwrap();
+    std::fs::write(w1.join("etc/hosts"), "127.0.0.1 localhost\n").unwrap();
+    std::fs::write(w2.join("etc/hosts"), "127.0.0.1 localhost\n10.0.0.1 tpm\n").unwrap();
     r.template(&w1);
     jail(r, "ns");
     r.write(
@@ -731,6 +741,8 @@ fn clashing_setup(r: &Root) -> String {
         &RC1.replace("hostname=\"\"", "hostname=\"ns\""),
     );
     r.write("js/ns/etc/motd", "hello\nworld 1 and ns\n");
+    r.write("js/ns/etc/group", "root:x:0:\nstaff:x:22:\nalice:x:1001:\n");
+    r.write("js/ns/etc/hosts", "127.0.0.1 localhost\n192.0.2.7 ns\n");
     w2.to_str().unwrap().to_owned()
 }
 
@@ -800,6 +812,11 @@ fn a_crash_in_the_merge_recovers_both_ways() {
         "propose-ns-",
         "drop-ns-",
         "record-",
+        // The keyed merge with a clashing record writes and proposes; the
+        // union merge writes.
+        "merge-ns-etc/group",
+        "propose-ns-etc/group",
+        "merge-ns-etc/hosts",
     ] {
         assert!(
             steps.iter().any(|s| s.starts_with(kind)),

@@ -34,7 +34,8 @@ use crate::plan::derived::Derived;
 use super::TargetReport;
 
 /// The steps a merge of one jail makes due: one per derived-from file it
-/// writes (updated, added or merged), and `tzsetup -r` when the jail moves
+/// writes (updated, added or merged), `pwd_mkdb` after a keyed merge of
+/// `passwd` or `master.passwd`, and `tzsetup -r` when the jail moves
 /// to another world, its `etc/localtime` is a copied file (a symlink
 /// follows the new zoneinfo by itself) and `var/db/zoneinfo` names the zone
 /// (etcupdate's own conditions: without it `tzsetup -r` cannot know the
@@ -48,6 +49,16 @@ pub fn due_after(tr: &TargetReport, jail_root: &std::path::Path) -> BTreeSet<Der
         .chain(&tr.merged)
         .filter_map(|p| Derived::for_file(p))
         .collect();
+    // A keyed merge of `passwd` means accounts changed on both sides: on
+    // FreeBSD `passwd` is `pwd_mkdb -p`'s own output, so the databases (and
+    // `passwd` itself) are rebuilt from the merged `master.passwd`.
+    if tr.merged.iter().any(|p| {
+        super::strategy::Strategy::for_path(p)
+            == super::strategy::Strategy::Keyed(super::strategy::Account::Passwd)
+            && tr.strategy.get(p) == Some(&"keyed")
+    }) {
+        due.insert(Derived::PwdMkdb);
+    }
     let new_world = tr.from.as_ref().is_some_and(|from| *from != tr.to);
     if new_world
         && is_file(jail_root, &["etc", "localtime"])

@@ -394,6 +394,19 @@ pub struct Labels<'a> {
 
 /// Merges the changes `base` -> `ours` and `base` -> `theirs`.
 pub fn merge(base: &[u8], ours: &[u8], theirs: &[u8], labels: Labels) -> Merged {
+    merge_with(base, ours, theirs, labels, false)
+}
+
+/// [`merge`], except that where both sides only inserted lines at the same
+/// place (each side's region is one pure insertion, so neither changed or
+/// removed a line there) both are taken, ours first and then theirs' lines
+/// ours does not insert too, instead of a conflict. For files whose lines
+/// form a set (`strategy::Strategy::Union`).
+pub fn merge_union(base: &[u8], ours: &[u8], theirs: &[u8], labels: Labels) -> Merged {
+    merge_with(base, ours, theirs, labels, true)
+}
+
+fn merge_with(base: &[u8], ours: &[u8], theirs: &[u8], labels: Labels, union: bool) -> Merged {
     let lb = lines(base);
     let lo = lines(ours);
     let lt = lines(theirs);
@@ -460,8 +473,18 @@ pub fn merge(base: &[u8], ours: &[u8], theirs: &[u8], labels: Labels) -> Merged 
             _ => {
                 let o = side(os, &lo);
                 let t = side(ts, &lt);
+                let inserts = |hs: &[Hunk]| hs.iter().all(|h| h.a0 == h.a1);
                 if o == t {
                     out.extend(o);
+                } else if union && inserts(os) && inserts(ts) && o.ends_with(b"\n") {
+                    // A last line without `\n` would run into theirs' first.
+                    let mine = lines(&o);
+                    let extra: Vec<&[u8]> = lines(&t)
+                        .into_iter()
+                        .filter(|l| !mine.contains(l))
+                        .collect();
+                    out.extend_from_slice(&o);
+                    out.extend(extra.concat());
                 } else {
                     conflicts += 1;
                     conflict(&mut out, &o, &base_text(), &t, labels);
@@ -482,7 +505,8 @@ pub fn merge(base: &[u8], ours: &[u8], theirs: &[u8], labels: Labels) -> Merged 
     }
 }
 
-fn conflict(out: &mut Vec<u8>, ours: &[u8], base: &[u8], theirs: &[u8], labels: Labels) {
+/// Writes one conflict region, diff3 style (ours, base, theirs).
+pub(crate) fn conflict(out: &mut Vec<u8>, ours: &[u8], base: &[u8], theirs: &[u8], labels: Labels) {
     let mut section = |marker: &str, label: &str, text: &[u8]| {
         out.extend_from_slice(marker.as_bytes());
         if !label.is_empty() {
@@ -564,6 +588,31 @@ mod tests {
     fn both_added_differently_with_no_base_clashes() {
         assert!(matches!(m("", "a\n", "b\n"), Merged::Conflict { .. }));
         assert_eq!(m("", "a\n", "a\n"), clean("a\n"));
+    }
+
+    #[test]
+    fn union_takes_both_insertions_at_one_place_and_nothing_else() {
+        let u =
+            |b: &str, o: &str, t: &str| merge_union(b.as_bytes(), o.as_bytes(), t.as_bytes(), L);
+        assert_eq!(u("a\n", "a\nB\n", "a\nC\n"), clean("a\nB\nC\n"));
+        assert_eq!(u("a\n", "a\nB\nX\n", "a\nX\nC\n"), clean("a\nB\nX\nC\n"));
+        assert!(matches!(
+            m("a\n", "a\nB\n", "a\nC\n"),
+            Merged::Conflict { .. }
+        ));
+        // A changed or removed line where the other side inserts still clashes.
+        assert!(matches!(
+            u("a\nb\n", "a\nB\n", "a\nC\nb\n"),
+            Merged::Conflict { .. }
+        ));
+        assert!(matches!(
+            u("a\nb\n", "a\n", "a\nC\nb\n"),
+            Merged::Conflict { .. }
+        ));
+        assert!(matches!(
+            u("a\n", "a\nB", "a\nC\n"),
+            Merged::Conflict { .. }
+        ));
     }
 
     #[test]

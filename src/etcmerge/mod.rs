@@ -8,9 +8,11 @@
 
 pub mod derived;
 pub mod diff3;
+pub mod keyed;
 mod planner;
 pub mod record;
 mod report;
+pub mod strategy;
 pub mod tree;
 
 pub use crate::plan::Blob;

@@ -8,7 +8,7 @@
 //! | T = B, mode too (the world did not change it) | nothing, whatever O is |
 //! | T = B but for the mode, or O = T | O's contents kept; mode by the rule below |
 //! | O = B (the admin never touched it) | follow T: update, add or remove |
-//! | all three files, O ≠ B ≠ T | line-wise diff3: merged, or a proposal `NAME.jailtx-merge` beside O |
+//! | all three files, O ≠ B ≠ T | merged by the path's strategy (`strategy::TABLE`: line-wise diff3 by default, union, keyed records), or a proposal `NAME.jailtx-merge` beside O |
 //! | T removed it, O changed; O removed it, T changed | conflict, O kept |
 //!
 //! A file's mode follows the same three-way rule ([`Node::merged_mode`]):
@@ -39,9 +39,10 @@ use crate::ops::{records, upgrade, validate};
 use crate::plan::{Action, Plan};
 
 use super::derived;
-use super::diff3::{self, Labels, Merged};
+use super::diff3::Labels;
 use super::record::{self, MergeRecord};
 use super::report::{Conflict, MergeReport, Refusal, TargetReport};
+use super::strategy::{self, Outcome, Strategy};
 use super::tree::{self, Node, Tree};
 use super::{ASIDE, Blob, PRISTINE_ETC, PROPOSAL};
 
@@ -846,7 +847,8 @@ impl Merger<'_> {
         Ok(())
     }
 
-    /// Both sides changed the file.
+    /// Both sides changed the file: merged by the strategy its path has in
+    /// `strategy::TABLE` (line-wise when none).
     fn both(
         &mut self,
         k: &Path,
@@ -873,48 +875,39 @@ impl Merger<'_> {
                     Some(Node::File { bytes, .. }) => bytes,
                     _ => &empty,
                 };
-                match diff3::merge(bb, ob, tb, self.labels) {
+                let owner = Owner {
+                    mode: *mode,
+                    uid: *uid,
+                    gid: *gid,
+                };
+                match strategy::merge(&Self::shown(k), bb, ob, tb, self.labels) {
                     // The new world's change is in ours already (the same
                     // edit on both sides): only the mode may follow it.
-                    Merged::Clean(m) if m == *ob => return self.remode(k, d, o, b, t),
-                    Merged::Clean(m) => {
-                        if self.aside(k, d, on)? {
-                            // `put` gives it the mode of the three-way rule.
-                            let merged = Node::File {
-                                bytes: m,
-                                mode: Node::mode(t).unwrap_or(*mode),
-                                uid: *uid,
-                                gid: *gid,
-                            };
-                            self.put("merge", k, &merged, o, b);
-                            self.tr.merged.push(Self::shown(k));
-                        }
+                    Outcome::Clean(m, _) if m == *ob => return self.remode(k, d, o, b, t),
+                    Outcome::Clean(m, strategy) => {
+                        self.write_merged(k, d, on, b, t, m, strategy)?
                     }
-                    Merged::Conflict { text, .. } => {
-                        let rel = PathBuf::from(with_suffix(Self::rel(k).as_os_str(), PROPOSAL));
-                        self.plan.push(
-                            self.step("propose", k),
-                            Action::WriteFileIn {
-                                root: self.root.to_owned(),
-                                rel: rel.clone(),
-                                contents: Blob(text),
-                                // Never executable: an rc.d or periodic
-                                // directory must not run a proposal.
-                                mode: mode & 0o666,
-                                uid: *uid,
-                                gid: *gid,
-                            },
-                        );
+                    Outcome::Conflict(text) => {
                         let why = if b.is_none() {
                             "added here and by the new world, differently"
                         } else {
                             "changed here and by the new world"
                         };
-                        self.tr.conflicts.push(Conflict {
-                            path: Self::shown(k),
-                            proposal: Some(rel.display().to_string()),
-                            why: why.into(),
-                        });
+                        self.propose(k, text, owner, why.into());
+                    }
+                    Outcome::Records {
+                        text,
+                        proposal,
+                        why,
+                        strategy,
+                    } => {
+                        // The records that merge are merged now (a user the
+                        // new world adds exists at once); the clashing ones
+                        // stay as the admin has them until resolved.
+                        if text != *ob {
+                            self.write_merged(k, d, on, b, t, text, strategy)?;
+                        }
+                        self.propose(k, proposal, owner, why);
                     }
                 }
             }
@@ -926,4 +919,65 @@ impl Merger<'_> {
         }
         Ok(())
     }
+
+    /// Ours aside, the merged `bytes` in its place (mode by the three-way
+    /// rule, ours' owner), reported as merged by `strategy`.
+    #[allow(clippy::too_many_arguments)]
+    fn write_merged(
+        &mut self,
+        k: &Path,
+        d: &DirFd,
+        on: &Node,
+        b: Option<&Node>,
+        t: Option<&Node>,
+        bytes: Vec<u8>,
+        strategy: Strategy,
+    ) -> Result<(), String> {
+        let Node::File { mode, uid, gid, .. } = on else {
+            return Ok(());
+        };
+        if self.aside(k, d, on)? {
+            // `put` gives it the mode of the three-way rule.
+            let merged = Node::File {
+                bytes,
+                mode: Node::mode(t).unwrap_or(*mode),
+                uid: *uid,
+                gid: *gid,
+            };
+            self.put("merge", k, &merged, Some(on), b);
+            self.tr.merged.push(Self::shown(k));
+            self.tr.strategy.insert(Self::shown(k), strategy.name());
+        }
+        Ok(())
+    }
+
+    /// A proposal with conflict markers beside ours, with ours' owner and
+    /// never executable (an rc.d or periodic directory must not run one).
+    fn propose(&mut self, k: &Path, text: Vec<u8>, owner: Owner, why: String) {
+        let rel = PathBuf::from(with_suffix(Self::rel(k).as_os_str(), PROPOSAL));
+        self.plan.push(
+            self.step("propose", k),
+            Action::WriteFileIn {
+                root: self.root.to_owned(),
+                rel: rel.clone(),
+                contents: Blob(text),
+                mode: owner.mode & 0o666,
+                uid: owner.uid,
+                gid: owner.gid,
+            },
+        );
+        self.tr.conflicts.push(Conflict {
+            path: Self::shown(k),
+            proposal: Some(rel.display().to_string()),
+            why,
+        });
+    }
+}
+
+/// Ours' mode and owner, which a proposal takes.
+#[derive(Clone, Copy)]
+struct Owner {
+    mode: u32,
+    uid: u32,
+    gid: u32,
 }

@@ -1,5 +1,6 @@
 //! What a merge did (or, under `--dry-run`, would do), per target and per file.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
 
@@ -37,8 +38,12 @@ pub struct TargetReport {
     pub updated: Vec<String>,
     pub added: Vec<String>,
     pub removed: Vec<String>,
-    /// Files both sides changed, merged without a clash.
+    /// Files both sides changed, merged (a keyed merge with conflicting
+    /// records is listed here and under `conflicts`: the rest was merged).
     pub merged: Vec<String>,
+    /// How each file of `merged` was merged: `lines`, `union` or `keyed`
+    /// (`strategy::Strategy::name`).
+    pub strategy: BTreeMap<String, &'static str>,
     pub conflicts: Vec<Conflict>,
     pub refused: Vec<Refusal>,
     /// Proposals of earlier merges still waiting to be resolved (the file
@@ -132,10 +137,15 @@ impl fmt::Display for MergeReport {
                 ("updated", &t.updated),
                 ("added", &t.added),
                 ("removed", &t.removed),
-                ("merged", &t.merged),
             ] {
                 for p in list {
                     writeln!(f, "  {verb:<10} {p}")?;
+                }
+            }
+            for p in &t.merged {
+                match t.strategy.get(p) {
+                    Some(s) if *s != "lines" => writeln!(f, "  merged ({s}) {p}")?,
+                    _ => writeln!(f, "  {:<10} {p}", "merged")?,
                 }
             }
             for c in &t.conflicts {
