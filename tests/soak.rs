@@ -131,9 +131,15 @@ impl Kills {
 }
 
 /// The window of an upgrade plan (as `--dry-run --json` prints it): from the
-/// first step that stops a jail or unmounts to the last that starts one or
+/// template renames (`archive-mroot`, while the jails still run), else the
+/// first step that stops a jail or unmounts, to the last that starts one or
 /// checks health.
 fn window_of(plan: &Value) -> Vec<usize> {
+    let renames = plan["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .position(|s| s["name"] == "archive-mroot");
     let kinds: Vec<String> = plan["steps"]
         .as_array()
         .unwrap()
@@ -145,10 +151,12 @@ fn window_of(plan: &Value) -> Vec<usize> {
                 .unwrap_or_default()
         })
         .collect();
-    let first = kinds
-        .iter()
-        .position(|k| k == "stop-jail" || k == "unmount")
-        .expect("a window");
+    let first = renames.unwrap_or_else(|| {
+        kinds
+            .iter()
+            .position(|k| k == "stop-jail" || k == "unmount")
+            .expect("a window")
+    });
     let last = kinds
         .iter()
         .rposition(|k| k == "start-jail" || k == "health-check")
