@@ -82,6 +82,9 @@ pub enum Command {
     Upgrade {
         #[command(flatten)]
         source: Source,
+        /// Check the --from-tar archive against this FreeBSD release MANIFEST (SHA-256) before extracting it
+        #[arg(long, value_name = "MANIFEST", requires = "from_tar")]
+        dist_manifest: Option<PathBuf>,
     },
     /// Switch back to an archived template
     Rollback {
@@ -173,6 +176,9 @@ pub enum TemplateCmd {
     Build {
         #[command(flatten)]
         source: Source,
+        /// Check the --from-tar archive against this FreeBSD release MANIFEST (SHA-256) before extracting it
+        #[arg(long, value_name = "MANIFEST", requires = "from_tar")]
+        dist_manifest: Option<PathBuf>,
     },
 }
 

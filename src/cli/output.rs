@@ -196,7 +196,12 @@ pub fn history(json: bool, done: &[Summary], pending: Option<&TxState>) {
     }
 }
 
-pub fn status(json: bool, rows: &[crate::ops::jail::StatusRow], pending: Option<&TxState>) {
+pub fn status(
+    json: bool,
+    rows: &[crate::ops::jail::StatusRow],
+    template_id: Option<&str>,
+    pending: Option<&TxState>,
+) {
     let pending_desc = pending.map(|p| {
         json!({
             "tx": p.tx(),
@@ -209,7 +214,7 @@ pub fn status(json: bool, rows: &[crate::ops::jail::StatusRow], pending: Option<
         })
     });
     if json {
-        print_json(&json!({ "jails": rows, "pending": pending_desc }));
+        print_json(&json!({ "jails": rows, "template_id": template_id, "pending": pending_desc }));
         return;
     }
     outln!(
