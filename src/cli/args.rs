@@ -83,7 +83,7 @@ pub enum Command {
         #[command(flatten)]
         source: Source,
         /// Check the --from-tar archive against this FreeBSD release MANIFEST (SHA-256) before extracting it
-        #[arg(long, value_name = "MANIFEST", requires = "from_tar")]
+        #[arg(long, value_name = "MANIFEST")]
         dist_manifest: Option<PathBuf>,
     },
     /// Switch back to an archived template
@@ -177,7 +177,7 @@ pub enum TemplateCmd {
         #[command(flatten)]
         source: Source,
         /// Check the --from-tar archive against this FreeBSD release MANIFEST (SHA-256) before extracting it
-        #[arg(long, value_name = "MANIFEST", requires = "from_tar")]
+        #[arg(long, value_name = "MANIFEST")]
         dist_manifest: Option<PathBuf>,
     },
 }

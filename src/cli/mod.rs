@@ -507,7 +507,21 @@ fn check_input(command: &Command) -> Result<Checked, Error> {
             parsed.archive = Some(ArchiveName::parse(to).map_err(OpsError::from)?);
             Ok(())
         }
-        Command::Template(TemplateCmd::Build { source, .. }) | Command::Upgrade { source, .. } => {
+        Command::Template(TemplateCmd::Build {
+            source,
+            dist_manifest,
+        })
+        | Command::Upgrade {
+            source,
+            dist_manifest,
+        } => {
+            if let (Some(m), None) = (dist_manifest, &source.from_tar) {
+                return Err(OpsError::from(format!(
+                    "--dist-manifest {}: it checks a --from-tar archive; give --from-tar FILE with it",
+                    m.display()
+                ))
+                .into());
+            }
             validate::source(&world_source(source.clone())?)
         }
         Command::Prune { keep: Some(keep) } => {
