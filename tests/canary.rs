@@ -225,7 +225,10 @@ fn status_shows_each_jails_own_template_during_the_soak() {
     // The unfinished transaction is running, not interrupted: no `recover`.
     assert_eq!(r.status()["pending"]["running"], true, "{}", r.status());
     let text = r.ok(&["status"]);
-    assert!(text.contains("is running") && !text.contains("recover"), "{text}");
+    assert!(
+        text.contains("is running") && !text.contains("recover"),
+        "{text}"
+    );
     // What the README says the Linux mount table shows meanwhile: a bind
     // mount's root by its directory's current name.
     let roots = mount_roots();

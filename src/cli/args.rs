@@ -89,6 +89,9 @@ pub enum Command {
         /// is checked again and the rest switch (default 30)
         #[arg(long, value_name = "SECS", requires = "canary")]
         canary_wait: Option<u64>,
+        /// Check the --from-tar archive against this FreeBSD release MANIFEST (SHA-256) before extracting it
+        #[arg(long, value_name = "MANIFEST")]
+        dist_manifest: Option<PathBuf>,
     },
     /// Switch back to an archived template
     Rollback {
@@ -187,6 +190,9 @@ pub enum TemplateCmd {
     Build {
         #[command(flatten)]
         source: Source,
+        /// Check the --from-tar archive against this FreeBSD release MANIFEST (SHA-256) before extracting it
+        #[arg(long, value_name = "MANIFEST")]
+        dist_manifest: Option<PathBuf>,
     },
 }
 

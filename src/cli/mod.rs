@@ -209,10 +209,15 @@ fn run(cli: Cli) -> Result<(), Error> {
         Command::History => history(&ctx),
         Command::Metrics { output } => metrics(&ctx, output.as_deref()),
         Command::RunPlan { file } => run_plan(&ctx, &file),
-        Command::Template(TemplateCmd::Build { source }) => {
+        Command::Template(TemplateCmd::Build {
+            source,
+            dist_manifest,
+        }) => {
             let source = world_source(source)?;
             plan_and_run(&ctx, |ctx, _| {
-                ops::template::plan_build(&ctx.layout, source, &ctx.cfg.carry_over)
+                let dist = check_dist(&source, dist_manifest.as_deref())?;
+                let plan = ops::template::plan_build(&ctx.layout, source, &ctx.cfg.carry_over)?;
+                Ok(noted(plan, dist))
             })
         }
         Command::Jail(JailCmd::Create {
@@ -237,10 +242,17 @@ fn run(cli: Cli) -> Result<(), Error> {
             ops::jail::plan_restart(&ctx.site(host), &checked.jails)
         }),
         Command::Status => status(&ctx),
-        Command::Upgrade { source, .. } => {
+        Command::Upgrade {
+            source,
+            dist_manifest,
+            ..
+        } => {
             let source = world_source(source)?;
             plan_window_and_run(&ctx, AfterSwitch::MergeAndPrune, |ctx, host| {
-                ops::upgrade::plan_upgrade(&ctx.site(host), source, &checked.canary)
+                let dist = check_dist(&source, dist_manifest.as_deref())?;
+                let (plan, window) =
+                    ops::upgrade::plan_upgrade(&ctx.site(host), source, &checked.canary)?;
+                Ok((noted(plan, dist), window))
             })
         }
         Command::EtcMerge { names } => etc_merge(&ctx, &names),
@@ -505,14 +517,20 @@ fn check_input(command: &Command) -> Result<Checked, Error> {
             parsed.archive = Some(ArchiveName::parse(to).map_err(OpsError::from)?);
             Ok(())
         }
-        Command::Template(TemplateCmd::Build { source }) => {
+        Command::Template(TemplateCmd::Build {
+            source,
+            dist_manifest,
+        }) => {
+            dist_needs_tar(source, dist_manifest.as_deref())?;
             validate::source(&world_source(source.clone())?)
         }
         Command::Upgrade {
             source,
+            dist_manifest,
             canary,
             canary_wait,
         } => {
+            dist_needs_tar(source, dist_manifest.as_deref())?;
             parsed.canary = canary_of(canary, *canary_wait)?;
             validate::source(&world_source(source.clone())?)
         }
@@ -537,6 +555,18 @@ struct Checked {
     archive: Option<ArchiveName>,
     /// `upgrade --canary`, `--canary-wait`.
     canary: ops::upgrade::Canary,
+}
+
+/// `--dist-manifest` checks a `--from-tar` archive: refused without one.
+fn dist_needs_tar(source: &args::Source, manifest: Option<&std::path::Path>) -> Result<(), Error> {
+    if let (Some(m), None) = (manifest, &source.from_tar) {
+        return Err(OpsError::from(format!(
+            "--dist-manifest {}: it checks a --from-tar archive; give --from-tar FILE with it",
+            m.display()
+        ))
+        .into());
+    }
+    Ok(())
 }
 
 /// `--canary` names (each once) and `--canary-wait` (default 30 s).
@@ -580,6 +610,39 @@ fn world_source(s: args::Source) -> Result<crate::world::Source, Error> {
             "give exactly one of --from-dir, --from-tar, --from-cmd".into(),
         )),
     }
+}
+
+/// `--dist-manifest`: the `--from-tar` archive checked against a FreeBSD
+/// release MANIFEST (its SHA-256, found by the archive's file name) before
+/// the planner reads a byte of it, so a damaged or substituted archive is
+/// never even decompressed; exit 2 on any mismatch. Done after the lock,
+/// where the planner runs: the check reads the whole archive.
+fn check_dist(
+    source: &crate::world::Source,
+    manifest: Option<&std::path::Path>,
+) -> Result<Option<crate::world::distmanifest::DistEntry>, OpsError> {
+    let (Some(manifest), crate::world::Source::Tar(archive)) = (manifest, source) else {
+        return Ok(None);
+    };
+    crate::world::distmanifest::verify(archive, manifest)
+        .map(Some)
+        .map_err(|e| OpsError::Refused(e.to_string()))
+}
+
+/// The plan with the checksum `--dist-manifest` vouched for in its notes
+/// (the journal, `--dry-run` and `history` show it).
+fn noted(mut plan: Plan, dist: Option<crate::world::distmanifest::DistEntry>) -> Plan {
+    if let Some(d) = dist {
+        plan.notes.insert(
+            "sha256".into(),
+            format!(
+                "{} ({} in MANIFEST)",
+                crate::manifest::hex(&d.sha256),
+                d.name
+            ),
+        );
+    }
+    plan
 }
 
 /// The common shape of a mutating command: lock (unless dry-run), deal with
@@ -825,6 +888,12 @@ fn status(ctx: &Ctx) -> Result<(), Error> {
     crate::statedir::require(&ctx.layout)?;
     let host = ctx.host();
     let site = ctx.site(host.as_ref());
+    // The whole id, which is the same on every host holding the same
+    // template (a fleet's `status --json` shows who runs what); each row
+    // shows the short id of the template that jail's root is.
+    let id =
+        crate::manifest::template_id(&crate::manifest::path_for(&ctx.layout.manifests, "mroot"))
+            .ok();
     let rows = ops::jail::status(&site)?;
     // The jails' state alone can look like a quiet stopped host; an
     // interrupted transaction is what explains it at 3 a.m.
@@ -838,6 +907,12 @@ fn status(ctx: &Ctx) -> Result<(), Error> {
             _ => None,
         }
     });
-    output::status(ctx.global.json, &rows, pending.as_ref(), running.as_deref());
+    output::status(
+        ctx.global.json,
+        &rows,
+        id.as_deref(),
+        pending.as_ref(),
+        running.as_deref(),
+    );
     Ok(())
 }

@@ -217,6 +217,7 @@ pub fn metrics_written(json: bool, path: &std::path::Path, bytes: usize) {
 pub fn status(
     json: bool,
     rows: &[crate::ops::jail::StatusRow],
+    template_id: Option<&str>,
     pending: Option<&TxState>,
     running: Option<&str>,
 ) {
@@ -233,7 +234,7 @@ pub fn status(
         })
     });
     if json {
-        print_json(&json!({ "jails": rows, "pending": pending_desc }));
+        print_json(&json!({ "jails": rows, "template_id": template_id, "pending": pending_desc }));
         return;
     }
     outln!(

@@ -12,7 +12,9 @@
 //! | 28+C+S | 32 | BLAKE3 of bytes 0 .. 28+C+S |
 //!
 //! The template id is BLAKE3 of the content section as [`encode`] writes
-//! it. Postcard's encoding of a given value is unique, so the id of a
+//! it, except that every symlink's mode counts as 0777 (see [`IdEntry`]:
+//! on Linux, where symlinks are always 0777, that is the section byte for
+//! byte). Postcard's encoding of a given value is unique, so the id of a
 //! decoded manifest is recomputed from its re-encoding, never taken from
 //! file bytes: two files that decode alike have one id.
 
@@ -71,12 +73,57 @@ fn content_bytes(m: &Manifest) -> Result<Vec<u8>, postcard::Error> {
     })
 }
 
-/// BLAKE3 (hex) of the content section.
+/// The mode a symlink's entry counts with in the template id.
+pub const ID_SYMLINK_MODE: u32 = 0o777;
+
+/// An entry as the template id sees it: a symlink's permission bits count
+/// as [`ID_SYMLINK_MODE`]. They are never used for access, and they are
+/// not the world's: Linux makes every symlink 0777, FreeBSD 0777 less the
+/// umask of the process that made it, so they would tie the id to the host
+/// that unpacked the world. Every other field counts as stored. Serialized
+/// exactly as [`Entry`] is, so on Linux (where a symlink's mode is always
+/// 0777) the id is BLAKE3 of the content section byte for byte.
+#[derive(Serialize)]
+struct IdEntry<'a> {
+    #[serde(with = "super::raw_bytes")]
+    path: &'a [u8],
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    kind: &'a Kind,
+}
+
+impl<'a> From<&'a Entry> for IdEntry<'a> {
+    fn from(e: &'a Entry) -> IdEntry<'a> {
+        IdEntry {
+            path: &e.path,
+            mode: match e.kind {
+                Kind::Symlink { .. } => ID_SYMLINK_MODE,
+                _ => e.mode,
+            },
+            uid: e.uid,
+            gid: e.gid,
+            kind: &e.kind,
+        }
+    }
+}
+
+/// BLAKE3 (hex) of the content section as it is encoded with every
+/// symlink's mode written as [`ID_SYMLINK_MODE`] (see [`IdEntry`]).
 pub(super) fn content_id(m: &Manifest) -> String {
+    #[derive(Serialize)]
+    struct IdContent<'a> {
+        excluded: &'a [Vec<u8>],
+        entries: Vec<IdEntry<'a>>,
+    }
+    let content = IdContent {
+        excluded: &m.excluded,
+        entries: m.entries.iter().map(IdEntry::from).collect(),
+    };
     // Encoding a Vec-backed value into a Vec cannot fail (postcard fails
     // only on unsupported serde types or a full fixed buffer); hash the
     // empty string rather than panic if it ever did.
-    let bytes = content_bytes(m).unwrap_or_default();
+    let bytes = postcard::to_stdvec(&content).unwrap_or_default();
     blake3::hash(&bytes).to_hex().to_string()
 }
 
@@ -356,6 +403,39 @@ mod tests {
         let mut changed = m.clone();
         changed.entries[1].mode = 0o700;
         assert_ne!(changed.id(), m.id());
+    }
+
+    /// Issue 16: a symlink's permission bits are the unpacking host's
+    /// (FreeBSD gives 0777 less the umask, Linux always 0777), so the id
+    /// does not count them; every other mode does. Where symlinks are 0777
+    /// the id is still BLAKE3 of the stored content section, so the ids of
+    /// templates built before are unchanged.
+    #[test]
+    fn the_id_leaves_out_symlink_modes_only() {
+        let m = sample();
+        let bytes = m.encode().unwrap();
+        let c_len = u64::from_le_bytes(bytes[12..20].try_into().unwrap()) as usize;
+        let section = &bytes[HEADER_LEN..HEADER_LEN + c_len];
+        let mut linux = m.clone();
+        linux.entries[4].mode = 0o777;
+        let stored = linux.encode().unwrap();
+        assert_eq!(
+            linux.id(),
+            blake3::hash(&stored[HEADER_LEN..HEADER_LEN + c_len])
+                .to_hex()
+                .to_string(),
+            "with 0777 symlinks the id is the section's hash"
+        );
+        assert_ne!(blake3::hash(section).to_hex().to_string(), m.id());
+        let mut freebsd = linux.clone();
+        freebsd.entries[4].mode = 0o755;
+        assert_eq!(freebsd.id(), linux.id(), "a symlink's mode is not counted");
+        assert_ne!(freebsd.encode().unwrap(), stored, "but it is stored");
+        for i in [0, 1, 2, 3] {
+            let mut other = linux.clone();
+            other.entries[i].mode ^= 0o020;
+            assert_ne!(other.id(), linux.id(), "entry {i}: its mode is counted");
+        }
     }
 
     #[test]

@@ -36,24 +36,33 @@ impl ArchiveKind {
 /// to a secret file is refused, not read), never blocking (O_NONBLOCK: a
 /// fifo cannot hang us), and only a regular file.
 fn open_archive(archive: &Path) -> Result<std::fs::File, WorldError> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let err = |why: String| WorldError::Extract {
+    open_regular(archive).map_err(|why| WorldError::Extract {
         archive: archive.to_owned(),
-        why,
-    };
+        why: if why == IS_SYMLINK {
+            format!("{why}; give the path of the archive itself")
+        } else {
+            why
+        },
+    })
+}
+
+const IS_SYMLINK: &str = "is a symlink";
+
+/// Opens an untrusted input file (an archive, a release MANIFEST) as
+/// [`open_archive`] does; the error is why, in words for a message.
+pub(super) fn open_regular(path: &Path) -> Result<std::fs::File, String> {
+    use std::os::unix::fs::OpenOptionsExt;
     let file = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK | nix::libc::O_NOCTTY)
-        .open(archive)
+        .open(path)
         .map_err(|e| match e.raw_os_error() {
-            Some(nix::libc::ELOOP) => {
-                err("is a symlink; give the path of the archive itself".into())
-            }
-            _ => err(e.to_string()),
+            Some(nix::libc::ELOOP) => IS_SYMLINK.to_owned(),
+            _ => e.to_string(),
         })?;
-    let meta = file.metadata().map_err(|e| err(e.to_string()))?;
+    let meta = file.metadata().map_err(|e| e.to_string())?;
     if !meta.is_file() {
-        return Err(err("is not a regular file".into()));
+        return Err("is not a regular file".into());
     }
     Ok(file)
 }
@@ -246,6 +255,11 @@ pub fn extract(archive: &Path, dest: &Path) -> Result<(), WorldError> {
     tar.set_unpack_xattrs(false);
     tar.set_overwrite(true);
     let mut dirs = Vec::new();
+    // Directories the archive implies (a parent of an entry) without
+    // listing: tar makes them with the process's umask, which would put a
+    // host setting into the template (and its id). They get 0755, as every
+    // directory jailtx makes itself.
+    let mut implied: BTreeSet<PathBuf> = BTreeSet::new();
     let entries = tar.entries().map_err(|e| err(corrupt(kind, 0, &e)))?;
     for (read, entry) in entries.enumerate() {
         let mut entry = entry.map_err(|e| err(corrupt(kind, read, &e)))?;
@@ -268,6 +282,11 @@ pub fn extract(archive: &Path, dest: &Path) -> Result<(), WorldError> {
         if kind.is_dir() {
             dirs.push((rel.clone(), entry.header().clone()));
         }
+        for a in rel.ancestors().skip(1) {
+            if a.as_os_str().is_empty() || !implied.insert(a.to_owned()) {
+                break;
+            }
+        }
         let special = kind.is_fifo() || kind.is_character_special() || kind.is_block_special();
         let header = special.then(|| entry.header().clone());
         let inside = entry
@@ -284,6 +303,18 @@ pub fn extract(archive: &Path, dest: &Path) -> Result<(), WorldError> {
             make_special(&h, &dest.join(&rel))
                 .map_err(|e| err(format!("{name}: {}", os_words(&e))))?;
         }
+    }
+    for (rel, _) in &dirs {
+        implied.remove(rel);
+    }
+    for rel in implied {
+        let target = dest.join(&rel);
+        // As below: only a directory still there is ours to fix.
+        if !std::fs::symlink_metadata(&target).is_ok_and(|m| m.is_dir()) {
+            continue;
+        }
+        std::fs::set_permissions(&target, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .map_err(|e| err(format!("{}: {}", shown(&rel), os_words(&e))))?;
     }
     dirs.sort_by_key(|(rel, _)| std::cmp::Reverse(rel.components().count()));
     for (rel, header) in dirs {

@@ -4,6 +4,7 @@
 mod archive;
 mod check;
 mod cmd;
+pub mod distmanifest;
 mod shape;
 
 pub use archive::{ArchiveKind, extract, scan};
