@@ -22,6 +22,8 @@ pub mod linux_net;
 #[cfg(target_os = "linux")]
 pub mod linux_seccomp;
 pub mod mountinfo;
+#[cfg(target_os = "linux")]
+pub mod netlink;
 pub mod recording;
 
 use std::path::{Path, PathBuf};
