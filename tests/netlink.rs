@@ -194,7 +194,9 @@ fn a_vanished_namespace_is_one_line_and_leaves_nothing() {
 fn an_interface_name_taken_is_one_line() {
     in_fresh_netns(|| {
         let init = FakeInit::start();
-        ip(&["link", "add", "jtxtaken", "type", "dummy"]);
+        ip(&[
+            "link", "add", "jtxtaken", "type", "veth", "peer", "name", "jtxpeer",
+        ]);
         let mut nl = Rtnl::open().unwrap();
         let index = nl
             .link_index("jtxtaken")
@@ -207,7 +209,7 @@ fn an_interface_name_taken_is_one_line() {
         assert_eq!(e.lines().count(), 1, "{e}");
         assert!(e.contains("File exists"), "{e}");
         assert_eq!(nl.link_index("jtxtaken").unwrap(), Some(index));
-        assert!(ip(&["-d", "-o", "link", "show", "jtxtaken"]).contains(" dummy "));
+        assert!(ip(&["-o", "link", "show", "jtxtaken"]).contains("jtxtaken@jtxpeer"));
         assert_eq!(nl.link_index("jtxnone").unwrap(), None);
         assert_eq!(nl.link_name(index).unwrap().as_deref(), Some("jtxtaken"));
     });
