@@ -240,3 +240,38 @@ fn an_address_the_host_has_is_refused_in_one_line() {
     );
     assert_eq!(r.jids()["ns"], None, "{out}");
 }
+
+/// A stopped jail's address is unrouted at once, not when the kernel gets
+/// round to tearing its network namespace down (asynchronously, later):
+/// until then the route sent connections into the dead namespace, where
+/// SYNs are dropped (a client retries a second later) instead of refused.
+/// The namespace is pinned here, as a slow teardown leaves it.
+#[test]
+fn a_stopped_jails_address_is_unrouted_at_once() {
+    if !in_private_ns("a_stopped_jails_address_is_unrouted_at_once") {
+        return;
+    }
+    let worlds = Worlds::new();
+    let jail = JailDef::new("ns", RunState::Running);
+    let r = Root::with_jails(None, &worlds.get(1), std::slice::from_ref(&jail));
+    let jid = r.jids()["ns"].expect("ns runs");
+    let route = || {
+        ip(&[
+            "-4",
+            "route",
+            "show",
+            "table",
+            "local",
+            &format!("{}/32", jail.ip),
+        ])
+    };
+    assert!(route().contains(&format!("dev jtx{jid} ")), "{}", route());
+    let pin = std::fs::File::open(format!("/proc/{jid}/ns/net")).unwrap();
+    r.ok(&["stop", "ns"]);
+    assert_eq!(route(), "", "the stopped jail's route is still there");
+    // Its pair is still there (pinned); a start takes the address anyway.
+    r.ok(&["start", "ns"]);
+    let again = r.jids()["ns"].expect("ns runs again");
+    assert!(route().contains(&format!("dev jtx{again} ")), "{}", route());
+    drop(pin);
+}

@@ -535,6 +535,9 @@ impl Host for LinuxHost {
             }
         }
         let pid = Pid::from_raw(jid as i32);
+        let route = linux_net::jail_addr(&jail.ip)
+            .ok()
+            .and_then(|addr| Some((linux_net::host_end(jid)?, addr)));
         // The init answers SIGTERM by passing it on and exiting once its
         // children are gone, or at the end of the grace; SIGKILL to a PID
         // namespace's init ends them all.
@@ -554,6 +557,9 @@ impl Host for LinuxHost {
             c.finish(Duration::from_secs(1));
         }
         if gone {
+            if let Some((index, addr)) = route {
+                linux_net::unroute(index, addr);
+            }
             return Ok(());
         }
         Err(fail(format!("init {jid} is still alive after SIGKILL")))

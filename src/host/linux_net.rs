@@ -14,9 +14,13 @@
 //! other through the host's routes, without turning on `ip_forward`.
 //!
 //! Nothing here needs cleaning up: the pair dies with the jail's namespace
-//! (when its last process exits), and the route goes with the interface. A
-//! pair whose namespace the kernel has not finished tearing down yet (the
-//! cleanup is asynchronous) is deleted before its address is routed again.
+//! (when its last process exits), and the route goes with the interface.
+//! The kernel tears a namespace down asynchronously, so a stop drops the
+//! route at once ([`unroute`]), and a pair whose namespace is not gone yet
+//! is deleted before its address is routed again.
+//!
+//! Everything is asked of the kernel over rtnetlink ([`super::netlink`]),
+//! not through `ip` processes.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::AsFd;
@@ -228,9 +232,6 @@ pub fn setup(pid: u32, addr: Ipv4Addr) -> Result<(), NetError> {
     {
         let _ = nl.del_link(old);
     }
-    // The host's end, up and routed before the jail's end is: the route is
-    // kept (marked linkdown) until the jail's end comes up, and nothing
-    // reaches the jail before its init hears `go` anyway.
     nl.add_veth(&host, JAIL_IF, pid).map_err(refused(format!(
         "add the veth pair {host}/{JAIL_IF} into the network namespace of init {pid}"
     )))?;
@@ -243,6 +244,21 @@ pub fn setup(pid: u32, addr: Ipv4Addr) -> Result<(), NetError> {
         })?;
     nl.set_up(index)
         .map_err(refused(format!("set {host} up")))?;
+    sysctl(&format!("ipv4/conf/{host}/route_localnet"), "1", false)?;
+    sysctl(&format!("ipv4/conf/{host}/forwarding"), "1", false)?;
+    // IPv4 only: no link-local IPv6 path between the jail and the host.
+    sysctl(&format!("ipv6/conf/{host}/disable_ipv6"), "1", true)?;
+    in_netns(pid, || {
+        sysctl(&format!("ipv4/conf/{JAIL_IF}/route_localnet"), "1", false)?;
+        sysctl(&format!("ipv6/conf/{JAIL_IF}/disable_ipv6"), "1", true)?;
+        // Opened here: a netlink socket acts in the namespace it was made in.
+        let mut nl = Rtnl::open().map_err(refused("open a netlink socket in the jail"))?;
+        jail_side(&mut nl, addr)
+    })?;
+    // Routed last, once the jail's end is up with its address: until then
+    // a connection to the address is refused at once by the host's own
+    // loopback, where a SYN sent into a pair whose far end is not up yet
+    // would be dropped and cost the client a one-second retransmission.
     nl.add_route(&NewRoute {
         dst: addr,
         dst_len: 32,
@@ -255,19 +271,28 @@ pub fn setup(pid: u32, addr: Ipv4Addr) -> Result<(), NetError> {
     })
     .map_err(refused(format!(
         "route {addr}/32 to {host} in table local, source {HOST_GATEWAY}"
-    )))?;
-    sysctl(&format!("ipv4/conf/{host}/route_localnet"), "1", false)?;
-    sysctl(&format!("ipv4/conf/{host}/forwarding"), "1", false)?;
-    // IPv4 only: no link-local IPv6 path between the jail and the host.
-    sysctl(&format!("ipv6/conf/{host}/disable_ipv6"), "1", true)?;
-    in_netns(pid, || {
-        sysctl(&format!("ipv4/conf/{JAIL_IF}/route_localnet"), "1", false)?;
-        sysctl(&format!("ipv6/conf/{JAIL_IF}/disable_ipv6"), "1", true)?;
-        // Opened here: a netlink socket acts in the namespace it was made in.
-        let mut nl = Rtnl::open().map_err(refused("open a netlink socket in the jail"))?;
-        jail_side(&mut nl, addr)
-    })?;
-    Ok(())
+    )))
+}
+
+/// The index of the host's end of the pair of the live init `pid`: taken
+/// while the init runs (its PID, and so the name, is its own then), for
+/// [`unroute`] once it is gone.
+pub fn host_end(pid: u32) -> Option<u32> {
+    Rtnl::open().ok()?.link_index(&host_if(pid)).ok()?
+}
+
+/// Drops the host's route to a stopped jail's address `addr` through its
+/// pair `index` at once. The pair itself goes with the jail's namespace,
+/// which the kernel tears down later, asynchronously: until then its route
+/// would send connections into a dead namespace, where SYNs are dropped
+/// (a client waits a second to retry) instead of refused. Deleting the
+/// route, not the pair: a pair's deletion waits for RCU grace periods
+/// under the lock every jail's network setup takes. Best effort: a start
+/// on that address deletes a dead jail's leftovers anyway (see `claim`).
+pub fn unroute(index: u32, addr: Ipv4Addr) {
+    if let Ok(mut nl) = Rtnl::open() {
+        let _ = nl.del_route(netlink::RT_TABLE_LOCAL, addr, 32, index);
+    }
 }
 
 /// `ip addr`'s default scope: `host` for 127/8, else `global`.

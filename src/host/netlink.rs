@@ -37,6 +37,7 @@ const RTM_GETLINK: u16 = 18;
 const RTM_NEWADDR: u16 = 20;
 const RTM_DELADDR: u16 = 21;
 const RTM_NEWROUTE: u16 = 24;
+const RTM_DELROUTE: u16 = 25;
 const RTM_GETROUTE: u16 = 26;
 
 const IFLA_IFNAME: u16 = 3;
@@ -59,6 +60,7 @@ const RTPROT_BOOT: u8 = 3;
 pub const RT_SCOPE_UNIVERSE: u8 = 0;
 pub const RT_SCOPE_LINK: u8 = 253;
 pub const RT_SCOPE_HOST: u8 = 254;
+const RT_SCOPE_NOWHERE: u8 = 255;
 const RTN_UNICAST: u8 = 1;
 const RTNH_F_ONLINK: u32 = 4;
 const IFF_UP: u32 = 1;
@@ -495,6 +497,29 @@ impl Rtnl {
         msg = msg
             .attr_u32(RTA_OIF, r.oif)
             .attr(RTA_PREFSRC, &r.prefsrc.octets());
+        self.change(msg)
+    }
+
+    /// Deletes the IPv4 route `dst/dst_len` of table `table` out of `oif`
+    /// (only that one: another interface's route to `dst` stays).
+    pub fn del_route(
+        &mut self,
+        table: u8,
+        dst: Ipv4Addr,
+        dst_len: u8,
+        oif: u32,
+    ) -> Result<(), Refusal> {
+        let mut rtmsg = [0u8; 12];
+        rtmsg[0] = libc::AF_INET as u8;
+        rtmsg[1] = dst_len;
+        rtmsg[4] = table;
+        // Any scope (the kernel matches a deletion's scope unless it is
+        // RT_SCOPE_NOWHERE), as `ip route del` asks.
+        rtmsg[6] = RT_SCOPE_NOWHERE;
+        let msg = Msg::new(RTM_DELROUTE, NLM_F_ACK)
+            .bytes(&rtmsg)
+            .attr(RTA_DST, &dst.octets())
+            .attr_u32(RTA_OIF, oif);
         self.change(msg)
     }
 
