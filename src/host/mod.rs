@@ -24,6 +24,8 @@ pub mod linux_seccomp;
 pub mod mountinfo;
 #[cfg(target_os = "linux")]
 pub mod netlink;
+#[cfg(target_os = "linux")]
+mod netlink_wire;
 pub mod recording;
 
 use std::path::{Path, PathBuf};
