@@ -133,8 +133,11 @@ fn claim(nl: &mut Rtnl, addr: Ipv4Addr) -> Result<(), NetError> {
     let until = std::time::Instant::now() + TEARDOWN_WAIT;
     loop {
         let routes = match nl.routes_to(netlink::RT_TABLE_LOCAL, addr, 32) {
-            // The table changed while it was read: read it again.
-            Err(e) if e.errno == nix::errno::Errno::EAGAIN => continue,
+            // The table changed while it was read (other jails starting):
+            // read it again, within the same bound as the teardown wait.
+            Err(e) if e.errno == nix::errno::Errno::EAGAIN && std::time::Instant::now() < until => {
+                continue;
+            }
             r => r.map_err(refused(format!("list the host's local routes to {addr}")))?,
         };
         let Some(route) = routes.first() else {
