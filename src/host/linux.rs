@@ -102,15 +102,28 @@ impl LinuxHost {
             .ok()
     }
 
+    /// Waits until `pid` is no longer the init of `jail`, at most
+    /// `timeout`. A pidfd wakes the wait the moment the init exits (after
+    /// the kernel has ended every process of its PID namespace), instead of
+    /// a poll every few milliseconds; kernels without pidfds poll.
     fn wait_gone(&self, jail: &JailSpec, pid: u32, timeout: Duration) -> Result<bool, HostError> {
         let until = Instant::now() + timeout;
-        while Instant::now() < until {
+        // Opened before the check: if the PID is reused after it, the fd
+        // still refers to the init checked, which has exited (readable).
+        let fd = pidfd_open(pid);
+        loop {
             if !self.is_our_init(pid, &jail.path) {
                 return Ok(true);
             }
-            std::thread::sleep(Duration::from_millis(5));
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Ok(false);
+            }
+            match &fd {
+                Some(fd) => pidfd_wait(fd, left),
+                None => std::thread::sleep(left.min(Duration::from_millis(5))),
+            }
         }
-        Ok(!self.is_our_init(pid, &jail.path))
     }
 
     /// Whether `pid` runs as the init of `jail` (its command line names the
@@ -201,6 +214,20 @@ fn pidfd_open(pid: u32) -> Option<std::os::fd::OwnedFd> {
     Some(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
 }
 
+/// Waits until the process `fd` refers to has exited, at most `timeout`
+/// (a signal may end the wait early: the caller checks again).
+fn pidfd_wait(fd: &std::os::fd::OwnedFd, timeout: Duration) {
+    use std::os::fd::AsRawFd;
+    let mut p = nix::libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: nix::libc::POLLIN,
+        revents: 0,
+    };
+    let ms = i32::try_from(timeout.as_millis().max(1)).unwrap_or(i32::MAX);
+    // SAFETY: poll reads and writes the one pollfd passed.
+    unsafe { nix::libc::poll(&mut p, 1, ms) };
+}
+
 /// SIGKILLs the process `fd` refers to; a process already gone is no error.
 fn pidfd_kill(fd: &std::os::fd::OwnedFd) {
     use std::os::fd::AsRawFd;
@@ -228,6 +255,13 @@ fn is_ns_init(status: &str) -> bool {
             let ids: Vec<&str> = v.split_whitespace().collect();
             ids.len() == 2 && ids[1] == "1"
         })
+}
+
+/// The namespace a `/proc/PID/ns/*` link names (device and inode); none
+/// when it cannot be read (a process gone, a fake `/proc` in tests).
+fn ns_id(link: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(link).ok().map(|m| (m.dev(), m.ino()))
 }
 
 /// `--name`, `--root` values out of an init's NUL-separated command line.
@@ -501,6 +535,9 @@ impl Host for LinuxHost {
             }
         }
         let pid = Pid::from_raw(jid as i32);
+        let route = linux_net::jail_addr(&jail.ip)
+            .ok()
+            .and_then(|addr| Some((linux_net::host_end(jid)?, addr)));
         // The init answers SIGTERM by passing it on and exiting once its
         // children are gone, or at the end of the grace; SIGKILL to a PID
         // namespace's init ends them all.
@@ -520,6 +557,9 @@ impl Host for LinuxHost {
             c.finish(Duration::from_secs(1));
         }
         if gone {
+            if let Some((index, addr)) = route {
+                linux_net::unroute(index, addr);
+            }
             return Ok(());
         }
         Err(fail(format!("init {jid} is still alive after SIGKILL")))
@@ -528,6 +568,11 @@ impl Host for LinuxHost {
     fn running(&self) -> Result<Vec<Running>, HostError> {
         let entries = std::fs::read_dir(&self.proc_dir)
             .map_err(|e| HostError::List(format!("read {}: {e}", self.proc_dir.display())))?;
+        // A jail's init is PID 1 of a PID namespace of its own, so a
+        // process in ours (most of the host's) is passed over on one stat,
+        // without reading its command line (which reads its memory: the
+        // costly part of the scan, done for every jail started or stopped).
+        let ours = ns_id(&self.proc_dir.join("self/ns/pid"));
         let mut out = Vec::new();
         for entry in entries.flatten() {
             let Some(pid) = entry
@@ -537,6 +582,9 @@ impl Host for LinuxHost {
             else {
                 continue;
             };
+            if ours.is_some() && ns_id(&entry.path().join("ns/pid")) == ours {
+                continue;
+            }
             let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
                 continue;
             };

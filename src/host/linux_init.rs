@@ -346,7 +346,25 @@ fn reap_until_stopped(waited: &SigSet, grace: Duration) {
     }
     let _ = kill(Pid::from_raw(-1), Signal::SIGTERM);
     let until = Instant::now() + grace;
-    while Instant::now() < until && reap_all() {
-        std::thread::sleep(Duration::from_millis(10));
+    while reap_all() {
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        wait_signal(waited, left);
     }
+}
+
+/// Waits at most `timeout` for one of the blocked signals of `set` (the
+/// next SIGCHLD), instead of polling: the init exits, and the stop ends, as
+/// soon as the jail's last process is gone. A SIGCHLD that came before the
+/// call is still pending (blocked), so none is missed.
+fn wait_signal(set: &SigSet, timeout: Duration) {
+    let ts = nix::libc::timespec {
+        tv_sec: nix::libc::time_t::try_from(timeout.as_secs()).unwrap_or(nix::libc::time_t::MAX),
+        tv_nsec: nix::libc::c_long::from(timeout.subsec_nanos()),
+    };
+    // SAFETY: sigtimedwait reads the set and the timeout; a null siginfo
+    // asks for nothing back.
+    unsafe { nix::libc::sigtimedwait(set.as_ref(), std::ptr::null_mut(), &ts) };
 }

@@ -14,13 +14,18 @@
 //! other through the host's routes, without turning on `ip_forward`.
 //!
 //! Nothing here needs cleaning up: the pair dies with the jail's namespace
-//! (when its last process exits), and the route goes with the interface. A
-//! pair whose namespace the kernel has not finished tearing down yet (the
-//! cleanup is asynchronous) is deleted before its address is routed again.
+//! (when its last process exits), and the route goes with the interface.
+//! The kernel tears a namespace down asynchronously, so a stop drops the
+//! route at once ([`unroute`]), and a pair whose namespace is not gone yet
+//! is deleted before its address is routed again.
+//!
+//! Everything is asked of the kernel over rtnetlink ([`super::netlink`]),
+//! not through `ip` processes.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::AsFd;
-use std::process::{Command, Stdio};
+
+use super::netlink::{self, NewRoute, Rtnl};
 
 /// The host's address as a jail sees it: its default gateway, and the source
 /// address of the host's connections to it. It must be a local address of
@@ -53,13 +58,11 @@ pub enum NetError {
         path: String,
         source: std::io::Error,
     },
-    #[error("run `ip {args}` (install iproute2 if it is missing): {source}")]
-    Spawn {
-        args: String,
-        source: std::io::Error,
+    #[error("{what}: {source}")]
+    Netlink {
+        what: String,
+        source: super::netlink::Refusal,
     },
-    #[error("`ip {args}` failed: {why}")]
-    Ip { args: String, why: String },
     #[error("set up the network of init {pid}: the setup thread panicked")]
     Thread { pid: u32 },
 }
@@ -94,69 +97,6 @@ pub fn host_if(pid: u32) -> String {
     format!("jtx{pid}")
 }
 
-fn ip(args: &[&str]) -> Result<String, NetError> {
-    let joined = args.join(" ");
-    let out = Command::new("ip")
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|source| NetError::Spawn {
-            args: joined.clone(),
-            source,
-        })?;
-    if !out.status.success() {
-        return Err(NetError::Ip {
-            args: joined,
-            why: last_line(&out),
-        });
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-/// The last non-empty line `ip` wrote on stderr, or its exit status.
-fn last_line(out: &std::process::Output) -> String {
-    let err = String::from_utf8_lossy(&out.stderr);
-    err.lines()
-        .map(str::trim)
-        .rfind(|l| !l.is_empty())
-        .map_or_else(|| out.status.to_string(), str::to_owned)
-}
-
-/// Runs `commands` (each an `ip` command line without the `ip`) in one
-/// `ip -batch -` process, in the calling thread's network namespace. One
-/// process instead of one per command: a jail's start spawns two of these
-/// rather than ten `ip`s, which is most of what the network setup costs.
-/// `ip` stops at the first failing command and names it by its line number.
-fn ip_batch(commands: &[String]) -> Result<(), NetError> {
-    use std::io::Write;
-    let joined = commands.join("; ");
-    let spawn_err = |source| NetError::Spawn {
-        args: format!("-batch - ({joined})"),
-        source,
-    };
-    let mut child = Command::new("ip")
-        .args(["-batch", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(spawn_err)?;
-    let mut script = commands.join("\n");
-    script.push('\n');
-    // A write error means `ip` exited early; its status and stderr say why.
-    if let Some(mut stdin) = child.stdin.take() {
-        let _ = stdin.write_all(script.as_bytes());
-    }
-    let out = child.wait_with_output().map_err(spawn_err)?;
-    if !out.status.success() {
-        return Err(NetError::Ip {
-            args: format!("-batch - ({joined})"),
-            why: last_line(&out),
-        });
-    }
-    Ok(())
-}
-
 /// Writes `value` to `/proc/sys/net/PATH` of the calling thread's network
 /// namespace; `optional` ones (IPv6, absent when the kernel lacks it) may
 /// be missing.
@@ -177,42 +117,61 @@ fn is_live_init(pid: u32) -> bool {
 /// How long a start waits for a stopped jail's pair to finish going away.
 const TEARDOWN_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// A failed request's error, saying what was asked.
+fn refused(what: impl Into<String>) -> impl FnOnce(netlink::Refusal) -> NetError {
+    let what = what.into();
+    move |source| NetError::Netlink { what, source }
+}
+
 /// Refuses an address the host already routes locally to something else
 /// (one of its own addresses, a live jail), and waits out, or deletes, a
 /// dead jail's pair that still holds the route: the kernel tears a network
 /// namespace down asynchronously, so right after a stop (or a restart's
 /// stop) the old route may still be there, on an interface whose name is
-/// already gone (`ip` then shows it as `ifN`).
-fn claim(addr: Ipv4Addr) -> Result<(), NetError> {
-    let prefix = format!("{addr}/32");
+/// already gone.
+fn claim(nl: &mut Rtnl, addr: Ipv4Addr) -> Result<(), NetError> {
     let until = std::time::Instant::now() + TEARDOWN_WAIT;
     loop {
-        let routes = ip(&["-4", "-o", "route", "show", "table", "local", &prefix])?;
-        let Some(route) = routes.lines().map(str::trim).find(|l| !l.is_empty()) else {
+        let routes = match nl.routes_to(netlink::RT_TABLE_LOCAL, addr, 32) {
+            // The table changed while it was read (other jails starting):
+            // read it again, within the same bound as the teardown wait.
+            Err(e) if e.errno == nix::errno::Errno::EAGAIN && std::time::Instant::now() < until => {
+                continue;
+            }
+            r => r.map_err(refused(format!("list the host's local routes to {addr}")))?,
+        };
+        let Some(route) = routes.first() else {
             return Ok(());
         };
-        let words: Vec<&str> = route.split_whitespace().collect();
-        let dev = words
-            .iter()
-            .position(|w| *w == "dev")
-            .and_then(|i| words.get(i + 1))
-            .copied()
-            .unwrap_or_default();
-        let dead_jail = dev
-            .strip_prefix("jtx")
+        let name = match route.oif {
+            Some(i) => nl
+                .link_name(i)
+                .map_err(refused(format!("look up interface {i}")))?,
+            None => None,
+        };
+        let dead_jail = name
+            .as_deref()
+            .and_then(|n| n.strip_prefix("jtx"))
             .and_then(|n| n.parse::<u32>().ok())
             .is_some_and(|pid| !is_live_init(pid));
-        let unnamed = dev
-            .strip_prefix("if")
-            .is_some_and(|n| n.parse::<u32>().is_ok())
-            && !std::path::Path::new("/sys/class/net").join(dev).exists();
+        // A route out of an interface that is gone: its namespace is being
+        // torn down, and the route goes with it.
+        let unnamed = route.oif.is_some() && name.is_none();
         if !(dead_jail || unnamed) || std::time::Instant::now() >= until {
+            let dev = match (&name, route.oif) {
+                (Some(n), _) => n.clone(),
+                (None, Some(i)) => format!("if{i}"),
+                (None, None) => "none".into(),
+            };
             return Err(NetError::InUse {
                 ip: addr,
-                route: route.to_owned(),
+                route: route.describe(&dev),
             });
         }
-        if dead_jail && ip(&["link", "del", dev]).is_ok() {
+        if dead_jail
+            && let Some(i) = route.oif
+            && nl.del_link(i).is_ok()
+        {
             // Deleting one end deletes both, and the route with them, at
             // once: look again without waiting (a restart's common case).
             continue;
@@ -266,22 +225,28 @@ pub fn await_host() -> Result<(), String> {
 /// made in it, dies with the init.
 pub fn setup(pid: u32, addr: Ipv4Addr) -> Result<(), NetError> {
     let host = host_if(pid);
-    let host_ip = HOST_GATEWAY.to_string();
-    let jail_ip = addr.to_string();
-    claim(addr)?;
+    let mut nl = Rtnl::open().map_err(refused("open a netlink socket"))?;
+    claim(&mut nl, addr)?;
     // A pair of that name can only be a dead init's (PIDs are unique among
     // live processes) whose namespace is still being torn down.
-    if std::path::Path::new("/sys/class/net").join(&host).exists() {
-        let _ = ip(&["link", "del", &host]);
+    if let Some(old) = nl
+        .link_index(&host)
+        .map_err(refused(format!("look up {host}")))?
+    {
+        let _ = nl.del_link(old);
     }
-    // The host's end, up and routed before the jail's end is: the route is
-    // kept (marked linkdown) until the jail's end comes up, and nothing
-    // reaches the jail before its init hears `go` anyway.
-    ip_batch(&[
-        format!("link add {host} type veth peer name {JAIL_IF} netns {pid}"),
-        format!("link set {host} up"),
-        format!("route add {jail_ip}/32 dev {host} table local src {host_ip}"),
-    ])?;
+    nl.add_veth(&host, JAIL_IF, pid).map_err(refused(format!(
+        "add the veth pair {host}/{JAIL_IF} into the network namespace of init {pid}"
+    )))?;
+    let index = nl
+        .link_index(&host)
+        .map_err(refused(format!("look up {host}")))?
+        .ok_or_else(|| NetError::Netlink {
+            what: format!("look up {host}"),
+            source: nix::errno::Errno::ENODEV.into(),
+        })?;
+    nl.set_up(index)
+        .map_err(refused(format!("set {host} up")))?;
     sysctl(&format!("ipv4/conf/{host}/route_localnet"), "1", false)?;
     sysctl(&format!("ipv4/conf/{host}/forwarding"), "1", false)?;
     // IPv4 only: no link-local IPv6 path between the jail and the host.
@@ -289,19 +254,98 @@ pub fn setup(pid: u32, addr: Ipv4Addr) -> Result<(), NetError> {
     in_netns(pid, || {
         sysctl(&format!("ipv4/conf/{JAIL_IF}/route_localnet"), "1", false)?;
         sysctl(&format!("ipv6/conf/{JAIL_IF}/disable_ipv6"), "1", true)?;
-        ip_batch(&[
-            "link set lo up".into(),
-            // Bringing lo up gives it 127.0.0.1/8; only 127.0.0.1 is the
-            // jail's. (Deleted first: a /32 added beside the /8 would be its
-            // secondary, deleted with it.)
-            "addr del 127.0.0.1/8 dev lo".into(),
-            "addr add 127.0.0.1/32 dev lo".into(),
-            format!("addr add {jail_ip}/32 dev {JAIL_IF}"),
-            format!("link set {JAIL_IF} up"),
-            format!("route add default via {host_ip} dev {JAIL_IF} onlink src {jail_ip}"),
-        ])
+        // Opened here: a netlink socket acts in the namespace it was made in.
+        let mut nl = Rtnl::open().map_err(refused("open a netlink socket in the jail"))?;
+        jail_side(&mut nl, addr)
     })?;
-    Ok(())
+    // Routed last, once the jail's end is up with its address: until then
+    // a connection to the address is refused at once by the host's own
+    // loopback, where a SYN sent into a pair whose far end is not up yet
+    // would be dropped and cost the client a one-second retransmission.
+    nl.add_route(&NewRoute {
+        dst: addr,
+        dst_len: 32,
+        table: netlink::RT_TABLE_LOCAL,
+        scope: netlink::RT_SCOPE_LINK,
+        oif: index,
+        gateway: None,
+        prefsrc: HOST_GATEWAY,
+        onlink: false,
+    })
+    .map_err(refused(format!(
+        "route {addr}/32 to {host} in table local, source {HOST_GATEWAY}"
+    )))
+}
+
+/// The index of the host's end of the pair of the live init `pid`: taken
+/// while the init runs (its PID, and so the name, is its own then), for
+/// [`unroute`] once it is gone.
+pub fn host_end(pid: u32) -> Option<u32> {
+    Rtnl::open().ok()?.link_index(&host_if(pid)).ok()?
+}
+
+/// Drops the host's route to a stopped jail's address `addr` through its
+/// pair `index` at once. The pair itself goes with the jail's namespace,
+/// which the kernel tears down later, asynchronously: until then its route
+/// would send connections into a dead namespace, where SYNs are dropped
+/// (a client waits a second to retry) instead of refused. Deleting the
+/// route, not the pair: a pair's deletion waits for RCU grace periods
+/// under the lock every jail's network setup takes. Best effort: a start
+/// on that address deletes a dead jail's leftovers anyway (see `claim`).
+pub fn unroute(index: u32, addr: Ipv4Addr) {
+    if let Ok(mut nl) = Rtnl::open() {
+        let _ = nl.del_route(netlink::RT_TABLE_LOCAL, addr, 32, index);
+    }
+}
+
+/// `ip addr`'s default scope: `host` for 127/8, else `global`.
+fn scope_of(addr: Ipv4Addr) -> u8 {
+    if addr.is_loopback() {
+        netlink::RT_SCOPE_HOST
+    } else {
+        netlink::RT_SCOPE_UNIVERSE
+    }
+}
+
+/// The jail's side, from inside its namespace: `lo` with `127.0.0.1/32`
+/// only, the jail's address on [`JAIL_IF`], the default route via the host.
+fn jail_side(nl: &mut Rtnl, addr: Ipv4Addr) -> Result<(), NetError> {
+    let index = |nl: &mut Rtnl, name: &str| {
+        nl.link_index(name)
+            .map_err(refused(format!("look up {name} in the jail")))?
+            .ok_or_else(|| NetError::Netlink {
+                what: format!("look up {name} in the jail"),
+                source: nix::errno::Errno::ENODEV.into(),
+            })
+    };
+    let lo = index(nl, "lo")?;
+    let eth = index(nl, JAIL_IF)?;
+    let localhost = Ipv4Addr::LOCALHOST;
+    nl.set_up(lo).map_err(refused("set lo up in the jail"))?;
+    // Bringing lo up gives it 127.0.0.1/8; only 127.0.0.1 is the jail's.
+    // (Deleted first: a /32 added beside the /8 would be its secondary,
+    // deleted with it.)
+    nl.addr(false, lo, localhost, 8, netlink::RT_SCOPE_HOST)
+        .map_err(refused("delete 127.0.0.1/8 from lo in the jail"))?;
+    nl.addr(true, lo, localhost, 32, netlink::RT_SCOPE_HOST)
+        .map_err(refused("add 127.0.0.1/32 to lo in the jail"))?;
+    nl.addr(true, eth, addr, 32, scope_of(addr))
+        .map_err(refused(format!("add {addr}/32 to {JAIL_IF} in the jail")))?;
+    nl.set_up(eth)
+        .map_err(refused(format!("set {JAIL_IF} up in the jail")))?;
+    nl.add_route(&NewRoute {
+        dst: Ipv4Addr::UNSPECIFIED,
+        dst_len: 0,
+        table: netlink::RT_TABLE_MAIN,
+        scope: netlink::RT_SCOPE_UNIVERSE,
+        oif: eth,
+        gateway: Some(HOST_GATEWAY),
+        prefsrc: addr,
+        onlink: true,
+    })
+    .map_err(refused(format!(
+        "route default via {HOST_GATEWAY} on {JAIL_IF} in the jail"
+    )))
 }
 
 #[cfg(test)]

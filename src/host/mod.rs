@@ -22,6 +22,10 @@ pub mod linux_net;
 #[cfg(target_os = "linux")]
 pub mod linux_seccomp;
 pub mod mountinfo;
+#[cfg(target_os = "linux")]
+pub mod netlink;
+#[cfg(target_os = "linux")]
+mod netlink_wire;
 pub mod recording;
 
 use std::path::{Path, PathBuf};
