@@ -1,6 +1,7 @@
 //! The `jailtx` command: parse, validate, call one library function, print.
 
 pub mod args;
+mod bundles;
 mod completions;
 mod integrity;
 mod output;
@@ -208,11 +209,22 @@ fn run(cli: Cli) -> Result<(), Error> {
         Command::Recover { rollback } => recover(&ctx, rollback),
         Command::History => history(&ctx),
         Command::RunPlan { file } => run_plan(&ctx, &file),
-        Command::Template(TemplateCmd::Build { source }) => {
-            let source = world_source(source)?;
-            plan_and_run(&ctx, |ctx, _| {
-                ops::template::plan_build(&ctx.layout, source, &ctx.cfg.carry_over)
-            })
+        Command::Template(TemplateCmd::Build { source }) => match world_source(source)? {
+            Given::World(source) => {
+                ops::bundle::require_signed(&ctx.cfg, &source)?;
+                plan_and_run(&ctx, |ctx, _| {
+                    ops::template::plan_build(&ctx.layout, source, &ctx.cfg.carry_over)
+                })
+            }
+            Given::Bundle(file) => plan_and_run(&ctx, |ctx, _| {
+                ops::template::plan_build_bundle(&ctx.layout, &ctx.cfg, &file, !ctx.global.dry_run)
+            }),
+        },
+        Command::Template(TemplateCmd::Pack { template, output }) => {
+            bundles::pack(&ctx, template.as_deref(), &output)
+        }
+        Command::Template(TemplateCmd::Show { template }) => {
+            bundles::show(&ctx, template.as_deref())
         }
         Command::Jail(JailCmd::Create {
             hostname,
@@ -236,12 +248,17 @@ fn run(cli: Cli) -> Result<(), Error> {
             ops::jail::plan_restart(&ctx.site(host), &checked.jails)
         }),
         Command::Status => status(&ctx),
-        Command::Upgrade { source } => {
-            let source = world_source(source)?;
-            plan_window_and_run(&ctx, true, |ctx, host| {
-                ops::upgrade::plan_upgrade(&ctx.site(host), source)
-            })
-        }
+        Command::Upgrade { source } => match world_source(source)? {
+            Given::World(source) => {
+                ops::bundle::require_signed(&ctx.cfg, &source)?;
+                plan_window_and_run(&ctx, true, |ctx, host| {
+                    ops::upgrade::plan_upgrade(&ctx.site(host), source)
+                })
+            }
+            Given::Bundle(file) => plan_window_and_run(&ctx, true, |ctx, host| {
+                ops::upgrade::plan_upgrade_bundle(&ctx.site(host), &file, !ctx.global.dry_run)
+            }),
+        },
         Command::EtcMerge { names } => etc_merge(&ctx, &names),
         Command::Rollback { .. } => plan_window_and_run(&ctx, false, |ctx, host| {
             ops::upgrade::plan_rollback(&ctx.site(host), checked.archive.as_ref())
@@ -498,7 +515,13 @@ fn check_input(command: &Command) -> Result<Checked, Error> {
             Ok(())
         }
         Command::Template(TemplateCmd::Build { source }) | Command::Upgrade { source } => {
-            validate::source(&world_source(source.clone())?)
+            match world_source(source.clone())? {
+                Given::World(source) => validate::source(&source),
+                Given::Bundle(file) if !file.is_file() => {
+                    Err(format!("--from-bundle {}: no such file", file.display()).into())
+                }
+                Given::Bundle(_) => Ok(()),
+            }
         }
         Command::Prune { keep: Some(keep) } => {
             crate::config::in_range("--keep", *keep, &crate::config::KEEP_ARCHIVES)
@@ -531,14 +554,22 @@ impl Checked {
     }
 }
 
-fn world_source(s: args::Source) -> Result<crate::world::Source, Error> {
+/// What a build or upgrade was given: a world, or a bundle (whose source
+/// in the plan is known only once it is checked).
+enum Given {
+    World(crate::world::Source),
+    Bundle(std::path::PathBuf),
+}
+
+fn world_source(s: args::Source) -> Result<Given, Error> {
     use crate::world::Source;
-    match (s.from_dir, s.from_tar, s.from_cmd) {
-        (Some(d), None, None) => Ok(Source::Dir(d)),
-        (None, Some(t), None) => Ok(Source::Tar(t)),
-        (None, None, Some(c)) => Ok(Source::Cmd(c)),
+    match (s.from_dir, s.from_tar, s.from_cmd, s.from_bundle) {
+        (Some(d), None, None, None) => Ok(Given::World(Source::Dir(d))),
+        (None, Some(t), None, None) => Ok(Given::World(Source::Tar(t))),
+        (None, None, Some(c), None) => Ok(Given::World(Source::Cmd(c))),
+        (None, None, None, Some(b)) => Ok(Given::Bundle(b)),
         _ => Err(Error::Usage(
-            "give exactly one of --from-dir, --from-tar, --from-cmd".into(),
+            "give exactly one of --from-dir, --from-tar, --from-cmd, --from-bundle".into(),
         )),
     }
 }
@@ -706,6 +737,7 @@ fn status(ctx: &Ctx) -> Result<(), Error> {
     // The jails' state alone can look like a quiet stopped host; an
     // interrupted transaction is what explains it at 3 a.m.
     let pending = statedir::read_pending(&ctx.layout)?;
-    output::status(ctx.global.json, &rows, pending.as_ref());
+    let origin = ops::bundle::origin(&ctx.layout, "mroot");
+    output::status(ctx.global.json, &rows, pending.as_ref(), origin.as_ref());
     Ok(())
 }

@@ -86,6 +86,7 @@ fn switch(
     target: &Path,
     target_name: &str,
     target_manifest: bool,
+    target_origin: bool,
     archive: &str,
 ) -> Result<(usize, usize), OpsError> {
     let l = w.layout;
@@ -161,6 +162,26 @@ fn switch(
             Action::Rename {
                 from: manifest_file(w, target_name),
                 to: manifest_file(w, "mroot"),
+            },
+        );
+    }
+    // A template's origin (a bundle's signer, say) moves with it too.
+    let origin = |name: &str| super::bundle::origin_file(l, name);
+    if exists(&origin("mroot")) {
+        plan.push(
+            "archive-origin",
+            Action::Rename {
+                from: origin("mroot"),
+                to: origin(archive),
+            },
+        );
+    }
+    if target_origin {
+        plan.push(
+            "switch-origin",
+            Action::Rename {
+                from: origin(target_name),
+                to: origin("mroot"),
             },
         );
     }
@@ -339,6 +360,33 @@ pub fn plan_upgrade_on(
     source: Source,
     today: &str,
 ) -> Result<(Plan, (usize, usize)), OpsError> {
+    plan_upgrade_from(w, source, today, None)
+}
+
+/// Plans an upgrade from the bundle `file`: checked (signature, header,
+/// every entry) and, with `stage` (not in a dry run), unpacked to `mroot2`
+/// with its tree's id checked and its manifest written, all before the
+/// transaction, so a refusal is exit 2 with nothing changed. The tree is
+/// already shaped: no shape step.
+pub fn plan_upgrade_bundle(
+    w: &Site,
+    file: &Path,
+    stage: bool,
+) -> Result<(Plan, (usize, usize)), OpsError> {
+    let (checked, _) = super::bundle::check(w.cfg, file)?;
+    let planned = plan_upgrade_from(w, checked.source.clone(), &today(), Some(&checked.origin))?;
+    if stage {
+        super::bundle::stage(w.layout, w.cfg, &checked)?;
+    }
+    Ok(planned)
+}
+
+fn plan_upgrade_from(
+    w: &Site,
+    source: Source,
+    today: &str,
+    origin: Option<&super::bundle::Origin>,
+) -> Result<(Plan, (usize, usize)), OpsError> {
     validate::source(&source)?;
     let l = w.layout;
     if !l.mroot.is_dir() {
@@ -369,13 +417,16 @@ pub fn plan_upgrade_on(
         .into());
     }
     let staged_manifest = manifest_file(w, "mroot2");
-    if exists(&staged_manifest) {
-        return Err(format!(
-            "{} is left from an earlier build; remove it, then upgrade again",
-            staged_manifest.display()
-        )
-        .into());
+    for stale in [&staged_manifest, &super::bundle::origin_file(l, "mroot2")] {
+        if exists(stale) {
+            return Err(format!(
+                "{} is left from an earlier build; remove it, then upgrade again",
+                stale.display()
+            )
+            .into());
+        }
     }
+    let shaped = matches!(source, Source::Bundle(_));
     // Last, as the dearest check (an archive is read whole): a world the
     // layout cannot take is exit 2 with nothing changed (SPEC section 5).
     crate::world::check_source(&source, &w.cfg.carry_over)?;
@@ -396,7 +447,7 @@ pub fn plan_upgrade_on(
             to: l.mroot2.clone(),
         },
     );
-    if w.backend == Backend::FreeBsd {
+    if w.backend == Backend::FreeBsd && !shaped {
         // The Handbook's `chflags -R 0 var` before `rm -R etc var root usr/local tmp`.
         let rels = crate::world::MOVES.iter().map(|m| PathBuf::from(m.0));
         for rel in rels.chain(w.cfg.carry_over.iter().cloned()) {
@@ -408,14 +459,16 @@ pub fn plan_upgrade_on(
             );
         }
     }
-    plan.push(
-        "shape",
-        Action::Shape {
-            template: l.mroot2.clone(),
-            skel: None,
-            carry_over: w.cfg.carry_over.clone(),
-        },
-    );
+    if !shaped {
+        plan.push(
+            "shape",
+            Action::Shape {
+                template: l.mroot2.clone(),
+                skel: None,
+                carry_over: w.cfg.carry_over.clone(),
+            },
+        );
+    }
     plan.push(
         "manifest",
         Action::WriteManifest {
@@ -424,6 +477,9 @@ pub fn plan_upgrade_on(
             exclude: w.cfg.carry_over.clone(),
         },
     );
+    if let Some(origin) = origin {
+        super::bundle::push_origin(l, &mut plan, origin)?;
+    }
     // Right before the window: the staged tree is still what was hashed.
     plan.push(
         "verify-staged",
@@ -432,7 +488,15 @@ pub fn plan_upgrade_on(
             manifest: staged_manifest,
         },
     );
-    let window = switch(w, &mut plan, &l.mroot2, "mroot2", true, &archive)?;
+    let window = switch(
+        w,
+        &mut plan,
+        &l.mroot2,
+        "mroot2",
+        true,
+        origin.is_some(),
+        &archive,
+    )?;
     Ok((plan, window))
 }
 
@@ -487,7 +551,16 @@ pub fn plan_rollback_on(
         plan.notes.insert("from".into(), id);
     }
     let has_manifest = exists(&manifest_file(w, &target));
-    let window = switch(w, &mut plan, &target_dir, &target, has_manifest, &archive)?;
+    let has_origin = exists(&super::bundle::origin_file(l, &target));
+    let window = switch(
+        w,
+        &mut plan,
+        &target_dir,
+        &target,
+        has_manifest,
+        has_origin,
+        &archive,
+    )?;
     Ok((plan, window))
 }
 
@@ -519,6 +592,13 @@ pub fn plan_prune(w: &Site, keep: usize) -> Result<Plan, OpsError> {
             plan.push_after_commit(
                 format!("remove-manifest-{name}"),
                 Action::RemoveTree { path: m },
+            );
+        }
+        let o = super::bundle::origin_file(w.layout, name);
+        if exists(&o) {
+            plan.push_after_commit(
+                format!("remove-origin-{name}"),
+                Action::RemoveTree { path: o },
             );
         }
     }
