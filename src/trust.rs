@@ -99,17 +99,19 @@ pub fn keys(trust: &Trust) -> Result<Vec<TrustedKey>, TrustError> {
             entry: entry.clone(),
             why,
         };
-        let looks_like_key = entry.starts_with("RW") && !entry.contains('/');
-        let line = if looks_like_key {
-            entry.clone()
-        } else {
-            let text = read_small(Path::new(entry)).map_err(|e| bad(e.to_string()))?;
-            text.lines()
-                .map(str::trim)
-                .find(|l| !l.is_empty() && !l.starts_with("untrusted comment:"))
-                .ok_or_else(|| bad("no key line in the file".into()))?
-                .to_owned()
-        };
+        // A key line is 56 base64 characters, which may hold `/`: it is
+        // taken as a key when it decodes as one, else as a path.
+        if let Ok(k) = TrustedKey::from_base64(entry) {
+            out.push(k);
+            continue;
+        }
+        let text = read_small(Path::new(entry)).map_err(|e| bad(e.to_string()))?;
+        let line = text
+            .lines()
+            .map(str::trim)
+            .find(|l| !l.is_empty() && !l.starts_with("untrusted comment:"))
+            .ok_or_else(|| bad("no key line in the file".into()))?
+            .to_owned();
         out.push(TrustedKey::from_base64(&line).map_err(bad)?);
     }
     Ok(out)
