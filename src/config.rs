@@ -21,6 +21,12 @@ pub const HEALTH_TIMEOUT_SECS: std::ops::RangeInclusive<u64> = 0..=3600;
 /// `[upgrade] parallel`: jails stopped (and started) at once inside a
 /// batch of the downtime window; 1 stops and starts them one by one.
 pub const UPGRADE_PARALLEL: std::ops::RangeInclusive<u32> = 1..=256;
+/// `upgrade --canary-wait`, in seconds: 0 to a day. The canaries' soak
+/// before the rest of the jails switch; a plan from the journal is clamped
+/// to it.
+pub const CANARY_WAIT_SECS: std::ops::RangeInclusive<u64> = 0..=86_400;
+/// The end of [`CANARY_WAIT_SECS`].
+pub const CANARY_WAIT_MAX: u64 = *CANARY_WAIT_SECS.end();
 /// `keep_archives` and `prune --keep`: archived templates kept.
 pub const KEEP_ARCHIVES: std::ops::RangeInclusive<u32> = 0..=1000;
 

@@ -4,6 +4,8 @@
 use crate::config::ConfigError;
 use crate::engine::EngineError;
 use crate::engine::lock::LockError;
+use crate::manifest::last_audit::LastAuditError;
+use crate::metrics::MetricsError;
 use crate::ops::OpsError;
 use crate::statedir::StateError;
 
@@ -52,6 +54,23 @@ impl Error {
             Error::State(StateError::Engine(e)) | Error::Engine(e) => e.exit_code(),
             Error::State(StateError::Journal(j)) => j.exit_code(),
             Error::State(_) | Error::Fs(_) | Error::Io(_) => 6,
+        }
+    }
+}
+
+/// `metrics` reads what `status` and `history` read: its failures are
+/// theirs, with their exit codes; a bad `--output` or a damaged audit
+/// record is bad input (exit 2), a failed write of the file exit 6.
+impl From<MetricsError> for Error {
+    fn from(e: MetricsError) -> Error {
+        match e {
+            MetricsError::State(s) => Error::State(s),
+            MetricsError::Ops(o) => Error::Ops(o),
+            MetricsError::Audit(LastAuditError::Unsafe(u)) => Error::State(StateError::Unsafe(u)),
+            e @ (MetricsError::Audit(_) | MetricsError::Output { .. }) => {
+                Error::Usage(e.to_string())
+            }
+            e @ MetricsError::Write { .. } => Error::Io(e.to_string()),
         }
     }
 }

@@ -18,6 +18,7 @@
 //   ops              planners: input and state in, a plan out
 //   etcmerge         the /etc three-way merge planner
 //   statedir         the locked state dir: engine, journal and history
+//   metrics          the state as Prometheus text (read only)
 //   error, cli       exit codes by error type / the command line
 pub mod cli;
 pub mod config;
@@ -28,6 +29,7 @@ pub mod fs;
 pub mod host;
 pub mod journal;
 pub mod manifest;
+pub mod metrics;
 pub mod ops;
 pub mod plan;
 pub mod statedir;

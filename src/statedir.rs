@@ -202,6 +202,19 @@ fn read_journal(layout: &Layout) -> Result<Vec<TxState>, StateError> {
     Ok(txs)
 }
 
+/// The journal's size in bytes (0 before the first transaction), read
+/// without opening it for writing: for `metrics`.
+pub fn journal_len(layout: &Layout) -> Result<u64, StateError> {
+    require(layout)?;
+    match FileStorage::open_read_only(&layout.journal)? {
+        Some(s) => s.len().map_err(|source| StateError::Open {
+            path: layout.journal.clone(),
+            source,
+        }),
+        None => Ok(0),
+    }
+}
+
 /// The interrupted transaction, if any, read without changing a byte: for
 /// `status`.
 pub fn read_pending(layout: &Layout) -> Result<Option<TxState>, StateError> {

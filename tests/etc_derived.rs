@@ -144,7 +144,13 @@ fn freebsd_merge_runs_etcupdates_steps_inside_the_jails() {
         s.layout.js.join("mail/etc/localtime"),
     )
     .unwrap();
-    let (plan, _) = upgrade::plan_upgrade_on(&s.site(), Source::Dir(w2), DATE).unwrap();
+    let (plan, _) = upgrade::plan_upgrade_on(
+        &s.site(),
+        Source::Dir(w2),
+        &upgrade::Canary::default(),
+        DATE,
+    )
+    .unwrap();
     s.apply_steps(&plan);
     assert_eq!(s.sim.jail_names(), ["ns"]);
     s.ran();
@@ -263,7 +269,13 @@ fn a_failed_step_is_kept_for_later() {
     // A copied localtime without var/db/zoneinfo: tzsetup -r could not know
     // the zone, so (as etcupdate) it is not run.
     std::fs::write(s.layout.js.join("ns/etc/localtime"), "TZif\n").unwrap();
-    let (plan, _) = upgrade::plan_upgrade_on(&s.site(), Source::Dir(w2), DATE).unwrap();
+    let (plan, _) = upgrade::plan_upgrade_on(
+        &s.site(),
+        Source::Dir(w2),
+        &upgrade::Canary::default(),
+        DATE,
+    )
+    .unwrap();
     s.apply_steps(&plan);
     s.apply_steps(&jailtx::etcmerge::plan(&s.site(), &[]).unwrap().0);
     let due = std::fs::read_to_string(s.due("ns")).unwrap();

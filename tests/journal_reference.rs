@@ -366,6 +366,11 @@ fn action_example(name: &str) -> Action {
             template: "/a".into(),
             manifest: "/m".into(),
         },
+        Action::CanaryWait {
+            jails: Vec::new(),
+            wait_secs: 30,
+            timeout_secs: 5,
+        },
     ];
     examples
         .into_iter()
@@ -396,6 +401,7 @@ fn action_name(a: &Action) -> &'static str {
         Action::MakeDirIn { .. } => "MakeDirIn",
         Action::SymlinkIn { .. } => "SymlinkIn",
         Action::VerifyManifest { .. } => "VerifyManifest",
+        Action::CanaryWait { .. } => "CanaryWait",
     }
 }
 

@@ -651,6 +651,117 @@ fn summaries() -> Image {
         }))
 }
 
+/// Transaction 15: an upgrade with a canary (`ns`): the templates renamed
+/// while the jails ran, `ns` switched on its own and health-checked, then
+/// killed during its soak (the intent of `canary-wait`, step 9, without its
+/// done); `www` never stopped.
+fn canary_wait() -> Image {
+    let tx = 15;
+    let (ns, www) = (jail("ns", "10.0.0.4"), jail("www", "10.0.0.2"));
+    let chain = |j: &JailSpec, name: &str| {
+        vec![
+            step(
+                &format!("stop-{name}"),
+                Action::StopJail { jail: j.clone() },
+            ),
+            step(
+                &format!("unmount-s-{name}"),
+                Action::Unmount {
+                    src: format!("/home/js/{name}").into(),
+                    dst: format!("/home/j/{name}/s").into(),
+                    read_only: false,
+                },
+            ),
+            step(
+                &format!("unmount-root-{name}"),
+                Action::Unmount {
+                    src: "/home/j/mroot.20260101".into(),
+                    dst: format!("/home/j/{name}").into(),
+                    read_only: true,
+                },
+            ),
+            step(
+                &format!("mount-root-{name}"),
+                mount("/home/j/mroot", &format!("/home/j/{name}"), true),
+            ),
+            step(
+                &format!("mount-s-{name}"),
+                mount(
+                    &format!("/home/js/{name}"),
+                    &format!("/home/j/{name}/s"),
+                    false,
+                ),
+            ),
+            step(
+                &format!("start-{name}"),
+                Action::StartJail { jail: j.clone() },
+            ),
+        ]
+    };
+    let canaries = vec![(ns.clone(), Some("nc -z 10.0.0.4 53".into()))];
+    let mut steps = vec![
+        step(
+            "archive-mroot",
+            Action::Rename {
+                from: "/home/j/mroot".into(),
+                to: "/home/j/mroot.20260101".into(),
+            },
+        ),
+        step(
+            "switch-mroot",
+            Action::Rename {
+                from: "/home/j/mroot2".into(),
+                to: "/home/j/mroot".into(),
+            },
+        ),
+    ];
+    steps.extend(chain(&ns, "ns"));
+    steps.push(step(
+        "health-check-canary",
+        Action::HealthCheck {
+            jails: canaries.clone(),
+            timeout_secs: 30,
+        },
+    ));
+    steps.push(step(
+        "canary-wait",
+        Action::CanaryWait {
+            jails: canaries.clone(),
+            wait_secs: 300,
+            timeout_secs: 30,
+        },
+    ));
+    steps.extend(chain(&www, "www"));
+    let mut all = canaries;
+    all.push((www, None));
+    steps.push(step(
+        "health-check",
+        Action::HealthCheck {
+            jails: all,
+            timeout_secs: 30,
+        },
+    ));
+    let plan = Plan {
+        op: "upgrade".into(),
+        summary: "upgrade to a new template from /tmp/base.txz".into(),
+        commit: steps.len() as u32,
+        steps,
+        notes: notes(&[("archive", "mroot.20260101")]),
+        bystanders: Vec::new(),
+    };
+    let mut img = Image::new(JOURNAL_MAGIC).push(Record::Begin(Begin {
+        tx,
+        started_ms: T0 + 360_000,
+        plan,
+    }));
+    for i in 0..2 {
+        img = img.push(intents(tx, (i, i))).push(dones(tx, (i, i)));
+    }
+    img.push(intents(tx, (2, 8)))
+        .push(dones(tx, (2, 8)))
+        .push(intents(tx, (9, 9)))
+}
+
 fn vectors() -> Vec<Vector> {
     let mut out = Vec::new();
     let mut add = |name, img: &Image, bytes: Vec<u8>, expected| {
@@ -677,6 +788,7 @@ fn vectors() -> Vec<Vector> {
         ("verify-drift.journal", verify_drift()),
         ("two-transactions.journal", two_transactions()),
         ("bundle-upgrade.journal", bundle_upgrade()),
+        ("canary-wait.journal", canary_wait()),
         ("history.history", summaries()),
     ] {
         add(name, &img, img.bytes.clone(), img.expect(0));
@@ -928,6 +1040,7 @@ fn released_index(action: &Action) -> (usize, &'static str) {
         Action::MakeDirIn { .. } => (18, "MakeDirIn"),
         Action::SymlinkIn { .. } => (19, "SymlinkIn"),
         Action::VerifyManifest { .. } => (20, "VerifyManifest"),
+        Action::CanaryWait { .. } => (21, "CanaryWait"),
     }
 }
 

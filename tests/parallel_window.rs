@@ -321,6 +321,7 @@ fn batched(plan: &Value) -> Vec<(usize, String)> {
         "mount",
         "start-jail",
         "health-check",
+        "canary-wait",
     ];
     plan["steps"]
         .as_array()
@@ -335,9 +336,29 @@ fn batched(plan: &Value) -> Vec<(usize, String)> {
         .collect()
 }
 
+/// The upgrade's extra arguments: with `canary`, `www` switches first
+/// (and, in the compensation cases, is the jail whose health check fails).
+fn extra(canary: bool) -> &'static [&'static str] {
+    if canary {
+        &["--canary", "www", "--canary-wait", "0"]
+    } else {
+        &[]
+    }
+}
+
+fn upgrade_args<'a>(w2: &'a Path, canary: bool) -> Vec<&'a str> {
+    let mut args = vec!["upgrade", "--from-dir", w2.to_str().unwrap()];
+    args.extend(extra(canary));
+    args
+}
+
 /// A root ready for the upgrade: three running jails (so each batch has
 /// chains to run side by side), one stopped, one unmounted.
-fn prepare(worlds: &Worlds, compensation: bool) -> (Root, Vec<JailDef>, Baseline, Value) {
+fn prepare(
+    worlds: &Worlds,
+    compensation: bool,
+    canary: bool,
+) -> (Root, Vec<JailDef>, Baseline, Value) {
     let jails = fleet(&[
         ("ns", RunState::Running),
         ("www", RunState::Running),
@@ -353,18 +374,20 @@ fn prepare(worlds: &Worlds, compensation: bool) -> (Root, Vec<JailDef>, Baseline
     let r = Root::with_jails(Some(config), &worlds.get(1), &jails);
     let base = Baseline::take(&r);
     let w2 = worlds.get(2);
-    let plan = r.dry_run_plan(&["upgrade", "--from-dir", w2.to_str().unwrap()]);
+    let plan = r.dry_run_plan(&upgrade_args(&w2, canary));
     (r, jails, base, plan)
 }
 
-fn run_case(worlds: &Worlds, compensation: bool, c: &Case) -> Result<(), Vec<String>> {
-    let (r, jails, base, plan) = prepare(worlds, compensation);
+fn run_case(
+    worlds: &Worlds,
+    compensation: bool,
+    canary: bool,
+    c: &Case,
+) -> Result<(), Vec<String>> {
+    let (r, jails, base, plan) = prepare(worlds, compensation, canary);
     let w2 = worlds.get(2);
     let fault = format!("upgrade/{}:{}", c.instant, c.index);
-    let out = r.run_env(
-        &["upgrade", "--from-dir", w2.to_str().unwrap()],
-        &[("JAILTX_FAULT", &fault)],
-    );
+    let out = r.run_env(&upgrade_args(&w2, canary), &[("JAILTX_FAULT", &fault)]);
     if !out.killed() {
         return Err(vec![format!("the fault {fault} did not fire: {out}")]);
     }
@@ -414,22 +437,42 @@ fn run_case(worlds: &Worlds, compensation: bool, c: &Case) -> Result<(), Vec<Str
     if bad.is_empty() { Ok(()) } else { Err(bad) }
 }
 
-fn run_matrix(compensation: bool) {
+fn run_matrix(compensation: bool, canary: bool) {
     let worlds = Worlds::new();
-    let (_, _, _, plan) = prepare(&worlds, compensation);
-    let steps = batched(&plan);
+    let (_, _, _, plan) = prepare(&worlds, compensation, canary);
+    let mut steps = batched(&plan);
     let names = step_names(&plan);
-    // Both batches, each with more than one chain.
+    let full = std::env::var("JAILTX_FULL_MATRIX").is_ok_and(|v| v == "1");
+    if canary {
+        let wait = names
+            .iter()
+            .position(|n| n == "canary-wait")
+            .expect("canary-wait");
+        // The canary's own instants, the soak and the first chain after it
+        // (the other chains are the plain matrix's); all with the long form.
+        if compensation {
+            // The canary's failing check is where the compensations begin.
+            steps.retain(|(i, _)| *i < wait);
+        } else if !full {
+            let next = names[wait + 1..]
+                .iter()
+                .position(|n| n.starts_with("start-"))
+                .map_or(wait, |k| wait + 1 + k);
+            steps.retain(|(i, _)| *i <= next);
+        }
+    }
+    // Every jail's chain, more than one side by side (with a canary, the
+    // canary's chain and at least the next).
     for kind in ["stop-", "unmount-s-", "mount-root-", "start-"] {
         let n = steps.iter().filter(|(_, s)| s.starts_with(kind)).count();
-        assert!(n >= 3, "{kind}* steps: {n} in {names:?}");
+        let least = if canary { 2 } else { 3 };
+        assert!(n >= least, "{kind}* steps: {n} in {names:?}");
     }
     let instants: &[&'static str; 4] = if compensation {
         &COMPENSATION
     } else {
         &FORWARD
     };
-    let full = std::env::var("JAILTX_FULL_MATRIX").is_ok_and(|v| v == "1");
     let only = std::env::var("JAILTX_MATRIX_ONLY").unwrap_or_default();
     let mut todo = Vec::new();
     for (k, (index, name)) in steps.iter().enumerate() {
@@ -465,7 +508,7 @@ fn run_matrix(compensation: bool) {
                 while let Some((label, c)) =
                     todo.get(next.fetch_add(1, std::sync::atomic::Ordering::SeqCst))
                 {
-                    match run_isolated(|| run_case(&worlds, compensation, c)) {
+                    match run_isolated(|| run_case(&worlds, compensation, canary, c)) {
                         Ok(()) => println!("ok   {label}"),
                         Err(bad) => failures.lock().unwrap().push(report_failure(label, &bad)),
                     }
@@ -483,7 +526,7 @@ fn crash_matrix_over_the_parallel_batches() {
     if !in_private_ns("crash_matrix_over_the_parallel_batches") {
         return;
     }
-    run_matrix(false);
+    run_matrix(false, false);
 }
 
 #[test]
@@ -491,5 +534,25 @@ fn crash_matrix_over_the_parallel_batches_compensations() {
     if !in_private_ns("crash_matrix_over_the_parallel_batches_compensations") {
         return;
     }
-    run_matrix(true);
+    run_matrix(true, false);
+}
+
+/// The same over an upgrade with a canary (`www`): its chain and health
+/// check, the soak, the first chain after it.
+#[test]
+fn crash_matrix_over_the_canary_phase() {
+    if !in_private_ns("crash_matrix_over_the_canary_phase") {
+        return;
+    }
+    run_matrix(false, true);
+}
+
+/// A canary whose health check fails, crashed at every instant of its
+/// compensations: the other jails end as they were.
+#[test]
+fn crash_matrix_over_the_canary_phase_compensations() {
+    if !in_private_ns("crash_matrix_over_the_canary_phase_compensations") {
+        return;
+    }
+    run_matrix(true, true);
 }

@@ -7,7 +7,9 @@
 //! FreeBSD's own do). They must stay silent with exit 0 on a clean
 //! template, report a changed file with exit 1, stay silent when their knob
 //! is off or the period is not theirs, and exit 2 or 3 (periodic's "bad
-//! config" and "never masked") when they cannot audit.
+//! config" and "never masked") when they cannot audit. With
+//! `security_status_jailtx_metrics_file` (issue 17) each audit refreshes
+//! that `jailtx metrics` file for node_exporter.
 
 mod support;
 
@@ -269,4 +271,79 @@ fn installed_scripts_find_the_installed_binary() {
         assert_eq!(code, 1, "{name}: {out}");
         assert!(out.contains("/usr/bin/env"), "{name}: {out}");
     }
+}
+
+/// The value of the sample `key` (name and labels as written) in the
+/// metrics file `path`.
+fn sample(path: &Path, key: &str) -> Option<String> {
+    let text = std::fs::read_to_string(path).ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(' ').map(str::to_owned))
+}
+
+#[test]
+fn the_metrics_file_is_refreshed_after_each_audit() {
+    let s = Setup::new();
+    let dir = s.root.scratch.join("textfile");
+    std::fs::create_dir(&dir).unwrap();
+    let file = dir.join("jailtx.prom");
+    // Knob unset: no file.
+    s.conf(support::BIN, BOTH_ON);
+    let (code, out) = run("dash", QUICK, &s.etc, "security daily");
+    assert_eq!((code, out.as_str()), (0, ""));
+    assert!(!file.exists(), "written without the knob");
+
+    let knob = format!(
+        "{BOTH_ON}security_status_jailtx_metrics_file=\"{}\"\n",
+        file.display()
+    );
+    s.conf(support::BIN, &knob);
+    let drift = "jailtx_template_drift_differences{template=\"mroot\"}";
+    let full = "jailtx_template_last_audit_full{template=\"mroot\"}";
+    for shell in SHELLS {
+        let (code, out) = run(shell, QUICK, &s.etc, "security daily");
+        assert_eq!((code, out.as_str()), (0, ""), "{shell}: clean, silent");
+        assert_eq!(sample(&file, drift).as_deref(), Some("0"), "{shell}");
+        assert_eq!(sample(&file, full).as_deref(), Some("0"), "{shell}");
+        let mode = std::os::unix::fs::PermissionsExt::mode(&file.metadata().unwrap().permissions());
+        assert_eq!(mode & 0o7777, 0o644);
+        std::fs::remove_file(&file).unwrap();
+    }
+    s.tamper();
+    let (code, out) = run("dash", QUICK, &s.etc, "security daily");
+    assert_eq!(code, 1, "{out}");
+    assert_eq!(sample(&file, drift).as_deref(), Some("1"), "{out}");
+    assert_eq!(sample(&file, full).as_deref(), Some("0"));
+    let (code, out) = run("busybox sh", FULL, &s.etc, "security weekly");
+    assert_eq!(code, 1, "{out}");
+    assert_eq!(sample(&file, drift).as_deref(), Some("1"), "{out}");
+    assert_eq!(
+        sample(&file, full).as_deref(),
+        Some("1"),
+        "the full audit's record"
+    );
+
+    // A file that cannot be written: never masked (exit 3), after the
+    // audit's own report.
+    let nowhere = s.root.scratch.join("nowhere/jailtx.prom");
+    s.conf(
+        support::BIN,
+        &format!(
+            "{BOTH_ON}security_status_jailtx_metrics_file=\"{}\"\n",
+            nowhere.display()
+        ),
+    );
+    let (code, out) = run("dash", QUICK, &s.etc, "security daily");
+    assert_eq!(code, 3, "{out}");
+    assert!(
+        out.contains("/usr/bin/env"),
+        "the drift report first: {out}"
+    );
+    assert!(
+        out.contains(&format!(
+            "jailtx metrics could not write {}",
+            nowhere.display()
+        )) && out.contains("is not a directory"),
+        "{out}"
+    );
 }

@@ -85,6 +85,13 @@ pub enum Command {
     Upgrade {
         #[command(flatten)]
         source: Source,
+        /// Jails switched first, which must stay healthy before the rest switch
+        #[arg(long, value_name = "NAME[,NAME...]", value_delimiter = ',')]
+        canary: Vec<String>,
+        /// Seconds the canaries run on the new template before their health
+        /// is checked again and the rest switch (default 30)
+        #[arg(long, value_name = "SECS", requires = "canary")]
+        canary_wait: Option<u64>,
     },
     /// Switch back to an archived template
     Rollback {
@@ -112,6 +119,13 @@ pub enum Command {
     Manifest(ManifestCmd),
     /// The transactions in the journal
     History,
+    /// Prometheus text format for node_exporter's textfile collector
+    Metrics {
+        /// Write to FILE atomically (mode 0644) instead of stdout, e.g.
+        /// /var/tmp/node_exporter/jailtx.prom
+        #[arg(long, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
     /// Delete archived templates beyond the newest N
     Prune {
         #[arg(long, value_name = "N")]

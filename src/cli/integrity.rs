@@ -10,6 +10,7 @@ use serde_json::json;
 use super::Ctx;
 use crate::engine::lock::StateLock;
 use crate::error::Error;
+use crate::manifest::last_audit::{self, LastAudit};
 use crate::manifest::{self, Manifest, ManifestError, Mode, Report, audit, mtree};
 use crate::ops::upgrade::parse_archive;
 use crate::statedir::StateError;
@@ -159,6 +160,7 @@ pub(super) fn audit(ctx: &Ctx, names: &[String], all: bool, quick: bool) -> Resu
         bar.done();
         results.push(report);
     }
+    record(ctx, &targets, &results, mode);
     let drifted: Vec<String> = targets
         .iter()
         .zip(&results)
@@ -200,6 +202,34 @@ pub(super) fn audit(ctx: &Ctx, names: &[String], all: bool, quick: bool) -> Resu
             drifted.join(", ")
         )))
     }
+}
+
+/// Files each template's result as its last audit (`manifests/NAME.audit`,
+/// which `jailtx metrics` publishes), still under the shared lock. A record
+/// that cannot be written is said on stderr and never changes the audit's
+/// own outcome: the report above is the audit's answer.
+fn record(ctx: &Ctx, targets: &[Target], results: &[Report], mode: Mode) {
+    if ctx.global.dry_run {
+        return;
+    }
+    let finished_ms = chrono::Utc::now().timestamp_millis();
+    for (t, r) in targets.iter().zip(results) {
+        let rec = LastAudit {
+            template: t.name.clone(),
+            id: t.manifest.id(),
+            finished_ms,
+            mode: mode.as_str().to_owned(),
+            differences: r.differences.len() as u64,
+            new_setid: r.new_setid() as u64,
+        };
+        if let Err(e) = last_audit::write(&ctx.layout.manifests, &rec) {
+            super::output::note(
+                ctx.global.json,
+                &format!("{e}; `jailtx metrics` keeps showing the one before"),
+            );
+        }
+    }
+    last_audit::remove_orphans(&ctx.layout.manifests);
 }
 
 /// `jailtx manifest export [TEMPLATE] --format mtree`: the spec on stdout.

@@ -208,6 +208,7 @@ fn run(cli: Cli) -> Result<(), Error> {
         Command::Init => init(&ctx),
         Command::Recover { rollback } => recover(&ctx, rollback),
         Command::History => history(&ctx),
+        Command::Metrics { output } => metrics(&ctx, output.as_deref()),
         Command::RunPlan { file } => run_plan(&ctx, &file),
         Command::Template(TemplateCmd::Build { source }) => match world_source(source)? {
             Given::World(source) => {
@@ -248,15 +249,20 @@ fn run(cli: Cli) -> Result<(), Error> {
             ops::jail::plan_restart(&ctx.site(host), &checked.jails)
         }),
         Command::Status => status(&ctx),
-        Command::Upgrade { source } => match world_source(source)? {
+        Command::Upgrade { source, .. } => match world_source(source)? {
             Given::World(source) => {
                 ops::bundle::require_signed(&ctx.cfg, &source)?;
                 plan_window_and_run(&ctx, true, |ctx, host| {
-                    ops::upgrade::plan_upgrade(&ctx.site(host), source)
+                    ops::upgrade::plan_upgrade(&ctx.site(host), source, &checked.canary)
                 })
             }
             Given::Bundle(file) => plan_window_and_run(&ctx, true, |ctx, host| {
-                ops::upgrade::plan_upgrade_bundle(&ctx.site(host), &file, !ctx.global.dry_run)
+                ops::upgrade::plan_upgrade_bundle(
+                    &ctx.site(host),
+                    &file,
+                    &checked.canary,
+                    !ctx.global.dry_run,
+                )
             }),
         },
         Command::EtcMerge { names } => etc_merge(&ctx, &names),
@@ -298,6 +304,7 @@ fn command_name(c: &Command) -> &'static str {
         Command::EtcMerge { .. } => "etc-merge",
         Command::Manifest(_) => "manifest",
         Command::History => "history",
+        Command::Metrics { .. } => "metrics",
         Command::Prune { .. } => "prune",
         Command::RunPlan { .. } => "run-plan",
         Command::Completions { .. } => "completions",
@@ -514,14 +521,14 @@ fn check_input(command: &Command) -> Result<Checked, Error> {
             parsed.archive = Some(ArchiveName::parse(to).map_err(OpsError::from)?);
             Ok(())
         }
-        Command::Template(TemplateCmd::Build { source }) | Command::Upgrade { source } => {
-            match world_source(source.clone())? {
-                Given::World(source) => validate::source(&source),
-                Given::Bundle(file) if !file.is_file() => {
-                    Err(format!("--from-bundle {}: no such file", file.display()).into())
-                }
-                Given::Bundle(_) => Ok(()),
-            }
+        Command::Template(TemplateCmd::Build { source }) => check_given(source)?,
+        Command::Upgrade {
+            source,
+            canary,
+            canary_wait,
+        } => {
+            parsed.canary = canary_of(canary, *canary_wait)?;
+            check_given(source)?
         }
         Command::Prune { keep: Some(keep) } => {
             crate::config::in_range("--keep", *keep, &crate::config::KEEP_ARCHIVES)
@@ -542,6 +549,40 @@ struct Checked {
     jails: Vec<JailName>,
     /// `rollback --to`.
     archive: Option<ArchiveName>,
+    /// `upgrade --canary`, `--canary-wait`.
+    canary: ops::upgrade::Canary,
+}
+
+/// A world source's own checks, or a bundle that is a file.
+fn check_given(source: &args::Source) -> Result<Result<(), OpsError>, Error> {
+    Ok(match world_source(source.clone())? {
+        Given::World(source) => ops::validate::source(&source),
+        Given::Bundle(file) if !file.is_file() => {
+            Err(format!("--from-bundle {}: no such file", file.display()).into())
+        }
+        Given::Bundle(_) => Ok(()),
+    })
+}
+
+/// `--canary` names (each once) and `--canary-wait` (default 30 s).
+fn canary_of(names: &[String], wait: Option<u64>) -> Result<ops::upgrade::Canary, Error> {
+    let jails = JailName::parse_all(names).map_err(OpsError::from)?;
+    if let Some(dup) = jails
+        .iter()
+        .enumerate()
+        .find(|(i, j)| jails[..*i].contains(j))
+        .map(|(_, j)| j)
+    {
+        return Err(Error::Usage(format!(
+            "--canary names {dup} twice; name each canary jail once"
+        )));
+    }
+    let wait_secs = match wait {
+        Some(w) => crate::config::in_range("--canary-wait", w, &crate::config::CANARY_WAIT_SECS)
+            .map_err(OpsError::from)?,
+        None => 30,
+    };
+    Ok(ops::upgrade::Canary { jails, wait_secs })
 }
 
 impl Checked {
@@ -728,12 +769,38 @@ fn etc_merge(ctx: &Ctx, names: &[String]) -> Result<(), Error> {
     merged.outcome()
 }
 
+/// `metrics [--output FILE]`: read only, as `status` (no lock, so it never
+/// waits for a running transaction), then stdout or the file.
+fn metrics(ctx: &Ctx, output: Option<&std::path::Path>) -> Result<(), Error> {
+    crate::statedir::require(&ctx.layout)?;
+    let target = output.map(crate::metrics::Output::check).transpose()?;
+    let host = ctx.host();
+    let facts = crate::metrics::gather(&ctx.site(host.as_ref()))?;
+    let text = crate::metrics::render(&facts);
+    match target {
+        Some(t) if !ctx.global.dry_run => {
+            t.write(&text)?;
+            if !t.collected() {
+                output::note(
+                    ctx.global.json,
+                    &format!(
+                        "{}: node_exporter's textfile collector reads only files named *.prom",
+                        t.path().display()
+                    ),
+                );
+            }
+            output::metrics_written(ctx.global.json, t.path(), text.len());
+        }
+        _ => output::metrics(ctx.global.json, &text),
+    }
+    Ok(())
+}
+
 fn status(ctx: &Ctx) -> Result<(), Error> {
     crate::statedir::require(&ctx.layout)?;
     let host = ctx.host();
     let site = ctx.site(host.as_ref());
-    let template = ops::upgrade::current_id(&site);
-    let rows = ops::jail::status(&site, template)?;
+    let rows = ops::jail::status(&site)?;
     // The jails' state alone can look like a quiet stopped host; an
     // interrupted transaction is what explains it at 3 a.m.
     let pending = statedir::read_pending(&ctx.layout)?;

@@ -212,6 +212,22 @@ pub fn history(json: bool, done: &[Summary], pending: Option<&TxState>) {
     }
 }
 
+/// The exposition on stdout (also under `--dry-run --output`, which
+/// writes nothing): as is, or as the `metrics` string of one JSON document.
+pub fn metrics(json: bool, text: &str) {
+    if json {
+        print_json(&json!({ "metrics": text }));
+    } else {
+        out!("{text}");
+    }
+}
+
+pub fn metrics_written(json: bool, path: &std::path::Path, bytes: usize) {
+    if json {
+        print_json(&json!({ "output": path.display().to_string(), "bytes": bytes }));
+    }
+}
+
 pub fn status(
     json: bool,
     rows: &[crate::ops::jail::StatusRow],

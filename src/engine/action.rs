@@ -171,13 +171,17 @@ pub fn apply(action: &Action, host: &dyn Host) -> Result<()> {
         Action::HealthCheck {
             jails,
             timeout_secs,
+        } => health_check_all(host, jails, *timeout_secs),
+        Action::CanaryWait {
+            jails,
+            wait_secs,
+            timeout_secs,
         } => {
-            // One listing for all jails: a scan per jail is quadratic in the
-            // number of jails, inside the downtime window.
-            let running = host.running()?;
-            jails.iter().try_for_each(|(jail, command)| {
-                health_check(host, &running, jail, command.as_deref(), *timeout_secs)
-            })
+            // Clamped like the timeout: a plan read back from the journal
+            // may carry any value.
+            let wait = (*wait_secs).min(crate::config::CANARY_WAIT_MAX);
+            std::thread::sleep(std::time::Duration::from_secs(wait));
+            health_check_all(host, jails, *timeout_secs)
         }
         Action::WriteManifest {
             template,
@@ -239,6 +243,19 @@ pub fn apply(action: &Action, host: &dyn Host) -> Result<()> {
             }
         }
     }
+}
+
+/// One listing for all jails: a scan per jail is quadratic in the number of
+/// jails, inside the downtime window.
+fn health_check_all(
+    host: &dyn Host,
+    jails: &[(crate::host::JailSpec, Option<String>)],
+    timeout_secs: u64,
+) -> Result<()> {
+    let running = host.running()?;
+    jails.iter().try_for_each(|(jail, command)| {
+        health_check(host, &running, jail, command.as_deref(), timeout_secs)
+    })
 }
 
 fn health_check(
@@ -391,5 +408,6 @@ pub fn undo(action: &Action, host: &dyn Host) -> Result<()> {
         Action::MakeDirIn { root, rel, .. } => Ok(quarantine::unmake_dir(root, rel)?),
         Action::SymlinkIn { root, rel, target } => Ok(quarantine::unsymlink(root, rel, target)?),
         Action::VerifyManifest { .. } => Ok(()),
+        Action::CanaryWait { .. } => Ok(()),
     }
 }

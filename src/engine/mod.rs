@@ -437,6 +437,7 @@ impl<S: Storage> Engine<S> {
             _ => (1, 0, *i),
         });
         for (i, name, action) in on {
+            let action = &follow_renames(steps, action);
             info!(step = i, %name, action = %action, "settle");
             action::turn_on(action, self.host.as_ref()).map_err(|source| {
                 EngineError::Reconcile {
@@ -877,6 +878,41 @@ fn sync_failed(
 }
 
 /// The kernel resource (a mount point, a jail) a volatile action turns on or off.
+/// `action` with its mount source found where the plan's template renames
+/// have it now. A step names a template by the name it has when the step
+/// runs in plan order (the window renames `mroot` to its archive name
+/// before the jails switch, so a jail's unmount names the archive); after a
+/// reboot, `settle` brings mounts back at instants where the renames are
+/// not (or no longer) in effect. A source that exists is taken as it is:
+/// an archive name is fresh when planned, so it exists only through the
+/// rename.
+fn follow_renames(steps: &[crate::plan::Step], action: &Action) -> Action {
+    let (Action::Mount { src, .. } | Action::Unmount { src, .. }) = action else {
+        return action.clone();
+    };
+    if std::fs::symlink_metadata(src).is_ok() {
+        return action.clone();
+    }
+    let moved = steps.iter().find_map(|s| {
+        let Action::Rename { from, to } = &s.action else {
+            return None;
+        };
+        [(to, from), (from, to)].into_iter().find_map(|(was, now)| {
+            let rest = src.strip_prefix(was).ok()?;
+            let here = now.join(rest);
+            std::fs::symlink_metadata(&here).is_ok().then_some(here)
+        })
+    });
+    let Some(found) = moved else {
+        return action.clone();
+    };
+    let mut out = action.clone();
+    if let Action::Mount { src, .. } | Action::Unmount { src, .. } = &mut out {
+        *src = found;
+    }
+    out
+}
+
 pub fn volatile_key(a: &Action) -> Option<String> {
     match a {
         Action::Mount { dst, .. } | Action::Unmount { dst, .. } => {

@@ -14,7 +14,7 @@ use serde::Serialize;
 use crate::config::FreeBsd;
 use crate::host::{freebsd, freebsd_conf};
 use crate::plan::derived;
-use crate::plan::{Action, Plan};
+use crate::plan::{Action, JailSpec, Plan};
 use crate::world::{self, Source};
 
 /// What a transcript line is.
@@ -128,6 +128,25 @@ impl Builder<'_> {
         self.entry(Kind::Own, line)
     }
 
+    /// jls, then each jail's health command, as the engine's health check.
+    fn health_check(&mut self, jails: &[(JailSpec, Option<String>)], timeout_secs: u64) {
+        let names: Vec<&str> = jails.iter().map(|(j, _)| j.name.as_str()).collect();
+        self.run(freebsd::jls_argv()).note = Some(format!("must list {}", names.join(" ")));
+        for (jail, command) in jails {
+            let Some(cmd) = command else { continue };
+            // The same environment as the engine's health check.
+            let env = [
+                ("JAIL_NAME".to_owned(), jail.name.clone()),
+                ("JAIL_IP".to_owned(), jail.ip.clone()),
+                ("JAIL_JID".to_owned(), "JID".to_owned()),
+                ("JAIL_HOSTNAME".to_owned(), jail.hostname.clone()),
+            ];
+            let t = std::time::Duration::from_secs(timeout_secs.max(1));
+            self.run(freebsd::command_argv(cmd, &[], &env, Some(t)))
+                .note = Some("JID: the jail's JID from jls".into());
+        }
+    }
+
     fn run(&mut self, argv: Vec<String>) -> &mut Entry {
         let e = self.entry(Kind::Run, sh_line(&argv));
         e.argv = argv;
@@ -202,26 +221,19 @@ impl Builder<'_> {
                 ));
             }
             Action::Populate { source, to } => self.populate(source, to),
+            Action::CanaryWait {
+                jails,
+                wait_secs,
+                timeout_secs,
+            } => {
+                self.own(format!("sleep {wait_secs}")).note =
+                    Some("the canaries soak before the other jails switch".into());
+                self.health_check(jails, *timeout_secs);
+            }
             Action::HealthCheck {
                 jails,
                 timeout_secs,
-            } => {
-                let names: Vec<&str> = jails.iter().map(|(j, _)| j.name.as_str()).collect();
-                self.run(freebsd::jls_argv()).note = Some(format!("must list {}", names.join(" ")));
-                for (jail, command) in jails {
-                    let Some(cmd) = command else { continue };
-                    // The same environment as the engine's health check.
-                    let env = [
-                        ("JAIL_NAME".to_owned(), jail.name.clone()),
-                        ("JAIL_IP".to_owned(), jail.ip.clone()),
-                        ("JAIL_JID".to_owned(), "JID".to_owned()),
-                        ("JAIL_HOSTNAME".to_owned(), jail.hostname.clone()),
-                    ];
-                    let t = std::time::Duration::from_secs((*timeout_secs).max(1));
-                    self.run(freebsd::command_argv(cmd, &[], &env, Some(t)))
-                        .note = Some("JID: the jail's JID from jls".into());
-                }
-            }
+            } => self.health_check(jails, *timeout_secs),
             Action::Shape {
                 template,
                 skel,

@@ -168,8 +168,29 @@ pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<()> {
             path: path.to_path_buf(),
         });
     }
-    let tmp = temp_path(path);
+    write_atomic_through(path, temp_path(path), contents, mode)
+}
 
+/// [`write_atomic`] for a path that several processes may write at once
+/// (`audit`s side by side under the shared lock, two `metrics --output`
+/// runs): the temporary carries the writer's pid, `.NAME.PID.jailtx-tmp`,
+/// so one writer never removes or renames another's half-written file, and
+/// `path` still only ever holds one whole version. A temporary a crash left
+/// under a pid that is alive again is removed first, as [`write_atomic`]
+/// does; others stay until removed by hand (the name says what they are).
+pub fn write_atomic_shared(path: &Path, contents: &[u8], mode: u32) -> Result<()> {
+    let Some(name) = path.file_name() else {
+        return Err(FsError::NoFileName {
+            path: path.to_path_buf(),
+        });
+    };
+    let mut tmp_name = OsString::from(".");
+    tmp_name.push(name);
+    tmp_name.push(format!(".{}.jailtx-tmp", std::process::id()));
+    write_atomic_through(path, parent_of(path).join(tmp_name), contents, mode)
+}
+
+fn write_atomic_through(path: &Path, tmp: PathBuf, contents: &[u8], mode: u32) -> Result<()> {
     // Removing (rather than O_TRUNC) also disposes of a stale temporary that
     // is a symlink or has another owner; create_new then guarantees the file
     // we write is one we made.
@@ -370,6 +391,29 @@ mod tests {
 
         write_atomic(&path, b"", 0o600).expect("empty");
         assert_eq!(fs::read(&path).expect("read"), b"");
+    }
+
+    #[test]
+    fn write_atomic_shared_replaces_a_planted_name_and_leaves_others_temporaries() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let victim = tmp.path().join("victim");
+        fs::write(&victim, b"host\n").expect("write");
+        let path = tmp.path().join("x.prom");
+        symlink(&victim, &path).expect("symlink");
+        // Another writer's temporary, mid-write: never touched.
+        let other = tmp.path().join(".x.prom.1.jailtx-tmp");
+        fs::write(&other, b"half").expect("write");
+        write_atomic_shared(&path, b"new\n", 0o644).expect("write_atomic_shared");
+        assert_eq!(fs::read(&victim).expect("read"), b"host\n");
+        assert!(fs::symlink_metadata(&path).expect("lstat").is_file());
+        assert_eq!(fs::read(&path).expect("read"), b"new\n");
+        assert_eq!(mode_of(&path), 0o644);
+        assert_eq!(fs::read(&other).expect("read"), b"half");
+        assert_eq!(
+            names(tmp.path()),
+            [".x.prom.1.jailtx-tmp", "victim", "x.prom"]
+        );
+        assert!(write_atomic_shared(Path::new("/"), b"", 0o644).is_err());
     }
 
     #[test]

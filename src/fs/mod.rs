@@ -24,6 +24,7 @@ pub use copy::{CopyStats, copy_tree};
 pub use durable::{
     create_dir_all_durable, create_dir_durable, fsync_dir, fsync_parent, remove_file_durable,
     rename_durable, set_dir_mode_durable, symlink_durable, sync_tree, temp_path, write_atomic,
+    write_atomic_shared,
 };
 pub use remove::remove_tree;
 

@@ -12,6 +12,7 @@ pub mod audit;
 mod build;
 pub mod format;
 mod hash;
+pub mod last_audit;
 pub mod mtree;
 mod report;
 mod settle;

@@ -476,8 +476,12 @@ pub struct StatusRow {
     pub template: Option<String>,
 }
 
-pub fn status(w: &Site, template: Option<String>) -> Result<Vec<StatusRow>, OpsError> {
+/// Each jail's row; `template` is the template its mounted root is at this
+/// instant (see `running_on`), not the current one: during a canary
+/// upgrade, or after a rolled-back canary on FreeBSD, they differ.
+pub fn status(w: &Site) -> Result<Vec<StatusRow>, OpsError> {
     let running = w.running()?;
+    let templates = super::running_on::Templates::load(w);
     w.records()?
         .into_iter()
         .map(|rec| {
@@ -486,7 +490,13 @@ pub fn status(w: &Site, template: Option<String>) -> Result<Vec<StatusRow>, OpsE
                 .iter()
                 .find(|r| r.name == spec.name && r.path == spec.path)
                 .map(|r| r.jid);
-            let mounted = w.mounted(&spec.path)? && w.mounted(&spec.path.join("s"))?;
+            let root = w.mounted(&spec.path)?;
+            let mounted = root && w.mounted(&spec.path.join("s"))?;
+            let template = if root {
+                templates.of(w, &spec.path)
+            } else {
+                None
+            };
             Ok(StatusRow {
                 name: rec.name,
                 jid,
@@ -495,7 +505,7 @@ pub fn status(w: &Site, template: Option<String>) -> Result<Vec<StatusRow>, OpsE
                 path: spec.path,
                 running: jid.is_some(),
                 mounted,
-                template: template.clone(),
+                template,
             })
         })
         .collect()

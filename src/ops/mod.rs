@@ -7,6 +7,7 @@ mod error;
 pub mod init;
 pub mod jail;
 pub mod records;
+mod running_on;
 pub mod template;
 pub mod upgrade;
 pub mod validate;

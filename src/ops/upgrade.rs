@@ -1,17 +1,20 @@
 //! `upgrade`, `rollback` and `prune`: switching every jail from one template
 //! to another inside one short window, on the same engine as everything else.
 //!
-//! The window (SPEC section 3): stop the jails that run, unmount (`s` first,
-//! then the root), archive `mroot`, move the new template in, move the
-//! carry-over paths across, mount, start the jails that ran, health-check.
+//! The window (SPEC section 3): archive `mroot`, move the new template in,
+//! move the carry-over paths across (the jails still run, on the old
+//! template under its archive name), then switch each jail on its own
+//! (stop, unmount `s` and the root, mount, start), canaries first, and
+//! health-check.
 //! Everything slow (building, shaping, hashing) happens before it; removals
 //! (pruning) happen after the commit, outside it.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use crate::config::Layout;
 use crate::engine::StepTiming;
-use crate::plan::{Action, ArchiveName, Backend, Plan, Source};
+use crate::plan::{Action, ArchiveName, Backend, JailName, JailSpec, Plan, Source};
 
 use super::OpsError;
 use super::jail::Site;
@@ -77,9 +80,35 @@ fn today() -> String {
     chrono::Local::now().format("%Y%m%d").to_string()
 }
 
+/// The jails an upgrade switches first, and how long they must stay healthy
+/// before the others switch. No jails: every jail switches at once.
+#[derive(Debug, Clone, Default)]
+pub struct Canary {
+    pub jails: Vec<JailName>,
+    pub wait_secs: u64,
+}
+
+/// A jail as the switch finds it: whether it runs, and which of its root and
+/// `s` are mounted.
+struct Found {
+    name: String,
+    spec: JailSpec,
+    ran: bool,
+    root: bool,
+    s: bool,
+}
+
 /// Appends the switch to `target` (a staged or archived template directory
 /// whose manifest, if `target_manifest`, moves along). Returns the indices of
 /// the window's first and last steps.
+///
+/// The templates are renamed first, while the jails still run: a mount
+/// holds the directory, not its name, so a running jail stays on the old
+/// template, now at `archive`. Then each jail switches on its own (stop,
+/// unmount `s` and the root, mount the root from `mroot` and `s`, start):
+/// a jail is down for its own stop and start only, and the engine runs the
+/// jails' chains side by side. Canaries switch first and are health-checked,
+/// then soak (`CanaryWait`, a step of its own) before any other jail stops.
 fn switch(
     w: &Site,
     plan: &mut Plan,
@@ -88,6 +117,7 @@ fn switch(
     target_manifest: bool,
     target_origin: bool,
     archive: &str,
+    canary: &Canary,
 ) -> Result<(usize, usize), OpsError> {
     let l = w.layout;
     let first = plan.steps.len();
@@ -100,38 +130,15 @@ fn switch(
             .any(|r| r.name == spec.name && r.path == spec.path);
         let root = w.host.is_mounted(&spec.path)?;
         let s = w.host.is_mounted(&spec.path.join("s"))?;
-        jails.push((rec, spec, ran, root, s));
+        jails.push(Found {
+            name: rec.name,
+            spec,
+            ran,
+            root,
+            s,
+        });
     }
-    for (rec, spec, ran, ..) in &jails {
-        if *ran {
-            plan.push(
-                format!("stop-{}", rec.name),
-                Action::StopJail { jail: spec.clone() },
-            );
-        }
-    }
-    for (rec, spec, _, root, s) in &jails {
-        if *s {
-            plan.push(
-                format!("unmount-s-{}", rec.name),
-                Action::Unmount {
-                    src: l.js.join(&rec.name),
-                    dst: spec.path.join("s"),
-                    read_only: false,
-                },
-            );
-        }
-        if *root {
-            plan.push(
-                format!("unmount-root-{}", rec.name),
-                Action::Unmount {
-                    src: l.mroot.clone(),
-                    dst: spec.path.clone(),
-                    read_only: true,
-                },
-            );
-        }
-    }
+    check_canaries(&jails, canary)?;
     let archive_dir = l.j.join(archive);
     plan.push(
         "archive-mroot",
@@ -215,51 +222,137 @@ fn switch(
             );
         }
     }
-    for (rec, spec, _, root, s) in &jails {
-        if *root {
-            plan.push(
-                format!("mount-root-{}", rec.name),
-                Action::Mount {
-                    src: l.mroot.clone(),
-                    dst: spec.path.clone(),
-                    read_only: true,
-                },
-            );
-        }
-        if *s {
-            plan.push(
-                format!("mount-s-{}", rec.name),
-                Action::Mount {
-                    src: l.js.join(&rec.name),
-                    dst: spec.path.join("s"),
-                    read_only: false,
-                },
-            );
-        }
+    let is_canary = |f: &&Found| canary.jails.iter().any(|c| c.as_str() == f.name);
+    let (canaries, rest): (Vec<&Found>, Vec<&Found>) = jails.iter().partition(is_canary);
+    let checks = |group: &[&Found]| -> Vec<(JailSpec, Option<String>)> {
+        group
+            .iter()
+            .filter(|f| f.ran)
+            .map(|f| (f.spec.clone(), w.cfg.health.command_for(&f.name)))
+            .collect()
+    };
+    let timeout_secs = w.cfg.health.timeout_secs;
+    if !canaries.is_empty() {
+        switch_jails(plan, l, &canaries, &archive_dir);
+        let checked = checks(&canaries);
+        plan.push(
+            "health-check-canary",
+            Action::HealthCheck {
+                jails: checked.clone(),
+                timeout_secs,
+            },
+        );
+        plan.push(
+            "canary-wait",
+            Action::CanaryWait {
+                jails: checked,
+                wait_secs: canary.wait_secs,
+                timeout_secs,
+            },
+        );
     }
-    for (rec, spec, ran, ..) in &jails {
-        if *ran {
-            plan.push(
-                format!("start-{}", rec.name),
-                Action::StartJail { jail: spec.clone() },
-            );
-        }
-    }
-    let started: Vec<_> = jails
-        .iter()
-        .filter(|(_, _, ran, ..)| *ran)
-        .map(|(rec, spec, ..)| (spec.clone(), w.cfg.health.command_for(&rec.name)))
-        .collect();
+    switch_jails(plan, l, &rest, &archive_dir);
+    let all: Vec<&Found> = jails.iter().collect();
+    let started = checks(&all);
     if !started.is_empty() {
         plan.push(
             "health-check",
             Action::HealthCheck {
                 jails: started,
-                timeout_secs: w.cfg.health.timeout_secs,
+                timeout_secs,
             },
         );
     }
     Ok((first, plan.steps.len().saturating_sub(1)))
+}
+
+/// Canaries must be jails that run: a stopped one has no health to check.
+fn check_canaries(jails: &[Found], canary: &Canary) -> Result<(), OpsError> {
+    for c in &canary.jails {
+        match jails.iter().find(|f| f.name == c.as_str()) {
+            None => {
+                let names: Vec<&str> = jails.iter().map(|f| f.name.as_str()).collect();
+                return Err(OpsError::Refused(format!(
+                    "--canary {c}: no such jail (jails: {}); name jails that exist",
+                    if names.is_empty() {
+                        "none".into()
+                    } else {
+                        names.join(", ")
+                    }
+                )));
+            }
+            Some(f) if !f.ran => {
+                return Err(OpsError::Refused(format!(
+                    "--canary {c}: the jail is not running, so its health cannot be checked; start it or leave it out of --canary"
+                )));
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(())
+}
+
+/// Each jail's own chain: stop, unmount `s` and the root (whose template now
+/// lives at `archive_dir`), mount the root from `mroot` and `s`, start. The
+/// steps of one jail are consecutive, so the engine's chains are the jails.
+fn switch_jails(plan: &mut Plan, l: &Layout, jails: &[&Found], archive_dir: &Path) {
+    for f in jails {
+        let name = &f.name;
+        if f.ran {
+            plan.push(
+                format!("stop-{name}"),
+                Action::StopJail {
+                    jail: f.spec.clone(),
+                },
+            );
+        }
+        if f.s {
+            plan.push(
+                format!("unmount-s-{name}"),
+                Action::Unmount {
+                    src: l.js.join(name),
+                    dst: f.spec.path.join("s"),
+                    read_only: false,
+                },
+            );
+        }
+        if f.root {
+            plan.push(
+                format!("unmount-root-{name}"),
+                Action::Unmount {
+                    src: archive_dir.to_owned(),
+                    dst: f.spec.path.clone(),
+                    read_only: true,
+                },
+            );
+            plan.push(
+                format!("mount-root-{name}"),
+                Action::Mount {
+                    src: l.mroot.clone(),
+                    dst: f.spec.path.clone(),
+                    read_only: true,
+                },
+            );
+        }
+        if f.s {
+            plan.push(
+                format!("mount-s-{name}"),
+                Action::Mount {
+                    src: l.js.join(name),
+                    dst: f.spec.path.join("s"),
+                    read_only: false,
+                },
+            );
+        }
+        if f.ran {
+            plan.push(
+                format!("start-{name}"),
+                Action::StartJail {
+                    jail: f.spec.clone(),
+                },
+            );
+        }
+    }
 }
 
 /// The downtime window: from the start of its first step to the end of its
@@ -350,17 +443,22 @@ pub(super) fn clear_flags_after_commit(w: &Site, plan: &mut Plan, step: &str, pa
 }
 
 /// Plans an upgrade. Returns the plan and its window's step indices.
-pub fn plan_upgrade(w: &Site, source: Source) -> Result<(Plan, (usize, usize)), OpsError> {
-    plan_upgrade_on(w, source, &today())
+pub fn plan_upgrade(
+    w: &Site,
+    source: Source,
+    canary: &Canary,
+) -> Result<(Plan, (usize, usize)), OpsError> {
+    plan_upgrade_on(w, source, canary, &today())
 }
 
 /// [`plan_upgrade`] with the archive's date (`YYYYMMDD`) given: reproducible plans.
 pub fn plan_upgrade_on(
     w: &Site,
     source: Source,
+    canary: &Canary,
     today: &str,
 ) -> Result<(Plan, (usize, usize)), OpsError> {
-    plan_upgrade_from(w, source, today, None)
+    plan_upgrade_from(w, source, canary, today, None)
 }
 
 /// Plans an upgrade from the bundle `file`: checked (signature, header,
@@ -371,10 +469,17 @@ pub fn plan_upgrade_on(
 pub fn plan_upgrade_bundle(
     w: &Site,
     file: &Path,
+    canary: &Canary,
     stage: bool,
 ) -> Result<(Plan, (usize, usize)), OpsError> {
     let (checked, _) = super::bundle::check(w.cfg, file)?;
-    let planned = plan_upgrade_from(w, checked.source.clone(), &today(), Some(&checked.origin))?;
+    let planned = plan_upgrade_from(
+        w,
+        checked.source.clone(),
+        canary,
+        &today(),
+        Some(&checked.origin),
+    )?;
     if stage {
         super::bundle::stage(w.layout, w.cfg, &checked)?;
     }
@@ -384,6 +489,7 @@ pub fn plan_upgrade_bundle(
 fn plan_upgrade_from(
     w: &Site,
     source: Source,
+    canary: &Canary,
     today: &str,
     origin: Option<&super::bundle::Origin>,
 ) -> Result<(Plan, (usize, usize)), OpsError> {
@@ -496,6 +602,7 @@ fn plan_upgrade_from(
         true,
         origin.is_some(),
         &archive,
+        canary,
     )?;
     Ok((plan, window))
 }
@@ -560,6 +667,7 @@ pub fn plan_rollback_on(
         has_manifest,
         has_origin,
         &archive,
+        &Canary::default(),
     )?;
     Ok((plan, window))
 }

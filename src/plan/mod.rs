@@ -158,6 +158,16 @@ pub enum Action {
         template: PathBuf,
         manifest: PathBuf,
     },
+    /// Wait `wait_secs`, then check the canary jails' health as
+    /// [`Action::HealthCheck`] does. A step of its own, never in a batch:
+    /// its done record is what lets the rest of the jails be stopped, so a
+    /// crash before it never stops them on a rollback. Changes nothing, so
+    /// its undo does nothing.
+    CanaryWait {
+        jails: Vec<(JailSpec, Option<String>)>,
+        wait_secs: u64,
+        timeout_secs: u64,
+    },
 }
 
 impl Action {
@@ -212,6 +222,7 @@ impl Action {
             Action::MakeDirIn { .. } => "mkdir-in",
             Action::SymlinkIn { .. } => "symlink-in",
             Action::VerifyManifest { .. } => "verify-manifest",
+            Action::CanaryWait { .. } => "canary-wait",
         }
     }
 }
@@ -321,6 +332,16 @@ impl fmt::Display for Action {
             ),
             Action::SymlinkIn { root, rel, target } => {
                 write!(f, "ln -s {} {}", target.display(), root.join(rel).display())
+            }
+            Action::CanaryWait {
+                jails, wait_secs, ..
+            } => {
+                let names: Vec<&str> = jails.iter().map(|(j, _)| j.name.as_str()).collect();
+                write!(
+                    f,
+                    "wait {wait_secs} s, then health-check {}",
+                    names.join(" ")
+                )
             }
         }
     }
