@@ -98,9 +98,18 @@ struct Found {
     s: bool,
 }
 
-/// Appends the switch to `target` (a staged or archived template directory
-/// whose manifest, if `target_manifest`, moves along). Returns the indices of
-/// the window's first and last steps.
+/// The template a switch moves in: a staged or archived directory, and
+/// which of its state files (manifest, origin) move along with it.
+struct Target<'a> {
+    dir: &'a Path,
+    /// Its name under `j/` and in the state dir (`mroot2`, `mroot.DATE`).
+    name: &'a str,
+    manifest: bool,
+    origin: bool,
+}
+
+/// Appends the switch to `target`. Returns the indices of the window's
+/// first and last steps.
 ///
 /// The templates are renamed first, while the jails still run: a mount
 /// holds the directory, not its name, so a running jail stays on the old
@@ -112,13 +121,11 @@ struct Found {
 fn switch(
     w: &Site,
     plan: &mut Plan,
-    target: &Path,
-    target_name: &str,
-    target_manifest: bool,
-    target_origin: bool,
+    to: &Target,
     archive: &str,
     canary: &Canary,
 ) -> Result<(usize, usize), OpsError> {
+    let (target, target_name) = (to.dir, to.name);
     let l = w.layout;
     let first = plan.steps.len();
     let running: Vec<_> = w.host.running()?;
@@ -163,7 +170,7 @@ fn switch(
             to: l.mroot.clone(),
         },
     );
-    if target_manifest {
+    if to.manifest {
         plan.push(
             "switch-manifest",
             Action::Rename {
@@ -183,7 +190,7 @@ fn switch(
             },
         );
     }
-    if target_origin {
+    if to.origin {
         plan.push(
             "switch-origin",
             Action::Rename {
@@ -594,16 +601,13 @@ fn plan_upgrade_from(
             manifest: staged_manifest,
         },
     );
-    let window = switch(
-        w,
-        &mut plan,
-        &l.mroot2,
-        "mroot2",
-        true,
-        origin.is_some(),
-        &archive,
-        canary,
-    )?;
+    let staged = Target {
+        dir: &l.mroot2,
+        name: "mroot2",
+        manifest: true,
+        origin: origin.is_some(),
+    };
+    let window = switch(w, &mut plan, &staged, &archive, canary)?;
     Ok((plan, window))
 }
 
@@ -659,16 +663,13 @@ pub fn plan_rollback_on(
     }
     let has_manifest = exists(&manifest_file(w, &target));
     let has_origin = exists(&super::bundle::origin_file(l, &target));
-    let window = switch(
-        w,
-        &mut plan,
-        &target_dir,
-        &target,
-        has_manifest,
-        has_origin,
-        &archive,
-        &Canary::default(),
-    )?;
+    let archived = Target {
+        dir: &target_dir,
+        name: &target,
+        manifest: has_manifest,
+        origin: has_origin,
+    };
+    let window = switch(w, &mut plan, &archived, &archive, &Canary::default())?;
     Ok((plan, window))
 }
 
