@@ -346,7 +346,7 @@ fn extra(canary: bool) -> &'static [&'static str] {
     }
 }
 
-fn upgrade_args<'a>(w2: &'a Path, canary: bool) -> Vec<&'a str> {
+fn upgrade_args(w2: &Path, canary: bool) -> Vec<&str> {
     let mut args = vec!["upgrade", "--from-dir", w2.to_str().unwrap()];
     args.extend(extra(canary));
     args
