@@ -454,3 +454,157 @@ fn rolling_upgrade_across_four_hosts() {
         );
     }
 }
+
+/// Runs the module once on localhost with `args` (a JSON object); returns
+/// whether Ansible reported success and the module's result.
+fn module(
+    collections: &Path,
+    args: &serde_json::Value,
+    check: bool,
+) -> (bool, serde_json::Value, String) {
+    let mut c = ansible(venv_bin("ansible"), collections);
+    c.args(["all", "-i", "localhost,", "-c", "local", "-e"])
+        .arg(format!(
+            "ansible_python_interpreter={}",
+            venv_bin("python").display()
+        ))
+        .args(["-m", "jailtx.jailtx.jailtx", "-a"])
+        .arg(args.to_string());
+    if check {
+        c.arg("--check");
+    }
+    let out = c.output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let (head, doc) = stdout
+        .split_once(" => ")
+        .unwrap_or_else(|| panic!("ansible {args}: {}", text(&out)));
+    let result: serde_json::Value =
+        serde_json::from_str(doc).unwrap_or_else(|e| panic!("ansible {args}: {e}: {}", text(&out)));
+    (
+        head.contains("SUCCESS") || head.contains("CHANGED"),
+        result,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The module's mapping of jailtx's exit codes and check mode, one root
+/// without jails: exit 7 (an `/etc` conflict in skel) is changed with the
+/// conflict in `conflicts` and a warning; check mode runs `--dry-run`
+/// (the plan returned, no history row); exit 3 fails with the drift listed;
+/// exit 4 fails with jailtx's message, and `recover` then changes the host.
+#[test]
+fn module_maps_exit_codes_and_check_mode() {
+    if !in_private_ns("module_maps_exit_codes_and_check_mode") {
+        return;
+    }
+    let worlds = Worlds::new();
+    let work = tempfile::tempdir().unwrap();
+    let collections = install_collection(work.path());
+    let root = Root::fresh();
+    root.template(&worlds.get(1));
+    let args = |extra: serde_json::Value| {
+        let mut a = serde_json::json!({
+            "root": root.root.display().to_string(),
+            "program": support::BIN,
+        });
+        a.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        a
+    };
+
+    let (ok, r, _) = module(
+        &collections,
+        &args(serde_json::json!({"command": "audit"})),
+        false,
+    );
+    assert!(ok, "{r}");
+    assert_eq!(r["changed"], false, "{r}");
+    assert_eq!(r["json"]["clean"], true, "{r}");
+
+    // skel's /etc/hosts edited here, and changed by the new world too.
+    root.write("j/skel/etc/hosts", "127.0.0.1 localhost here\n");
+    let w2 = work.path().join("world2-hosts");
+    let st = Command::new("cp")
+        .arg("-a")
+        .arg(worlds.get(2))
+        .arg(&w2)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    std::fs::write(w2.join("etc/hosts"), "127.0.0.1 localhost world2\n").unwrap();
+    let (ok, r, warned) = module(
+        &collections,
+        &args(serde_json::json!({"command": "upgrade", "from_dir": w2.display().to_string()})),
+        false,
+    );
+    assert!(ok, "exit 7 is not a failure: {r}");
+    assert_eq!(r["exit_code"], 7, "{r}");
+    assert_eq!(r["changed"], true, "{r}");
+    let conflicts = r["conflicts"].to_string();
+    assert!(conflicts.contains("skel:/etc/hosts"), "{r}");
+    assert!(
+        warned.contains("/etc needs the operator: skel:/etc/hosts"),
+        "a warning names the conflict: {warned}"
+    );
+    assert_eq!(r["json"]["changed"], true, "the whole document: {r}");
+
+    // Check mode: the dry run's plan, nothing done.
+    let tx = root.transactions().len();
+    let (ok, r, _) = module(
+        &collections,
+        &args(serde_json::json!({"command": "rollback"})),
+        true,
+    );
+    assert!(ok, "{r}");
+    assert_eq!(r["changed"], true, "{r}");
+    assert!(r["cmd"].to_string().contains("--dry-run"), "{r}");
+    assert!(!r["plan"]["steps"].as_array().unwrap().is_empty(), "{r}");
+    assert_eq!(root.transactions().len(), tx, "check mode ran nothing");
+
+    // Exit 3: the drift listed.
+    let f = root.j().join("mroot/usr/share/misc/world-version");
+    let mut bytes = std::fs::read(&f).unwrap();
+    bytes[0] ^= 1;
+    std::fs::write(&f, bytes).unwrap();
+    let (ok, r, _) = module(
+        &collections,
+        &args(serde_json::json!({"command": "audit"})),
+        false,
+    );
+    assert!(!ok, "{r}");
+    assert_eq!(r["exit_code"], 3, "{r}");
+    assert_eq!(r["drift"][0]["template"], "mroot", "{r}");
+    assert!(r["drift"][0].to_string().contains("world-version"), "{r}");
+    assert!(r["msg"].as_str().unwrap().contains("drift"), "{r}");
+
+    // Exit 4: a transaction killed halfway; the module fails naming
+    // recover, and recover finishes it.
+    let out = root.run_env(
+        &["upgrade", "--from-dir", worlds.get(3).to_str().unwrap()],
+        &[("JAILTX_FAULT", "after-done:3")],
+    );
+    out.assert_killed("the upgrade under JAILTX_FAULT");
+    let (ok, r, _) = module(
+        &collections,
+        &args(serde_json::json!({"command": "rollback"})),
+        false,
+    );
+    assert!(!ok, "{r}");
+    assert_eq!(r["exit_code"], 4, "{r}");
+    assert!(r["msg"].as_str().unwrap().contains("recover"), "{r}");
+    let (ok, r, _) = module(
+        &collections,
+        &args(serde_json::json!({"command": "recover"})),
+        false,
+    );
+    assert!(ok, "{r}");
+    assert_eq!(r["changed"], true, "{r}");
+    let (ok, r, _) = module(
+        &collections,
+        &args(serde_json::json!({"command": "recover"})),
+        false,
+    );
+    assert!(ok, "{r}");
+    assert_eq!(r["changed"], false, "nothing left to recover: {r}");
+}

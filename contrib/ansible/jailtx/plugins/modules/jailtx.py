@@ -192,8 +192,10 @@ json:
   returned: when jailtx printed one
   type: dict
   sample: {"changed": true, "report": {"tx": 9, "op": "upgrade", "outcome": "committed"}}
-rc:
-  description: jailtx's exit code (0 done, 1 rolled back, 2 bad input, 3 drift, 4 pending, 5 locked, 6 operator needed, 7 /etc needs the operator).
+exit_code:
+  description:
+    - jailtx's exit code (0 done, 1 rolled back, 2 bad input, 3 drift, 4 pending, 5 locked, 6 operator needed, 7 /etc needs the operator).
+    - Not named C(rc), which Ansible reads as failed whenever it is not 0 (exit 7 is a success).
   returned: when jailtx ran
   type: int
   sample: 0
@@ -341,6 +343,12 @@ class Jailtx(object):
         return rc, doc, out, err, argv
 
 
+def rooted(path):
+    """A target's entry as the jail sees it (the report's paths are relative)."""
+    path = path or "?"
+    return path if path.startswith("/") else "/" + path
+
+
 def etc_conflicts(doc):
     """The /etc entries that need the operator, from an etc_merge document."""
     found = []
@@ -348,11 +356,11 @@ def etc_conflicts(doc):
     for t in merge.get("targets") or []:
         name = t.get("target", "?")
         for c in t.get("conflicts") or []:
-            found.append("%s:%s - %s" % (name, c.get("path"), c.get("why")))
+            found.append("%s:%s - %s" % (name, rooted(c.get("path")), c.get("why")))
         for r in t.get("refused") or []:
-            found.append("%s:%s - refused: %s" % (name, r.get("path"), r.get("why")))
+            found.append("%s:%s - refused: %s" % (name, rooted(r.get("path")), r.get("why")))
         for u in t.get("unresolved") or []:
-            found.append("%s:%s - an earlier proposal is unresolved" % (name, u))
+            found.append("%s:%s - an earlier proposal is unresolved" % (name, rooted(u)))
     if merge.get("error"):
         found.append("/etc was not merged: %s" % merge["error"])
     return found
@@ -383,7 +391,7 @@ def plan_changes(doc):
 
 def finish(module, result, rc, doc, out, err, argv):
     """Maps exit code and document to the module's exit."""
-    result.update(rc=rc, cmd=argv, stderr=err)
+    result.update(exit_code=rc, cmd=argv, stderr=err)
     if doc is not None:
         result["json"] = doc
     else:
@@ -473,7 +481,7 @@ def main():
         result.update(plan=plan, bundle_template_id=want, template_id=have)
         if want is not None and want == have:
             # Already on the bundle's template: nothing to do, nothing run.
-            result.update(rc=0, cmd=argv, stderr=err, json=doc)
+            result.update(exit_code=0, cmd=argv, stderr=err, json=doc)
             module.exit_json(**result)
         if module.check_mode:
             result["changed"] = True
