@@ -522,6 +522,32 @@ fn module_maps_exit_codes_and_check_mode() {
     assert_eq!(r["changed"], false, "{r}");
     assert_eq!(r["json"]["clean"], true, "{r}");
 
+    // template build from a bundle (unsigned: this root trusts no key),
+    // on another root: built once, then nothing to do.
+    let b1 = work.path().join("world1.jtxb");
+    root.ok(&["template", "pack", "--output", b1.to_str().unwrap()]);
+    let id1 = root.json(&["template", "show"])["template_id"].clone();
+    let other = Root::fresh();
+    let build = serde_json::json!({
+        "command": "template", "subcommand": "build",
+        "from_bundle": b1.display().to_string(),
+        "root": other.root.display().to_string(), "program": support::BIN,
+    });
+    let (ok, r, _) = module(&collections, &build, false);
+    assert!(ok, "{r}");
+    assert_eq!(
+        (&r["changed"], &r["template_id"]),
+        (&serde_json::json!(true), &id1),
+        "{r}"
+    );
+    let (ok, r, _) = module(&collections, &build, false);
+    assert!(ok, "{r}");
+    assert_eq!(
+        r["changed"], false,
+        "the template is already the bundle's: {r}"
+    );
+    assert_eq!(other.transactions().len(), 2, "init and one build");
+
     // skel's /etc/hosts edited here, and changed by the new world too.
     root.write("j/skel/etc/hosts", "127.0.0.1 localhost here\n");
     let w2 = work.path().join("world2-hosts");

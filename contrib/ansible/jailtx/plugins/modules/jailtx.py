@@ -413,6 +413,24 @@ def finish(module, result, rc, doc, out, err, argv):
     module.fail_json(msg="jailtx %s: %s: %s" % (module.params["command"], what, message), **result)
 
 
+def bundle_header_id(path):
+    """The template id a bundle's header claims (see src/world/bundle.rs:
+    magic, format u32 LE, header length u32 LE, header JSON), or None.
+    Unverified: used only to find that a built template already is this
+    bundle's, in which case nothing is installed."""
+    try:
+        with open(path, "rb") as f:
+            fixed = f.read(16)
+            if len(fixed) != 16 or fixed[:8] != b"JTXBNDL\0":
+                return None
+            size = int.from_bytes(fixed[12:16], "little")
+            if size > 65536:
+                return None
+            return json.loads(f.read(size)).get("template_id")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
 def current_template_id(jx):
     rc, doc, _, _, _ = jx.run(["template", "show"])
     if rc == 0 and doc:
@@ -468,7 +486,14 @@ def main():
             result["template_id"] = doc.get("template_id")
         finish(module, result, rc, doc, out, err, argv)
 
-    if p["from_bundle"] is not None:
+    if p["command"] == "template" and sub == "build" and p["from_bundle"] is not None:
+        # A template exists already (jailtx would refuse to build another):
+        # when it is the bundle's, there is nothing to do.
+        have = current_template_id(jx)
+        if have is not None and have == bundle_header_id(p["from_bundle"]):
+            module.exit_json(changed=False, template_id=have, bundle_template_id=have)
+
+    if p["command"] == "upgrade" and p["from_bundle"] is not None:
         # The dry run verifies the signature and reads the bundle's id
         # before anything is compared: an unverifiable bundle fails here,
         # also in check mode, and an id is never trusted unverified.
