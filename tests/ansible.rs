@@ -626,6 +626,24 @@ fn module_maps_exit_codes_and_check_mode() {
     );
     assert!(ok, "{r}");
     assert_eq!(r["changed"], true, "{r}");
+    // auto_recover: an upgrade from a bundle finishes an interrupted
+    // transaction first (its verifying dry run alone would exit 4).
+    let out = root.run_env(
+        &["upgrade", "--from-dir", worlds.get(2).to_str().unwrap()],
+        &[("JAILTX_FAULT", "after-done:3")],
+    );
+    out.assert_killed("the second upgrade under JAILTX_FAULT");
+    let (ok, r, _) = module(
+        &collections,
+        &args(
+            serde_json::json!({"command": "upgrade", "from_bundle": b1.display().to_string(), "auto_recover": true}),
+        ),
+        false,
+    );
+    assert!(ok, "{r}");
+    assert_eq!(r["changed"], true, "{r}");
+    assert!(r["recovered"]["recovered"].is_object(), "{r}");
+    assert_eq!(r["template_id"], id1, "{r}");
     let (ok, r, _) = module(
         &collections,
         &args(serde_json::json!({"command": "recover"})),

@@ -227,6 +227,10 @@ drift:
   returned: when the audit found drift
   type: list
   elements: dict
+recovered:
+  description: With O(auto_recover) and O(from_bundle), the JSON document of the C(recover) run first (a dry run never recovers).
+  returned: when an interrupted transaction was finished first
+  type: dict
 conflicts:
   description: For exit 7, each /etc conflict, refusal or unresolved proposal as C(TARGET:PATH - WHY).
   returned: when /etc needs the operator
@@ -498,6 +502,14 @@ def main():
         # before anything is compared: an unverifiable bundle fails here,
         # also in check mode, and an id is never trusted unverified.
         rc, doc, out, err, argv = jx.run(["--dry-run"] + args)
+        if rc == 4 and p["auto_recover"] and not module.check_mode:
+            # A dry run never recovers; auto_recover asks for it, so the
+            # interrupted transaction is finished first, as jailtx would.
+            rc, doc, out, err, argv = jx.run(["recover"])
+            if rc not in (0, 7):
+                finish(module, result, rc, doc, out, err, argv)
+            result.update(changed=True, recovered=doc)
+            rc, doc, out, err, argv = jx.run(["--dry-run"] + args)
         if rc != 0:
             finish(module, result, rc, doc, out, err, argv)
         plan = (doc or {}).get("plan") or {}
