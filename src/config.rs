@@ -97,6 +97,21 @@ pub struct Config {
     pub health: Health,
     pub upgrade: Upgrade,
     pub freebsd: FreeBsd,
+    pub trust: Trust,
+}
+
+/// `[trust]`: whose templates this host installs (SPEC section 2).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Trust {
+    /// minisign public keys: each the key's base64 line (the second line
+    /// of the `.pub` file `minisign -G` writes, `RW…`), or the path of
+    /// such a `.pub` file. Parsed by `trust::keys`, where a bad one is
+    /// refused naming it.
+    pub keys: Vec<String>,
+    /// Every template-changing command refuses input no trusted key
+    /// signed: only `--from-bundle` with a verifying `FILE.minisig`.
+    pub require_signature: bool,
 }
 
 /// `[upgrade]`: how the downtime window runs.
@@ -208,6 +223,7 @@ impl Default for Config {
             health: Health::default(),
             upgrade: Upgrade::default(),
             freebsd: FreeBsd::default(),
+            trust: Trust::default(),
         }
     }
 }

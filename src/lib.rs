@@ -11,7 +11,8 @@
 //   config, manifest, journal
 //                    settings and layout / template manifests / the
 //                    write-ahead log of plans
-//   host             mounts and jails (Linux, FreeBSD, recording), given specs
+//   host, trust      mounts and jails (Linux, FreeBSD, recording), given specs
+//                    / the `[trust]` keys and minisign signature checks
 //   world            filling and shaping a world (runs commands on a host)
 //   engine           runs plans through the journal on a host
 //   ops              planners: input and state in, a plan out
@@ -32,6 +33,7 @@ pub mod metrics;
 pub mod ops;
 pub mod plan;
 pub mod statedir;
+pub mod trust;
 pub mod world;
 
 pub use error::Error;

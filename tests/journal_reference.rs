@@ -410,6 +410,7 @@ fn source_name(s: &Source) -> &'static str {
         Source::Dir(_) => "Dir",
         Source::Tar(_) => "Tar",
         Source::Cmd(_) => "Cmd",
+        Source::Bundle(_) => "Bundle",
     }
 }
 
@@ -530,6 +531,12 @@ fn every_variant_and_record_kind_has_its_spec_row_and_a_vector() {
             Source::Dir("/d".into()),
             Source::Tar("/t".into()),
             Source::Cmd("c".into()),
+            Source::Bundle(jailtx::plan::BundleSource {
+                file: "/b".into(),
+                id: "i".into(),
+                keys: Vec::new(),
+                require_signature: false,
+            }),
         ]
         .into_iter()
         .find(|s| source_name(s) == name)

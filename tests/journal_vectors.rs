@@ -14,6 +14,7 @@ use jailtx::journal::{
     Abort, Begin, Commit, End, HISTORY_MAGIC, JOURNAL_MAGIC, Outcome, Record, StepMark, StepRange,
     Summary,
 };
+use jailtx::plan::BundleSource;
 use jailtx::world::Source;
 use serde_json::{Value, json};
 
@@ -575,6 +576,51 @@ fn two_transactions() -> Image {
         .push(intents(13, (0, 0)))
 }
 
+/// `jailtx upgrade --from-bundle` (issue 16) as transaction 14, stopped
+/// after the intent of its first step: the populate from `Source::Bundle`
+/// (a struct value: file, template id, trusted keys, require_signature),
+/// then the manifest, the origin file and the check before the window.
+fn bundle_upgrade() -> Image {
+    let mut plan = drift_plan();
+    plan.summary = "upgrade to a new template from bundle /srv/base-14.2.jtxb".into();
+    plan.steps.remove(1);
+    plan.steps[0].action = Action::Populate {
+        source: Source::Bundle(BundleSource {
+            file: "/srv/base-14.2.jtxb".into(),
+            id: "5e1f0c0ffee0d15ea5e0000000000000000000000000000000000000000000ab".into(),
+            keys: vec!["RWQf6LRCGA9i53mlYecO4IzT51TGPpvWucNSCh1CBM0QTaLn73Y7GFO3".into()],
+            require_signature: true,
+        }),
+        to: "/home/j/mroot2".into(),
+    };
+    plan.steps.insert(
+        2,
+        step(
+            "origin",
+            Action::WriteFile {
+                path: "/var/db/jailtx/manifests/mroot2.origin".into(),
+                contents: "{\"source\": \"bundle /srv/base-14.2.jtxb\"}".into(),
+                mode: 0o600,
+            },
+        ),
+    );
+    plan.commit = plan.steps.len() as u32;
+    plan.notes = notes(&[
+        ("signer_key_id", "E7620F1842B4E81F"),
+        (
+            "trusted_comment",
+            "timestamp:1767225600\tfile:base-14.2.jtxb",
+        ),
+    ]);
+    Image::new(JOURNAL_MAGIC)
+        .push(Record::Begin(Begin {
+            tx: 14,
+            started_ms: T0 + 480_000,
+            plan,
+        }))
+        .push(intents(14, (0, 0)))
+}
+
 fn summaries() -> Image {
     Image::new(HISTORY_MAGIC)
         .push(Record::Summary(Summary {
@@ -605,12 +651,12 @@ fn summaries() -> Image {
         }))
 }
 
-/// Transaction 14: an upgrade with a canary (`ns`): the templates renamed
+/// Transaction 15: an upgrade with a canary (`ns`): the templates renamed
 /// while the jails ran, `ns` switched on its own and health-checked, then
 /// killed during its soak (the intent of `canary-wait`, step 9, without its
 /// done); `www` never stopped.
 fn canary_wait() -> Image {
-    let tx = 14;
+    let tx = 15;
     let (ns, www) = (jail("ns", "10.0.0.4"), jail("www", "10.0.0.2"));
     let chain = |j: &JailSpec, name: &str| {
         vec![
@@ -741,6 +787,7 @@ fn vectors() -> Vec<Vector> {
         ("interrupted.journal", init_stopped(9, T0 + 180_000)),
         ("verify-drift.journal", verify_drift()),
         ("two-transactions.journal", two_transactions()),
+        ("bundle-upgrade.journal", bundle_upgrade()),
         ("canary-wait.journal", canary_wait()),
         ("history.history", summaries()),
     ] {
@@ -909,6 +956,10 @@ fn journal_vectors_fold_as_their_names_say() {
     assert_eq!(d.status(), TxStatus::Ended);
     assert!(!d.committed);
     assert_eq!(d.comp_done, d.intent);
+
+    let b = status(bundle_upgrade());
+    assert_eq!(b.status(), TxStatus::InFlight);
+    assert_eq!(b.first_not_done(), 0);
 
     let txs = fold(path, &two_transactions().records).unwrap();
     assert_eq!(txs.len(), 2);

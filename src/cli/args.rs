@@ -58,6 +58,9 @@ pub struct Source {
     /// A command that installs a world into {dest}
     #[arg(long, value_name = "CMD")]
     pub from_cmd: Option<String>,
+    /// A template bundle (`template pack`), verified against FILE.minisig and [trust] keys
+    #[arg(long, value_name = "FILE")]
+    pub from_bundle: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -194,6 +197,15 @@ pub enum TemplateCmd {
         #[arg(long, value_name = "MANIFEST")]
         dist_manifest: Option<PathBuf>,
     },
+    /// Write a template (default: mroot) as one bundle file: tree, manifest, header
+    Pack {
+        template: Option<String>,
+        /// The bundle to write (never overwritten); sign it with `minisign -Sm FILE`
+        #[arg(long, value_name = "FILE")]
+        output: PathBuf,
+    },
+    /// A template's id, source, signer, size and the archives
+    Show { template: Option<String> },
 }
 
 #[derive(Debug, Subcommand)]

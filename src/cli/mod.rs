@@ -1,6 +1,7 @@
 //! The `jailtx` command: parse, validate, call one library function, print.
 
 pub mod args;
+mod bundles;
 mod completions;
 mod integrity;
 mod output;
@@ -212,13 +213,24 @@ fn run(cli: Cli) -> Result<(), Error> {
         Command::Template(TemplateCmd::Build {
             source,
             dist_manifest,
-        }) => {
-            let source = world_source(source)?;
-            plan_and_run(&ctx, |ctx, _| {
-                let dist = check_dist(&source, dist_manifest.as_deref())?;
-                let plan = ops::template::plan_build(&ctx.layout, source, &ctx.cfg.carry_over)?;
-                Ok(noted(plan, dist))
-            })
+        }) => match world_source(source)? {
+            Given::World(source) => {
+                ops::bundle::require_signed(&ctx.cfg, &source)?;
+                plan_and_run(&ctx, |ctx, _| {
+                    let dist = check_dist(&source, dist_manifest.as_deref())?;
+                    let plan = ops::template::plan_build(&ctx.layout, source, &ctx.cfg.carry_over)?;
+                    Ok(noted(plan, dist))
+                })
+            }
+            Given::Bundle(file) => plan_and_run(&ctx, |ctx, _| {
+                ops::template::plan_build_bundle(&ctx.layout, &ctx.cfg, &file, !ctx.global.dry_run)
+            }),
+        },
+        Command::Template(TemplateCmd::Pack { template, output }) => {
+            bundles::pack(&ctx, template.as_deref(), &output)
+        }
+        Command::Template(TemplateCmd::Show { template }) => {
+            bundles::show(&ctx, template.as_deref())
         }
         Command::Jail(JailCmd::Create {
             hostname,
@@ -246,15 +258,27 @@ fn run(cli: Cli) -> Result<(), Error> {
             source,
             dist_manifest,
             ..
-        } => {
-            let source = world_source(source)?;
-            plan_window_and_run(&ctx, AfterSwitch::MergeAndPrune, |ctx, host| {
-                let dist = check_dist(&source, dist_manifest.as_deref())?;
-                let (plan, window) =
-                    ops::upgrade::plan_upgrade(&ctx.site(host), source, &checked.canary)?;
-                Ok((noted(plan, dist), window))
-            })
-        }
+        } => match world_source(source)? {
+            Given::World(source) => {
+                ops::bundle::require_signed(&ctx.cfg, &source)?;
+                plan_window_and_run(&ctx, AfterSwitch::MergeAndPrune, |ctx, host| {
+                    let dist = check_dist(&source, dist_manifest.as_deref())?;
+                    let (plan, window) =
+                        ops::upgrade::plan_upgrade(&ctx.site(host), source, &checked.canary)?;
+                    Ok((noted(plan, dist), window))
+                })
+            }
+            Given::Bundle(file) => {
+                plan_window_and_run(&ctx, AfterSwitch::MergeAndPrune, |ctx, host| {
+                    ops::upgrade::plan_upgrade_bundle(
+                        &ctx.site(host),
+                        &file,
+                        &checked.canary,
+                        !ctx.global.dry_run,
+                    )
+                })
+            }
+        },
         Command::EtcMerge { names } => etc_merge(&ctx, &names),
         Command::Rollback { .. } => rollback(&ctx, checked.archive.as_ref()),
         Command::Prune { keep } => plan_and_run(&ctx, |ctx, host| {
@@ -522,7 +546,7 @@ fn check_input(command: &Command) -> Result<Checked, Error> {
             dist_manifest,
         }) => {
             dist_needs_tar(source, dist_manifest.as_deref())?;
-            validate::source(&world_source(source.clone())?)
+            check_given(source)?
         }
         Command::Upgrade {
             source,
@@ -532,7 +556,7 @@ fn check_input(command: &Command) -> Result<Checked, Error> {
         } => {
             dist_needs_tar(source, dist_manifest.as_deref())?;
             parsed.canary = canary_of(canary, *canary_wait)?;
-            validate::source(&world_source(source.clone())?)
+            check_given(source)?
         }
         Command::Prune { keep: Some(keep) } => {
             crate::config::in_range("--keep", *keep, &crate::config::KEEP_ARCHIVES)
@@ -569,6 +593,17 @@ fn dist_needs_tar(source: &args::Source, manifest: Option<&std::path::Path>) -> 
     Ok(())
 }
 
+/// A world source's own checks, or a bundle that is a file.
+fn check_given(source: &args::Source) -> Result<Result<(), OpsError>, Error> {
+    Ok(match world_source(source.clone())? {
+        Given::World(source) => ops::validate::source(&source),
+        Given::Bundle(file) if !file.is_file() => {
+            Err(format!("--from-bundle {}: no such file", file.display()).into())
+        }
+        Given::Bundle(_) => Ok(()),
+    })
+}
+
 /// `--canary` names (each once) and `--canary-wait` (default 30 s).
 fn canary_of(names: &[String], wait: Option<u64>) -> Result<ops::upgrade::Canary, Error> {
     let jails = JailName::parse_all(names).map_err(OpsError::from)?;
@@ -600,14 +635,22 @@ impl Checked {
     }
 }
 
-fn world_source(s: args::Source) -> Result<crate::world::Source, Error> {
+/// What a build or upgrade was given: a world, or a bundle (whose source
+/// in the plan is known only once it is checked).
+enum Given {
+    World(crate::world::Source),
+    Bundle(std::path::PathBuf),
+}
+
+fn world_source(s: args::Source) -> Result<Given, Error> {
     use crate::world::Source;
-    match (s.from_dir, s.from_tar, s.from_cmd) {
-        (Some(d), None, None) => Ok(Source::Dir(d)),
-        (None, Some(t), None) => Ok(Source::Tar(t)),
-        (None, None, Some(c)) => Ok(Source::Cmd(c)),
+    match (s.from_dir, s.from_tar, s.from_cmd, s.from_bundle) {
+        (Some(d), None, None, None) => Ok(Given::World(Source::Dir(d))),
+        (None, Some(t), None, None) => Ok(Given::World(Source::Tar(t))),
+        (None, None, Some(c), None) => Ok(Given::World(Source::Cmd(c))),
+        (None, None, None, Some(b)) => Ok(Given::Bundle(b)),
         _ => Err(Error::Usage(
-            "give exactly one of --from-dir, --from-tar, --from-cmd".into(),
+            "give exactly one of --from-dir, --from-tar, --from-cmd, --from-bundle".into(),
         )),
     }
 }
@@ -907,12 +950,14 @@ fn status(ctx: &Ctx) -> Result<(), Error> {
             _ => None,
         }
     });
+    let origin = ops::bundle::origin(&ctx.layout, "mroot");
     output::status(
         ctx.global.json,
         &rows,
         id.as_deref(),
         pending.as_ref(),
         running.as_deref(),
+        origin.as_ref(),
     );
     Ok(())
 }

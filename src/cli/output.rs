@@ -148,6 +148,22 @@ fn time(ms: i64) -> String {
         .unwrap_or_else(|| ms.to_string())
 }
 
+/// A template's origin in one line: id, source, signer.
+pub fn origin_line(o: &crate::ops::bundle::Origin) -> String {
+    let mut line = format!(
+        "{} from {}",
+        o.template_id.chars().take(12).collect::<String>(),
+        o.source
+    );
+    match (&o.signer_key_id, &o.trusted_comment) {
+        (Some(k), Some(c)) => line.push_str(&format!(", signed by key {k} ({})", c.escape_debug())),
+        (Some(k), None) => line.push_str(&format!(", signed by key {k}")),
+        _ if o.bundle.is_some() => line.push_str(", unsigned"),
+        _ => {}
+    }
+    line
+}
+
 pub fn history(json: bool, done: &[Summary], pending: Option<&TxState>) {
     if json {
         let pending = pending.map(|p| {
@@ -220,6 +236,7 @@ pub fn status(
     template_id: Option<&str>,
     pending: Option<&TxState>,
     running: Option<&str>,
+    origin: Option<&crate::ops::bundle::Origin>,
 ) {
     let pending_desc = pending.map(|p| {
         json!({
@@ -234,8 +251,16 @@ pub fn status(
         })
     });
     if json {
-        print_json(&json!({ "jails": rows, "template_id": template_id, "pending": pending_desc }));
+        print_json(&json!({
+            "jails": rows,
+            "template_id": template_id,
+            "pending": pending_desc,
+            "template": origin,
+        }));
         return;
+    }
+    if let Some(o) = origin {
+        outln!("template: {}", origin_line(o));
     }
     outln!(
         "{:<16} {:>7}  {:<15}  {:<24} {:<8} {:<8} {:<12} PATH",

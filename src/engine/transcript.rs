@@ -289,6 +289,14 @@ impl Builder<'_> {
                         .into(),
                 );
             }
+            Source::Bundle(crate::plan::BundleSource { file, id, .. }) => {
+                self.own(format!("minisign -Vm {}", p(file))).note =
+                    Some("against each [trust] key; refused unless one verifies (or the bundle is unsigned and no signature is required)".into());
+                self.own(format!("jailtx-unbundle {} {}", p(file), p(&partial)))
+                    .note = Some(format!(
+                    "the tree, checked as an archive is, whose manifest must have id {id}"
+                ));
+            }
             Source::Cmd(cmd) => {
                 // As world::populate runs it: the side dir is $1, DEST and
                 // DESTDIR, and {dest} a quoted reference to it.

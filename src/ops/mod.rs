@@ -1,6 +1,7 @@
 //! Planners: each turns a request and the current state into a validated
 //! [`Plan`](crate::plan::Plan). They look, check and describe; they never act.
 
+pub mod bundle;
 pub mod due;
 mod error;
 pub mod init;

@@ -23,6 +23,40 @@ pub fn plan_build(
     source: Source,
     carry_over: &[std::path::PathBuf],
 ) -> Result<Plan, OpsError> {
+    plan_build_from(layout, source, carry_over, None)
+}
+
+/// Plans the first build from the bundle `file`: checked (signature,
+/// header, every entry) and, with `stage` (not in a dry run), unpacked to
+/// `mroot2` with its tree's id checked, all before the transaction, so a
+/// refusal is exit 2 with nothing changed. The shape step then makes the
+/// skel from the template's pristine copies (`etc`, `usr/local/etc`,
+/// root's dotfiles); the other skel directories start empty.
+pub fn plan_build_bundle(
+    layout: &Layout,
+    cfg: &crate::config::Config,
+    file: &std::path::Path,
+    stage: bool,
+) -> Result<Plan, OpsError> {
+    let (checked, _) = super::bundle::check(cfg, file)?;
+    let plan = plan_build_from(
+        layout,
+        checked.source.clone(),
+        &cfg.carry_over,
+        Some(&checked.origin),
+    )?;
+    if stage {
+        super::bundle::stage(layout, cfg, &checked)?;
+    }
+    Ok(plan)
+}
+
+fn plan_build_from(
+    layout: &Layout,
+    source: Source,
+    carry_over: &[std::path::PathBuf],
+    origin: Option<&super::bundle::Origin>,
+) -> Result<Plan, OpsError> {
     validate::source(&source)?;
     if !layout.j.is_dir() {
         return Err(format!(
@@ -52,6 +86,8 @@ pub fn plan_build(
         &crate::world::partial_path(&layout.mroot2),
         &staged_manifest,
         &manifest,
+        &super::bundle::origin_file(layout, "mroot2"),
+        &super::bundle::origin_file(layout, "mroot"),
     ] {
         if exists(stale) {
             return Err(format!(
@@ -101,6 +137,9 @@ pub fn plan_build(
             exclude: carry_over.to_vec(),
         },
     );
+    if let Some(origin) = origin {
+        super::bundle::push_origin(layout, &mut plan, origin)?;
+    }
     plan.push(
         "publish",
         Action::Rename {
@@ -115,5 +154,14 @@ pub fn plan_build(
             to: manifest,
         },
     );
+    if origin.is_some() {
+        plan.push(
+            "publish-origin",
+            Action::Rename {
+                from: super::bundle::origin_file(layout, "mroot2"),
+                to: super::bundle::origin_file(layout, "mroot"),
+            },
+        );
+    }
     Ok(plan)
 }

@@ -98,9 +98,18 @@ struct Found {
     s: bool,
 }
 
-/// Appends the switch to `target` (a staged or archived template directory
-/// whose manifest, if `target_manifest`, moves along). Returns the indices of
-/// the window's first and last steps.
+/// The template a switch moves in: a staged or archived directory, and
+/// which of its state files (manifest, origin) move along with it.
+struct Target<'a> {
+    dir: &'a Path,
+    /// Its name under `j/` and in the state dir (`mroot2`, `mroot.DATE`).
+    name: &'a str,
+    manifest: bool,
+    origin: bool,
+}
+
+/// Appends the switch to `target`. Returns the indices of the window's
+/// first and last steps.
 ///
 /// The templates are renamed first, while the jails still run: a mount
 /// holds the directory, not its name, so a running jail stays on the old
@@ -112,12 +121,11 @@ struct Found {
 fn switch(
     w: &Site,
     plan: &mut Plan,
-    target: &Path,
-    target_name: &str,
-    target_manifest: bool,
+    to: &Target,
     archive: &str,
     canary: &Canary,
 ) -> Result<(usize, usize), OpsError> {
+    let (target, target_name) = (to.dir, to.name);
     let l = w.layout;
     let first = plan.steps.len();
     let running: Vec<_> = w.host.running()?;
@@ -162,12 +170,32 @@ fn switch(
             to: l.mroot.clone(),
         },
     );
-    if target_manifest {
+    if to.manifest {
         plan.push(
             "switch-manifest",
             Action::Rename {
                 from: manifest_file(w, target_name),
                 to: manifest_file(w, "mroot"),
+            },
+        );
+    }
+    // A template's origin (a bundle's signer, say) moves with it too.
+    let origin = |name: &str| super::bundle::origin_file(l, name);
+    if exists(&origin("mroot")) {
+        plan.push(
+            "archive-origin",
+            Action::Rename {
+                from: origin("mroot"),
+                to: origin(archive),
+            },
+        );
+    }
+    if to.origin {
+        plan.push(
+            "switch-origin",
+            Action::Rename {
+                from: origin(target_name),
+                to: origin("mroot"),
             },
         );
     }
@@ -437,6 +465,41 @@ pub fn plan_upgrade_on(
     canary: &Canary,
     today: &str,
 ) -> Result<(Plan, (usize, usize)), OpsError> {
+    plan_upgrade_from(w, source, canary, today, None)
+}
+
+/// Plans an upgrade from the bundle `file`: checked (signature, header,
+/// every entry) and, with `stage` (not in a dry run), unpacked to `mroot2`
+/// with its tree's id checked and its manifest written, all before the
+/// transaction, so a refusal is exit 2 with nothing changed. The tree is
+/// already shaped: no shape step.
+pub fn plan_upgrade_bundle(
+    w: &Site,
+    file: &Path,
+    canary: &Canary,
+    stage: bool,
+) -> Result<(Plan, (usize, usize)), OpsError> {
+    let (checked, _) = super::bundle::check(w.cfg, file)?;
+    let planned = plan_upgrade_from(
+        w,
+        checked.source.clone(),
+        canary,
+        &today(),
+        Some(&checked.origin),
+    )?;
+    if stage {
+        super::bundle::stage(w.layout, w.cfg, &checked)?;
+    }
+    Ok(planned)
+}
+
+fn plan_upgrade_from(
+    w: &Site,
+    source: Source,
+    canary: &Canary,
+    today: &str,
+    origin: Option<&super::bundle::Origin>,
+) -> Result<(Plan, (usize, usize)), OpsError> {
     validate::source(&source)?;
     let l = w.layout;
     if !l.mroot.is_dir() {
@@ -467,13 +530,16 @@ pub fn plan_upgrade_on(
         .into());
     }
     let staged_manifest = manifest_file(w, "mroot2");
-    if exists(&staged_manifest) {
-        return Err(format!(
-            "{} is left from an earlier build; remove it, then upgrade again",
-            staged_manifest.display()
-        )
-        .into());
+    for stale in [&staged_manifest, &super::bundle::origin_file(l, "mroot2")] {
+        if exists(stale) {
+            return Err(format!(
+                "{} is left from an earlier build; remove it, then upgrade again",
+                stale.display()
+            )
+            .into());
+        }
     }
+    let shaped = matches!(source, Source::Bundle(_));
     // Last, as the dearest check (an archive is read whole): a world the
     // layout cannot take is exit 2 with nothing changed (SPEC section 5).
     crate::world::check_source(&source, &w.cfg.carry_over)?;
@@ -494,7 +560,7 @@ pub fn plan_upgrade_on(
             to: l.mroot2.clone(),
         },
     );
-    if w.backend == Backend::FreeBsd {
+    if w.backend == Backend::FreeBsd && !shaped {
         // The Handbook's `chflags -R 0 var` before `rm -R etc var root usr/local tmp`.
         let rels = crate::world::MOVES.iter().map(|m| PathBuf::from(m.0));
         for rel in rels.chain(w.cfg.carry_over.iter().cloned()) {
@@ -506,14 +572,16 @@ pub fn plan_upgrade_on(
             );
         }
     }
-    plan.push(
-        "shape",
-        Action::Shape {
-            template: l.mroot2.clone(),
-            skel: None,
-            carry_over: w.cfg.carry_over.clone(),
-        },
-    );
+    if !shaped {
+        plan.push(
+            "shape",
+            Action::Shape {
+                template: l.mroot2.clone(),
+                skel: None,
+                carry_over: w.cfg.carry_over.clone(),
+            },
+        );
+    }
     plan.push(
         "manifest",
         Action::WriteManifest {
@@ -522,6 +590,9 @@ pub fn plan_upgrade_on(
             exclude: w.cfg.carry_over.clone(),
         },
     );
+    if let Some(origin) = origin {
+        super::bundle::push_origin(l, &mut plan, origin)?;
+    }
     // Right before the window: the staged tree is still what was hashed.
     plan.push(
         "verify-staged",
@@ -530,7 +601,13 @@ pub fn plan_upgrade_on(
             manifest: staged_manifest,
         },
     );
-    let window = switch(w, &mut plan, &l.mroot2, "mroot2", true, &archive, canary)?;
+    let staged = Target {
+        dir: &l.mroot2,
+        name: "mroot2",
+        manifest: true,
+        origin: origin.is_some(),
+    };
+    let window = switch(w, &mut plan, &staged, &archive, canary)?;
     Ok((plan, window))
 }
 
@@ -590,15 +667,14 @@ pub fn plan_rollback_on(
         plan.notes.insert("from".into(), id);
     }
     let has_manifest = exists(&manifest_file(w, &target));
-    let window = switch(
-        w,
-        &mut plan,
-        &target_dir,
-        &target,
-        has_manifest,
-        &archive,
-        &Canary::default(),
-    )?;
+    let has_origin = exists(&super::bundle::origin_file(l, &target));
+    let archived = Target {
+        dir: &target_dir,
+        name: &target,
+        manifest: has_manifest,
+        origin: has_origin,
+    };
+    let window = switch(w, &mut plan, &archived, &archive, &Canary::default())?;
     Ok((plan, window))
 }
 
@@ -630,6 +706,13 @@ pub fn plan_prune(w: &Site, keep: usize) -> Result<Plan, OpsError> {
             plan.push_after_commit(
                 format!("remove-manifest-{name}"),
                 Action::RemoveTree { path: m },
+            );
+        }
+        let o = super::bundle::origin_file(w.layout, name);
+        if exists(&o) {
+            plan.push_after_commit(
+                format!("remove-origin-{name}"),
+                Action::RemoveTree { path: o },
             );
         }
     }

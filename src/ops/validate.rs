@@ -80,6 +80,11 @@ pub fn source(src: &Source) -> Result<(), OpsError> {
                 .into());
             }
         }
+        Source::Bundle(crate::plan::BundleSource { file, .. }) => {
+            if !file.is_file() {
+                return Err(format!("--from-bundle {}: no such file", file.display()).into());
+            }
+        }
         Source::Cmd(c) => {
             if !c.contains("{dest}") {
                 return Err(format!(

@@ -15,7 +15,7 @@ mod source;
 pub use blob::Blob;
 pub use jail::JailSpec;
 pub use names::{ArchiveName, Backend, JailName, NameError, check_jail_name};
-pub use source::Source;
+pub use source::{BundleSource, Source};
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -15,6 +15,8 @@ pub enum ArchiveKind {
     Plain,
     Gzip,
     Xz,
+    /// `.tar.zst`/`.tzst`, and the payload of a bundle.
+    Zstd,
 }
 
 impl ArchiveKind {
@@ -26,6 +28,8 @@ impl ArchiveKind {
             Some(ArchiveKind::Gzip)
         } else if name.ends_with(".txz") || name.ends_with(".tar.xz") {
             Some(ArchiveKind::Xz)
+        } else if name.ends_with(".tar.zst") || name.ends_with(".tzst") {
+            Some(ArchiveKind::Zstd)
         } else {
             None
         }
@@ -71,15 +75,31 @@ pub(super) fn open_regular(path: &Path) -> Result<std::fs::File, String> {
 fn reader(archive: &Path) -> Result<(Box<dyn Read>, ArchiveKind), WorldError> {
     let kind = ArchiveKind::of(archive).ok_or_else(|| WorldError::Extract {
         archive: archive.to_owned(),
-        why: "not a .tar, .tar.gz, .tgz, .txz or .tar.xz file".into(),
+        why: "not a .tar, .tar.gz, .tgz, .txz, .tar.xz, .tar.zst or .tzst file".into(),
     })?;
     let file = std::io::BufReader::with_capacity(1 << 20, open_archive(archive)?);
-    let reader: Box<dyn Read> = match kind {
-        ArchiveKind::Plain => Box::new(file),
-        ArchiveKind::Gzip => Box::new(flate2::read::GzDecoder::new(file)),
-        ArchiveKind::Xz => Box::new(xz2::read::XzDecoder::new(file)),
-    };
-    Ok((reader, kind))
+    Ok((decompress(archive, Box::new(file), kind)?, kind))
+}
+
+/// `compressed` read through the decompressor of `kind`.
+pub(super) fn decompress<'a>(
+    archive: &Path,
+    compressed: Box<dyn Read + 'a>,
+    kind: ArchiveKind,
+) -> Result<Box<dyn Read + 'a>, WorldError> {
+    Ok(match kind {
+        ArchiveKind::Plain => compressed,
+        ArchiveKind::Gzip => Box::new(flate2::read::GzDecoder::new(compressed)),
+        ArchiveKind::Xz => Box::new(xz2::read::XzDecoder::new(compressed)),
+        ArchiveKind::Zstd => Box::new(
+            zstd::stream::read::Decoder::with_buffer(std::io::BufReader::new(compressed)).map_err(
+                |e| WorldError::Extract {
+                    archive: archive.to_owned(),
+                    why: format!("zstd: {}", os_words(&e)),
+                },
+            )?,
+        ),
+    })
 }
 
 /// Why reading an archive failed, in words of ours only: a tar or
@@ -90,6 +110,7 @@ fn corrupt(kind: ArchiveKind, entries: usize, e: &std::io::Error) -> String {
         ArchiveKind::Plain => "tar",
         ArchiveKind::Gzip => "gzip-compressed tar",
         ArchiveKind::Xz => "xz-compressed tar",
+        ArchiveKind::Zstd => "zstd-compressed tar",
     };
     format!(
         "not a readable {what} archive: corrupt or truncated ({}) after {entries} entries",
@@ -133,11 +154,25 @@ fn shown(name: &Path) -> String {
 /// data whole to its end (a corrupt or truncated compression is found here,
 /// not half way through a transaction).
 pub fn scan(archive: &Path, carry_over: &[PathBuf]) -> Result<(), WorldError> {
+    let (reader, kind) = reader(archive)?;
+    scan_from(archive, reader, kind, carry_over, false)
+}
+
+/// [`scan`] of an opened, decompressing `reader` (`archive` names it in
+/// messages). With `shaped` (a bundle's template tree), a symlink where the
+/// layout wants a directory is accepted when it is exactly one of shape's
+/// own [`super::LINKS`], and nothing may lie below it.
+pub(super) fn scan_from(
+    archive: &Path,
+    reader: Box<dyn Read + '_>,
+    kind: ArchiveKind,
+    carry_over: &[PathBuf],
+    shaped: bool,
+) -> Result<(), WorldError> {
     let err = |why: String| WorldError::Extract {
         archive: archive.to_owned(),
         why,
     };
-    let (reader, kind) = reader(archive)?;
     let dirs = super::check::dirs(carry_over);
     let files: BTreeSet<PathBuf> = super::check::FILES.iter().map(PathBuf::from).collect();
     let mut links: BTreeSet<PathBuf> = BTreeSet::new();
@@ -202,10 +237,17 @@ pub fn scan(archive: &Path, carry_over: &[PathBuf]) -> Result<(), WorldError> {
             drop(to);
         }
         let shown_rel = PathBuf::from(shown(&rel));
+        let our_link = shaped
+            && t.is_symlink()
+            && entry.link_name().ok().flatten().is_some_and(|target| {
+                super::LINKS
+                    .iter()
+                    .any(|(l, to)| rel == Path::new(l) && target == Path::new(to))
+            });
         // What the layout wants at this path, if the entry is not that.
-        let wanted = if dirs.contains(&rel) && what != Kind::Dir {
+        let wanted = if dirs.contains(&rel) && what != Kind::Dir && !our_link {
             Some("a real directory there (or none)")
-        } else if files.contains(&rel) && !(what == Kind::File && t.is_file()) {
+        } else if !shaped && files.contains(&rel) && !(what == Kind::File && t.is_file()) {
             Some("a regular file there (or none)")
         } else {
             None
@@ -243,11 +285,22 @@ pub fn scan(archive: &Path, carry_over: &[PathBuf]) -> Result<(), WorldError> {
 /// never by joining the header's path to `dest`. The archive is opened as
 /// [`scan`] opens it, and its errors never quote its bytes either.
 pub fn extract(archive: &Path, dest: &Path) -> Result<(), WorldError> {
+    let (reader, kind) = reader(archive)?;
+    extract_from(archive, reader, kind, dest)
+}
+
+/// [`extract`] of an opened, decompressing `reader` (`archive` names it in
+/// messages).
+pub(super) fn extract_from(
+    archive: &Path,
+    reader: Box<dyn Read + '_>,
+    kind: ArchiveKind,
+    dest: &Path,
+) -> Result<(), WorldError> {
     let err = |why: String| WorldError::Extract {
         archive: archive.to_owned(),
         why,
     };
-    let (reader, kind) = reader(archive)?;
     let mut tar = tar::Archive::new(reader);
     tar.set_preserve_permissions(true);
     tar.set_preserve_ownerships(true);

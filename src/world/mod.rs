@@ -2,6 +2,7 @@
 //! and shaping it into a template (plus, the first time, the skel).
 
 mod archive;
+pub mod bundle;
 mod check;
 mod cmd;
 pub mod distmanifest;
@@ -62,6 +63,10 @@ pub enum WorldError {
     Unfit { rel: PathBuf, why: String },
     #[error("{path} is {what}; give the world's own directory")]
     Top { path: PathBuf, what: &'static str },
+    #[error("bundle {path}: {why}")]
+    Bundle { path: PathBuf, why: String },
+    #[error(transparent)]
+    Trust(#[from] crate::trust::TrustError),
 }
 
 /// Checks, before any transaction, that `source` is a world the layout can
@@ -81,7 +86,8 @@ pub fn check_source(source: &Source, carry_over: &[PathBuf]) -> Result<(), Strin
             WorldError::Extract { why, .. } => format!("--from-tar {}: {why}", t.display()),
             e => format!("--from-tar {}: {e}", t.display()),
         }),
-        Source::Cmd(_) => Ok(()),
+        // Staged by the planner (see `bundle::stage`), which says why it refused.
+        Source::Cmd(_) | Source::Bundle(_) => Ok(()),
     }
 }
 
@@ -99,6 +105,26 @@ pub fn populate(source: &Source, to: &Path, host: &dyn Host) -> Result<(), World
     if std::fs::symlink_metadata(to).is_ok() {
         fs::fsync_parent(to)?;
         return Ok(());
+    }
+    if let Source::Bundle(crate::plan::BundleSource {
+        file,
+        id,
+        keys,
+        require_signature,
+    }) = source
+    {
+        // Normally staged before the transaction began (the planner checks
+        // the tree's id there, for an exit 2); unpacked here only when a
+        // plan runs without that (a plan file, a staged tree removed).
+        let keys = keys
+            .iter()
+            .map(|k| crate::trust::TrustedKey::from_base64(k))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|why| WorldError::Bundle {
+                path: file.clone(),
+                why: format!("a key of the plan: {why}"),
+            })?;
+        return bundle::stage(file, &keys, *require_signature, id, to, None);
     }
     let partial = partial_path(to);
     fs::remove_tree(&partial)?;
@@ -130,6 +156,7 @@ pub fn populate(source: &Source, to: &Path, host: &dyn Host) -> Result<(), World
                 None,
             )?;
         }
+        Source::Bundle(_) => {}
     }
     // Whatever filled it, the world is checked before it is published
     // under its real name: the command may have made anything, even

@@ -129,7 +129,7 @@ pub fn shape(
             }
             (Some(skel), _) => {
                 if skel.stat(skel_name)?.is_none() {
-                    skel.make_dir(skel_name, mode)?;
+                    skel_from_pristine(&t, skel, skel_name, mode)?;
                 }
             }
             // Staging only: Populate's compensation removes the whole tree,
@@ -181,6 +181,43 @@ pub fn shape(
     if let Some(skel) = &skel {
         append_make_conf(skel)?;
     }
+    Ok(())
+}
+
+/// Makes the skel's `skel_name` where the world had no real directory to
+/// move: from the template's pristine copy when it has one (a template
+/// installed from a bundle is already shaped, and its pristine copies are
+/// all of its configuration there is: `etc`, `usr/local/etc`, root's
+/// dotfiles), else empty with `mode`. The copy is built under a side name
+/// and renamed into place, so an existing `skel_name` is whole.
+fn skel_from_pristine(
+    t: &DirFd,
+    skel: &DirFd,
+    skel_name: &OsStr,
+    mode: u32,
+) -> Result<(), WorldError> {
+    let pristine = find_dir(t, Path::new(super::PRISTINE))?;
+    let has = |d: &DirFd, n: &OsStr| -> Result<bool, WorldError> {
+        Ok(d.stat(n)?.is_some_and(|s| s.kind == Kind::Dir))
+    };
+    let Some(pristine) = pristine else {
+        skel.make_dir(skel_name, mode)?;
+        return Ok(());
+    };
+    let partial = {
+        let mut n = skel_name.to_os_string();
+        n.push(".jailtx-partial");
+        n
+    };
+    skel.remove_tree(&partial)?;
+    // `etc`, `usr-local` (its `etc` is what was kept), `root` (its dotfiles).
+    if has(&pristine, skel_name)? {
+        pristine.copy_to(skel_name, skel, &partial)?;
+    } else {
+        skel.make_dir(&partial, mode)?;
+    }
+    skel.sync_tree(&partial)?;
+    skel.move_to(&partial, skel, skel_name)?;
     Ok(())
 }
 
