@@ -536,6 +536,7 @@ fn every_variant_and_record_kind_has_its_spec_row_and_a_vector() {
                 id: "i".into(),
                 keys: Vec::new(),
                 require_signature: false,
+                staged_manifest: None,
             }),
         ]
         .into_iter()

@@ -590,6 +590,7 @@ fn bundle_upgrade() -> Image {
             id: "5e1f0c0ffee0d15ea5e0000000000000000000000000000000000000000000ab".into(),
             keys: vec!["RWQf6LRCGA9i53mlYecO4IzT51TGPpvWucNSCh1CBM0QTaLn73Y7GFO3".into()],
             require_signature: true,
+            staged_manifest: Some("/var/db/jailtx/manifests/mroot2.manifest".into()),
         }),
         to: "/home/j/mroot2".into(),
     };

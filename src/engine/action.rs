@@ -374,12 +374,19 @@ pub fn undo(action: &Action, host: &dyn Host) -> Result<()> {
             host.stop_jail(jail)?;
             host.start_jail(jail).map(|_| ()).map_err(Into::into)
         }
-        Action::Populate { to, .. } => {
+        Action::Populate { to, source } => {
             // An installworld leaves `schg` files (libc, ld-elf.so, var/empty)
             // that no one may unlink until the flag is cleared (FreeBSD).
             host.clear_flags(&world::partial_path(to))?;
             host.clear_flags(to)?;
-            Ok(world::unpopulate(to)?)
+            world::unpopulate(to)?;
+            // A staged bundle's manifest goes with its tree.
+            if let world::Source::Bundle(b) = source
+                && let Some(m) = &b.staged_manifest
+            {
+                fs::remove_file_durable(m)?;
+            }
+            Ok(())
         }
         Action::Shape { skel, .. } => Ok(world::unshape(skel.as_deref())?),
         Action::HealthCheck { .. } => Ok(()),

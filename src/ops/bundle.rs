@@ -108,6 +108,7 @@ pub fn check(cfg: &Config, file: &Path) -> Result<(Checked, Inspected), OpsError
         id: h.template_id.clone(),
         keys: keys.iter().map(|k| k.base64.clone()).collect(),
         require_signature: cfg.trust.require_signature,
+        staged_manifest: None,
     });
     let origin = Origin {
         source: format!("bundle {} ({})", file.display(), h.source),
@@ -127,26 +128,41 @@ pub fn check(cfg: &Config, file: &Path) -> Result<(Checked, Inspected), OpsError
 /// `manifests/mroot2.manifest`, which the plan's manifest step then finds
 /// written. The plan's `populate` finds `mroot2` and keeps it.
 pub fn stage(layout: &Layout, cfg: &Config, checked: &Checked) -> Result<(), OpsError> {
+    // The manifest is written here only when the plan names it (see
+    // `with_staged_manifest`): a first build shapes the tree further (the
+    // skel), and its manifest step hashes it after that.
     let Source::Bundle(crate::plan::BundleSource {
         file,
         id,
         require_signature,
+        staged_manifest,
         ..
     }) = &checked.source
     else {
         return Ok(());
     };
     let keys = trusted_keys(cfg)?;
-    let staged_manifest = manifest::path_for(&layout.manifests, "mroot2");
     bundle::stage(
         file,
         &keys,
         *require_signature,
         id,
         &layout.mroot2,
-        Some(&staged_manifest),
+        staged_manifest.as_deref(),
     )
     .map_err(|e| refused(file, e))
+}
+
+/// `source` as a plan that stages it carries it: naming the manifest the
+/// planner writes, so that undoing `populate` removes it with the tree.
+pub fn with_staged_manifest(layout: &Layout, source: Source) -> Source {
+    match source {
+        Source::Bundle(mut b) => {
+            b.staged_manifest = Some(manifest::path_for(&layout.manifests, "mroot2"));
+            Source::Bundle(b)
+        }
+        other => other,
+    }
 }
 
 /// Takes a staged bundle away again (the planner refused after staging).

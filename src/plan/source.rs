@@ -31,6 +31,10 @@ pub struct BundleSource {
     pub keys: Vec<String>,
     /// `[trust] require_signature` when the plan was made.
     pub require_signature: bool,
+    /// The manifest the planner wrote for the tree it staged before the
+    /// transaction (`manifests/mroot2.manifest`), which the undo of
+    /// `populate` removes with the tree.
+    pub staged_manifest: Option<PathBuf>,
 }
 
 impl std::fmt::Display for Source {

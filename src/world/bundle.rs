@@ -234,9 +234,9 @@ fn append_entry<W: Write>(
             } else {
                 tar::EntryType::Block
             });
-            h.set_device_major(nix::sys::stat::major(*rdev) as u32)
+            h.set_device_major(nix::libc::major(*rdev as nix::libc::dev_t) as u32)
                 .map_err(io)?;
-            h.set_device_minor(nix::sys::stat::minor(*rdev) as u32)
+            h.set_device_minor(nix::libc::minor(*rdev as nix::libc::dev_t) as u32)
                 .map_err(io)?;
             tar.append_data(&mut h, &name, std::io::empty())
                 .map_err(io)?;

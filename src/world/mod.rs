@@ -111,6 +111,7 @@ pub fn populate(source: &Source, to: &Path, host: &dyn Host) -> Result<(), World
         id,
         keys,
         require_signature,
+        ..
     }) = source
     {
         // Normally staged before the transaction began (the planner checks
