@@ -18,9 +18,9 @@ pub const STOP_TIMEOUT_SECS: std::ops::RangeInclusive<u64> = 0..=3600;
 /// `[health] timeout_secs`, in seconds: 0 (a second) to an hour. It runs
 /// inside the downtime window; a plan from the journal is clamped to it.
 pub const HEALTH_TIMEOUT_SECS: std::ops::RangeInclusive<u64> = 0..=3600;
-/// `[upgrade] parallel`: jails stopped (and started) at once inside a
-/// batch of the downtime window; 1 stops and starts them one by one.
-pub const UPGRADE_PARALLEL: std::ops::RangeInclusive<u32> = 1..=256;
+/// `[upgrade] parallel`: jails switched at once inside a batch of the
+/// downtime window; 1 switches them one by one, 0 (the default) one per CPU.
+pub const UPGRADE_PARALLEL: std::ops::RangeInclusive<u32> = 0..=256;
 /// `upgrade --canary-wait`, in seconds: 0 to a day. The canaries' soak
 /// before the rest of the jails switch; a plan from the journal is clamped
 /// to it.
@@ -122,12 +122,27 @@ pub struct Upgrade {
     /// jail's own chain (stop, unmount `s`, unmount the root; mount the
     /// root, mount `s`, start) runs on one of this many threads. Also every
     /// other batch of mounts and jails (`start`, `stop`, `recover`).
+    /// 0: one per CPU ([`Upgrade::threads`]).
     pub parallel: u32,
 }
 
 impl Default for Upgrade {
     fn default() -> Self {
-        Upgrade { parallel: 16 }
+        Upgrade { parallel: 0 }
+    }
+}
+
+impl Upgrade {
+    /// The threads a batch's chains run on. A jail's switch is mostly CPU
+    /// (fork, exec, namespaces, its rc): measured at 100 jails on 2 cores
+    /// (docs/benchmarks.md), more chains than CPUs shortens the window a
+    /// little and lengthens every jail's own downtime a lot (2: 2.1x one
+    /// jail's stop+start; 16: 19x), so the default is one per CPU.
+    pub fn threads(&self) -> usize {
+        match self.parallel {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n as usize,
+        }
     }
 }
 
@@ -499,6 +514,18 @@ impl Layout {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parallel_0_is_one_thread_per_cpu_and_257_is_refused() {
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let p = Path::new("jailtx.toml");
+        let default = Config::parse("", p).unwrap();
+        assert_eq!(default.upgrade.threads(), cpus);
+        let three = Config::parse("[upgrade]\nparallel = 3\n", p).unwrap();
+        assert_eq!(three.upgrade.threads(), 3);
+        let err = Config::parse("[upgrade]\nparallel = 257\n", p).unwrap_err();
+        assert!(err.to_string().contains("upgrade.parallel"), "{err}");
+    }
 
     #[test]
     fn a_stop_timeout_of_0_is_no_grace() {

@@ -328,7 +328,7 @@ fn command_name(c: &Command) -> &'static str {
 /// or resume it first under `--auto-recover`.
 fn open_state(ctx: &Ctx) -> Result<State, Error> {
     let mut state = State::open(&ctx.layout, ctx.fault.clone(), ctx.host())?;
-    state.engine.set_parallel(ctx.cfg.upgrade.parallel as usize);
+    state.engine.set_parallel(ctx.cfg.upgrade.threads());
     if let Some(p) = state.engine.pending() {
         let (tx, op, summary) = (
             p.tx(),
@@ -473,7 +473,7 @@ fn recover(ctx: &Ctx, rollback: bool) -> Result<(), Error> {
         return Ok(());
     }
     let mut state = State::open(&ctx.layout, ctx.fault.clone(), ctx.host())?;
-    state.engine.set_parallel(ctx.cfg.upgrade.parallel as usize);
+    state.engine.set_parallel(ctx.cfg.upgrade.threads());
     let report = state.engine.recover(mode)?;
     let merged = report
         .as_ref()
