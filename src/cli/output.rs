@@ -288,29 +288,29 @@ pub fn status(
             r.path.display()
         );
     }
-    if let (Some(p), Some(_)) = (pending, running) {
-        outln!(
-            "transaction {} ({}: {}) is running: {} of {} steps done",
+    if let Some(p) = pending {
+        let what = format!(
+            "transaction {} ({}: {})",
             p.tx(),
             p.begin.plan.op,
-            p.begin.plan.summary,
-            p.done.iter().filter(|d| **d).count(),
-            p.begin.plan.steps.len()
+            p.begin.plan.summary
         );
-    } else if let Some(p) = pending {
-        let run = if p.status().can_roll_back() && p.abort.is_none() {
-            "run `jailtx recover` (or `jailtx recover --rollback`)"
+        let (done, steps) = (
+            p.done.iter().filter(|d| **d).count(),
+            p.begin.plan.steps.len(),
+        );
+        if running.is_some() {
+            outln!("{what} is running: {done} of {steps} steps done");
         } else {
-            "run `jailtx recover` to finish it"
-        };
-        outln!(
-            "transaction {} ({}: {}) is interrupted after {} of {} steps: the jails are as it left them; {run}",
-            p.tx(),
-            p.begin.plan.op,
-            p.begin.plan.summary,
-            p.done.iter().filter(|d| **d).count(),
-            p.begin.plan.steps.len()
-        );
+            let run = if p.status().can_roll_back() && p.abort.is_none() {
+                "run `jailtx recover` (or `jailtx recover --rollback`)"
+            } else {
+                "run `jailtx recover` to finish it"
+            };
+            outln!(
+                "{what} is interrupted after {done} of {steps} steps: the jails are as it left them; {run}"
+            );
+        }
     }
 }
 

@@ -526,7 +526,9 @@ def main():
 
     if module.check_mode and mutating:
         rc, doc, out, err, argv = jx.run(["--dry-run"] + args)
-        if rc == 0:
+        # 7: the plan is fine, the /etc merge that would follow it clashes
+        # (a rollback's dry run shows that merge too).
+        if rc in (0, 7):
             result["plan"] = (doc or {}).get("plan")
             result["changed"] = plan_changes(doc)
         finish(module, result, rc, doc, out, err, argv)
