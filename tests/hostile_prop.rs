@@ -171,7 +171,11 @@ fn source(root: &Root, world: &Path, via: Via, name: &str) -> Vec<String> {
                 .arg(".")
                 .status()
                 .unwrap();
-            assert!(st.success(), "tar");
+            // Exit 1 is GNU tar's "a file changed as we read it": a planted
+            // hard link shares its inode with the decoy's file, which the
+            // other cases running beside this one link and unlink at the same
+            // moment (its ctime moves). The archive is whole; 2 is an error.
+            assert!(matches!(st.code(), Some(0 | 1)), "tar: {st}");
             vec!["--from-tar".into(), t.display().to_string()]
         }
     }
