@@ -115,7 +115,7 @@ pub struct Trust {
 }
 
 /// `[upgrade]`: how the downtime window runs.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Upgrade {
     /// Jails stopped, and started, at once ([`UPGRADE_PARALLEL`]): each
@@ -124,12 +124,6 @@ pub struct Upgrade {
     /// other batch of mounts and jails (`start`, `stop`, `recover`).
     /// 0: one per CPU ([`Upgrade::threads`]).
     pub parallel: u32,
-}
-
-impl Default for Upgrade {
-    fn default() -> Self {
-        Upgrade { parallel: 0 }
-    }
 }
 
 impl Upgrade {
