@@ -87,7 +87,9 @@ impl TrustedKey {
 fn key_id(bytes: &[u8]) -> String {
     let mut n = [0u8; 8];
     n.copy_from_slice(&bytes[..8]);
-    format!("{:016X}", u64::from_le_bytes(n))
+    // As minisign prints it (`%" PRIX64 "`: no zero padding), so the id
+    // jailtx shows is the one in the key's own `.pub` comment line.
+    format!("{:X}", u64::from_le_bytes(n))
 }
 
 /// The keys of `[trust] keys`: a base64 line as is, anything else read as
@@ -299,6 +301,13 @@ fn base64_decode(s: &str) -> Option<Vec<u8>> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_key_id_is_printed_as_minisign_prints_it() {
+        // Little-endian key number 0x0A00000000000001: no leading zero.
+        let raw = [1, 0, 0, 0, 0, 0, 0, 0x0a];
+        assert_eq!(key_id(&raw), "A00000000000001");
+    }
+
     use super::*;
 
     #[test]

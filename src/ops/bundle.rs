@@ -45,18 +45,33 @@ pub fn origin(layout: &Layout, name: &str) -> Option<Origin> {
 
 /// Under `[trust] require_signature`, only a bundle is signed input:
 /// `--from-dir`, `--from-tar` and `--from-cmd` are refused (exit 2).
-pub fn require_signed(cfg: &Config, source: &Source) -> Result<(), OpsError> {
+pub fn require_signed(
+    cfg: &Config,
+    source: &Source,
+    dist_manifest: Option<&Path>,
+) -> Result<(), OpsError> {
     if !cfg.trust.require_signature {
         return Ok(());
     }
-    let what = match source {
-        Source::Bundle(_) => return Ok(()),
-        Source::Dir(_) => "--from-dir",
-        Source::Tar(_) => "--from-tar",
-        Source::Cmd(_) => "--from-cmd",
+    let what = match (source, dist_manifest) {
+        (Source::Bundle(_), _) => return Ok(()),
+        // A release archive vouched for by its MANIFEST, itself signed by a
+        // trusted key (`MANIFEST.minisig`); the archive's SHA-256 against
+        // that MANIFEST is checked next (`--dist-manifest`).
+        (Source::Tar(_), Some(m)) => {
+            return trust::verify_detached(m, &cfg.trust).map(drop).map_err(|e| {
+                OpsError::from(format!(
+                    "--dist-manifest {}: {e}; with [trust] require_signature the MANIFEST must be signed by a trusted key (minisign -Sm MANIFEST)",
+                    m.display()
+                ))
+            });
+        }
+        (Source::Dir(_), _) => "--from-dir",
+        (Source::Tar(_), None) => "--from-tar without --dist-manifest",
+        (Source::Cmd(_), _) => "--from-cmd",
     };
     Err(format!(
-        "{what} is unsigned input and [trust] require_signature is on; install a signed bundle with --from-bundle FILE (FILE.minisig beside it)"
+        "{what} is unsigned input and [trust] require_signature is on; install a signed bundle with --from-bundle FILE (FILE.minisig beside it), or a release archive with --from-tar FILE --dist-manifest MANIFEST (MANIFEST.minisig beside it)"
     )
     .into())
 }

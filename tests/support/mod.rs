@@ -12,6 +12,7 @@ pub mod cli_tree;
 pub mod decoy;
 pub mod freebsd;
 pub mod matrix;
+pub mod minisign;
 pub mod plans;
 pub mod variants;
 
