@@ -109,6 +109,15 @@ fn signed_bundle_installs_and_upgrades_with_the_same_ids() {
     let shown = show(&r);
     assert_eq!(shown["template_id"], p.id1.as_str(), "{shown}");
     let key_id = shown["signer_key_id"].as_str().unwrap().to_owned();
+    // The metrics publish the same signer for node_exporter.
+    let metrics = r.ok(&["metrics"]);
+    assert!(
+        metrics.contains(&format!(
+            "template=\"mroot\",id=\"{}\",signer=\"{key_id}\"",
+            p.id1
+        )),
+        "{metrics}"
+    );
     assert!((1..=16).contains(&key_id.len()), "{shown}");
     assert!(
         std::fs::read_to_string(&key.public)

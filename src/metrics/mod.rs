@@ -37,8 +37,8 @@ pub enum MetricsError {
 pub struct TemplateFacts {
     pub name: String,
     pub id: String,
-    /// The key id of the signature its bundle carried; `None` until signed
-    /// bundles record one (published as `signer=""`).
+    /// The key id of the signature its bundle carried; `None` (published
+    /// as `signer=""`) for a template not installed from a signed bundle.
     pub signer: Option<String>,
     pub last_audit: Option<LastAudit>,
 }
@@ -92,10 +92,15 @@ pub fn gather(site: &Site) -> Result<Facts, MetricsError> {
             continue;
         };
         let last_audit = last_audit::read(&layout.manifests, &name, &id)?;
+        // The origin file moves with its template; one naming another id
+        // (left from before a rename's undo) says nothing of this one.
+        let signer = crate::ops::bundle::origin(layout, &name)
+            .filter(|o| o.template_id == id)
+            .and_then(|o| o.signer_key_id);
         templates.push(TemplateFacts {
             name,
             id,
-            signer: None,
+            signer,
             last_audit,
         });
     }
