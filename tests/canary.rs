@@ -124,6 +124,47 @@ fn a_failing_canary_never_stops_the_others() {
     r.ok(&["stop"]);
 }
 
+/// 1b. The canary passes its first check but fails the one after its soak
+///    (`canary-wait`): the same rollback, and no other jail ever stopped.
+#[test]
+fn a_canary_failing_after_its_soak_never_stops_the_others() {
+    if !in_private_ns("a_canary_failing_after_its_soak_never_stops_the_others") {
+        return;
+    }
+    let worlds = Worlds::new();
+    let (r, jails, base) = setup(&worlds);
+    // Healthy the first time it is asked, unhealthy every time after.
+    let mark = r.scratch.join("asked-once");
+    let check = format!(
+        "[health.jails]\nns = \"if [ -e {m} ]; then exit 1; fi; touch {m}\"\n",
+        m = mark.display()
+    );
+    r.write("jailtx.toml", &check);
+    let before = r.jids();
+    let old_id = current_id(&r);
+    let w2 = worlds.get(2);
+    let out = r.run(&upgrade_args(
+        &w2,
+        &["--canary", "ns", "--canary-wait", "1"],
+    ));
+    assert_eq!(out.code(), Some(1), "{out}");
+    let err = out.one_line_error(1, "canary failing after its soak");
+    assert!(err.contains("canary-wait") && err.contains("ns"), "{err}");
+    assert!(mark.exists(), "the first check never ran");
+    let after = r.jids();
+    for name in ["mail", "www"] {
+        assert_eq!(after[name], before[name], "{name} was restarted: {after:?}");
+    }
+    let t = templates(&r);
+    for name in ["ns", "mail", "www", "spare"] {
+        assert_eq!(t[name].as_deref(), Some(old_id.as_str()), "{name}: {t:?}");
+    }
+    let mut bad = check_invariants(&r, &jails, &base, &old_world(&base));
+    bad.extend(check_second_recover(&r));
+    assert!(bad.is_empty(), "{bad:#?}");
+    r.ok(&["stop"]);
+}
+
 /// 2. Two canaries stay healthy through their soak: every jail follows, and
 ///    the plan switched them before anything else stopped.
 #[test]
